@@ -1,0 +1,504 @@
+//! Layered configuration for ringmaster.
+//!
+//! This crate owns how a ringmaster cluster is configured: an optional TOML
+//! file, then environment overrides (`RINGMASTER__GROUPS__WEB__COUNT=4`), then
+//! validation. Every error names its source (the file path, or the
+//! environment variable and its value), the dotted key (`groups.web.count`)
+//! and what was expected, so an operator can fix it without reading code.
+//! The resolved [`Config`] serializes back to TOML ([`Config::to_toml_string`])
+//! so the master can hand it to worker processes unchanged.
+//!
+//! It is a pure library: it prints nothing, never exits the process, and
+//! reads the process environment only in [`Config::load_from_env`].
+//!
+//! # File format
+//!
+//! ```toml
+//! [server]
+//! control_socket = "ringmaster.sock"
+//!
+//! [groups.web]            # groups keep file order; no groups = one "web" group
+//! count = 4               # default: number of CPUs
+//! listen = "0.0.0.0:3000"
+//! listen_mode = "reuseport"   # or "shared"
+//! heartbeat_timeout = "30s"   # durations: "250ms", "1.5s", "2m", "1h"
+//! ```
+//!
+//! # Layout
+//!
+//! - `lib.rs`: the configuration types, loading ([`Config::load`]) and the
+//!   error attribution that ties a bad value to its file or variable.
+//! - `error.rs`: [`ConfigError`], the crate's only error type.
+//! - `duration.rs`: the `"30s"` / `"250ms"` duration parser and formatter
+//!   used by every duration field.
+//! - `fields.rs`: serde helpers giving integer and address fields clear
+//!   "expected …, got …" messages.
+//! - `env.rs`: turning `RINGMASTER__…` variables into key paths and values.
+//! - `validate.rs`: range and cross-key checks run after loading.
+
+#![warn(missing_docs)]
+
+mod duration;
+mod env;
+mod error;
+mod fields;
+mod validate;
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use toml::Table;
+
+pub use error::ConfigError;
+
+use env::Override;
+use validate::Violation;
+
+/// Prefix of the environment variables that override configuration keys:
+/// `RINGMASTER__GROUPS__WEB__LISTEN=127.0.0.1:4000` sets `groups.web.listen`.
+pub const ENV_PREFIX: &str = "RINGMASTER__";
+
+/// Process exit code for configuration errors (`EX_CONFIG` from sysexits.h).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Largest allowed `count` of workers in one group.
+pub(crate) const MAX_WORKERS: usize = 1024;
+
+/// Name of the group created when the configuration defines none.
+const DEFAULT_GROUP: &str = "web";
+
+/// Origin used for errors when no config file is involved.
+const NO_FILE_ORIGIN: &str = "configuration";
+
+/// The whole resolved configuration.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Master-process settings (`[server]`).
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// Worker groups by name (`[groups.NAME]`), in file order. After loading
+    /// there is at least one; with none configured, a single `web` group
+    /// with default settings.
+    #[serde(default)]
+    pub groups: IndexMap<String, GroupConfig>,
+}
+
+/// Master-process settings: the `[server]` table.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Path of the Unix control socket the CLI talks to the master on.
+    /// Default `ringmaster.sock`.
+    pub control_socket: PathBuf,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            control_socket: PathBuf::from("ringmaster.sock"),
+        }
+    }
+}
+
+/// One group of identical worker processes: a `[groups.NAME]` table.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Name of the worker implementation to run; `None` means the
+    /// application's only (or default) one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// Number of worker processes, 1 to 1024. Default: the number of CPUs.
+    #[serde(default = "default_count", deserialize_with = "fields::uint")]
+    pub count: usize,
+    /// Address the group serves on. Default `127.0.0.1:3000`; port 0 picks a
+    /// free port.
+    #[serde(default = "default_listen", deserialize_with = "fields::socket_addr")]
+    pub listen: SocketAddr,
+    /// How workers share the listening address. Default [`ListenMode::Reuseport`].
+    #[serde(default)]
+    pub listen_mode: ListenMode,
+    /// Listen backlog, at least 1. Default 1024.
+    #[serde(default = "default_backlog", deserialize_with = "fields::uint")]
+    pub backlog: u32,
+    /// Tokio worker threads per worker process, at least 1; `None` picks
+    /// automatically.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "fields::some_uint"
+    )]
+    pub threads: Option<usize>,
+    /// How long a worker may take to report ready. Default 60s.
+    #[serde(default = "default_boot_timeout", with = "duration::serde")]
+    pub boot_timeout: Duration,
+    /// How often workers send a heartbeat. Default 1s.
+    #[serde(default = "default_heartbeat_interval", with = "duration::serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a worker is considered hung; longer than
+    /// `heartbeat_interval`. Default 30s.
+    #[serde(default = "default_heartbeat_timeout", with = "duration::serde")]
+    pub heartbeat_timeout: Duration,
+    /// How long a stopping worker may finish in-flight requests. Default 30s.
+    #[serde(default = "default_drain_timeout", with = "duration::serde")]
+    pub drain_timeout: Duration,
+    /// A worker that exits sooner than this after starting counts as a
+    /// crash (a strike). Default 5s.
+    #[serde(default = "default_min_uptime", with = "duration::serde")]
+    pub min_uptime: Duration,
+    /// First restart delay after a strike; may be 0. Default 100ms.
+    #[serde(default = "default_restart_backoff", with = "duration::serde")]
+    pub restart_backoff: Duration,
+    /// Cap on the growing restart delay; at least `restart_backoff`.
+    /// Default 15s.
+    #[serde(default = "default_restart_backoff_max", with = "duration::serde")]
+    pub restart_backoff_max: Duration,
+}
+
+fn default_count() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_WORKERS)
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 3000))
+}
+
+fn default_backlog() -> u32 {
+    1024
+}
+
+fn default_boot_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_heartbeat_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_drain_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_min_uptime() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_restart_backoff() -> Duration {
+    Duration::from_millis(100)
+}
+
+fn default_restart_backoff_max() -> Duration {
+    Duration::from_secs(15)
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            worker: None,
+            count: default_count(),
+            listen: default_listen(),
+            listen_mode: ListenMode::default(),
+            backlog: default_backlog(),
+            threads: None,
+            boot_timeout: default_boot_timeout(),
+            heartbeat_interval: default_heartbeat_interval(),
+            heartbeat_timeout: default_heartbeat_timeout(),
+            drain_timeout: default_drain_timeout(),
+            min_uptime: default_min_uptime(),
+            restart_backoff: default_restart_backoff(),
+            restart_backoff_max: default_restart_backoff_max(),
+        }
+    }
+}
+
+/// How the workers of a group share its listening address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenMode {
+    /// The master binds one socket and every worker accepts on it.
+    Shared,
+    /// Each worker binds its own socket with `SO_REUSEPORT` and the kernel
+    /// balances connections between them.
+    #[default]
+    Reuseport,
+}
+
+impl fmt::Display for ListenMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Shared => "shared",
+            Self::Reuseport => "reuseport",
+        })
+    }
+}
+
+impl Default for Config {
+    /// The configuration used with no file and no overrides: default server
+    /// settings and one `web` group with default settings.
+    fn default() -> Self {
+        let mut groups = IndexMap::new();
+        groups.insert(DEFAULT_GROUP.to_owned(), GroupConfig::default());
+        Self {
+            server: ServerConfig::default(),
+            groups,
+        }
+    }
+}
+
+impl Config {
+    /// Loads the configuration: the TOML file at `path` if given (`None`
+    /// means built-in defaults), then overrides from the `RINGMASTER__…`
+    /// entries of `env` (other names are ignored) in sorted name order, then
+    /// validation.
+    ///
+    /// `env` is passed in so callers and tests control it; see
+    /// [`Config::load_from_env`] for the process environment. An explicit
+    /// `path` that does not exist is an error.
+    ///
+    /// ```
+    /// use ringmaster_config::Config;
+    ///
+    /// let env = [
+    ///     ("RINGMASTER__GROUPS__WEB__COUNT".to_owned(), "4".to_owned()),
+    ///     ("RINGMASTER__GROUPS__WEB__DRAIN_TIMEOUT".to_owned(), "5s".to_owned()),
+    ///     ("HOME".to_owned(), "/root".to_owned()),
+    /// ];
+    /// let config = Config::load(None, env)?;
+    /// let web = config.group("web").expect("web is configured by the environment");
+    /// assert_eq!(web.count, 4);
+    /// assert_eq!(web.drain_timeout, std::time::Duration::from_secs(5));
+    ///
+    /// let bad = [("RINGMASTER__GROUPS__WEB__COUNT".to_owned(), "abc".to_owned())];
+    /// let err = Config::load(None, bad).expect_err("count must be an integer");
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "environment variable RINGMASTER__GROUPS__WEB__COUNT=\"abc\": \
+    ///      groups.web.count: expected a positive integer, got \"abc\"",
+    /// );
+    /// # Ok::<(), ringmaster_config::ConfigError>(())
+    /// ```
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (origin, mut table, mut config) = match path {
+            Some(path) => {
+                let origin = path.display().to_string();
+                let text = read_file(path, &origin)?;
+                let (table, config) = parse_document(&text, &origin)?;
+                (origin, table, config)
+            }
+            None => {
+                let config = Table::new()
+                    .try_into::<Config>()
+                    .map_err(|e| ConfigError::new(NO_FILE_ORIGIN, None, e.message()))?;
+                (NO_FILE_ORIGIN.to_owned(), Table::new(), config)
+            }
+        };
+        let overrides = env::collect(env)?;
+        for over in &overrides {
+            (table, config) = apply_override(&table, over)?;
+        }
+        finish(config, &origin, &overrides)
+    }
+
+    /// [`Config::load`] with the process environment.
+    ///
+    /// Names and values that are not valid Unicode are converted lossily, so
+    /// a mangled `RINGMASTER__…` value surfaces as a validation error rather
+    /// than being skipped.
+    pub fn load_from_env(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let env = std::env::vars_os().map(|(name, value)| {
+            (
+                name.to_string_lossy().into_owned(),
+                value.to_string_lossy().into_owned(),
+            )
+        });
+        Self::load(path, env)
+    }
+
+    /// Parses `text` as if it were the config file named `origin` (no
+    /// environment overrides), then validates it. Errors name `origin`.
+    ///
+    /// ```
+    /// use ringmaster_config::{Config, ListenMode};
+    ///
+    /// let config = Config::from_toml_str(
+    ///     r#"
+    ///     [groups.api]
+    ///     count = 2
+    ///     listen = "127.0.0.1:8080"
+    ///     listen_mode = "shared"
+    ///     heartbeat_timeout = "10s"
+    ///     "#,
+    ///     "ringmaster.toml",
+    /// )?;
+    /// let api = config.group("api").expect("api is configured");
+    /// assert_eq!(api.count, 2);
+    /// assert_eq!(api.listen_mode, ListenMode::Shared);
+    /// assert!(config.group("web").is_none());
+    ///
+    /// let err = Config::from_toml_str("[groups.web]\ncount = 0\n", "ringmaster.toml")
+    ///     .expect_err("count must be at least 1");
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "ringmaster.toml: groups.web.count: expected an integer from 1 to 1024, got 0",
+    /// );
+    /// # Ok::<(), ringmaster_config::ConfigError>(())
+    /// ```
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let (_, config) = parse_document(text, origin)?;
+        finish(config, origin, &[])
+    }
+
+    /// Serializes to TOML that [`Config::from_toml_str`] reads back to an
+    /// equal `Config`; used to hand the resolved configuration to workers.
+    pub fn to_toml_string(&self) -> Result<String, ConfigError> {
+        toml::to_string(self).map_err(|e| {
+            ConfigError::new(
+                NO_FILE_ORIGIN,
+                None,
+                format!("cannot write the configuration as TOML: {e}"),
+            )
+        })
+    }
+
+    /// The group named `name`, if configured.
+    pub fn group(&self, name: &str) -> Option<&GroupConfig> {
+        self.groups.get(name)
+    }
+}
+
+/// Reads the config file, turning "not found" into an actionable message.
+fn read_file(path: &Path, origin: &str) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let message = if e.kind() == std::io::ErrorKind::NotFound {
+            format!("config file {origin} not found; pass an existing path to --config")
+        } else {
+            format!("cannot read config file {origin}: {e}")
+        };
+        ConfigError::new(origin, None, message)
+    })
+}
+
+/// Parses a TOML document into both its raw table (for overrides) and a
+/// typed `Config`. Errors keep toml's line, column and snippet.
+fn parse_document(text: &str, origin: &str) -> Result<(Table, Config), ConfigError> {
+    let config = toml::from_str::<Config>(text).map_err(|e| toml_error(text, origin, &e))?;
+    let table = text
+        .parse::<Table>()
+        .map_err(|e| toml_error(text, origin, &e))?;
+    Ok((table, config))
+}
+
+/// Converts a toml error from parsing `text` into a [`ConfigError`] whose
+/// message starts with what went wrong, followed by toml's location snippet.
+fn toml_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError {
+    let rendered = error.to_string();
+    let rendered = rendered.trim_end();
+    let what = error.message().trim_end();
+    let message = match rendered.strip_suffix(what) {
+        Some(location) if !what.is_empty() && !location.trim().is_empty() => {
+            format!("{what}\n{}", location.trim_end())
+        }
+        _ => rendered.to_owned(),
+    };
+    ConfigError::new(origin, toml_error_key(text), message)
+}
+
+/// The dotted key a toml type error is about, if there is one.
+///
+/// toml only exposes the key path in its rendering of span-less errors
+/// (``in `groups.web` ``), so the document is re-checked without spans. For
+/// an unknown field the field itself is appended (`groups.web.cout`).
+fn toml_error_key(text: &str) -> Option<String> {
+    let table = text.parse::<Table>().ok()?;
+    let error = table.try_into::<Config>().err()?;
+    let rendered = error.to_string();
+    let parent = rendered
+        .lines()
+        .rev()
+        .find_map(|line| line.strip_prefix("in `")?.strip_suffix('`'));
+    let unknown = error
+        .message()
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(field, _)| field);
+    match (parent, unknown) {
+        (Some(parent), Some(field)) => Some(format!("{parent}.{field}")),
+        (parent, field) => parent.or(field).map(str::to_owned),
+    }
+}
+
+/// Applies one environment override to `table` and re-checks the result.
+///
+/// A value that parsed as a non-string TOML value but does not fit the key
+/// is retried as a plain string (e.g. `worker=123`); if that fails too, the
+/// first error is reported against the variable.
+fn apply_override(table: &Table, over: &Override) -> Result<(Table, Config), ConfigError> {
+    let attempt = |value: toml::Value| -> Result<(Table, Config), String> {
+        let mut candidate = table.clone();
+        env::set(&mut candidate, &over.path, value)?;
+        let config = candidate
+            .clone()
+            .try_into::<Config>()
+            .map_err(|e| e.message().to_owned())?;
+        Ok((candidate, config))
+    };
+    let typed = over.typed_value();
+    let was_string = typed.is_str();
+    match attempt(typed) {
+        Ok(applied) => Ok(applied),
+        Err(first) if !was_string => attempt(over.string_value()).map_err(|_| over.error(first)),
+        Err(first) => Err(over.error(first)),
+    }
+}
+
+/// Inserts the default group if none is configured, then validates.
+fn finish(mut config: Config, origin: &str, overrides: &[Override]) -> Result<Config, ConfigError> {
+    if config.groups.is_empty() {
+        config
+            .groups
+            .insert(DEFAULT_GROUP.to_owned(), GroupConfig::default());
+    }
+    validate::validate(&config).map_err(|v| attribute(v, origin, overrides))?;
+    Ok(config)
+}
+
+/// Blames a violation on the last environment variable that set its key (or
+/// a related key, or a table containing one), else on `origin`.
+fn attribute(violation: Violation, origin: &str, overrides: &[Override]) -> ConfigError {
+    let overlaps = |a: &[String], b: &[String]| a.starts_with(b) || b.starts_with(a);
+    let key = violation.key.join(".");
+    std::iter::once(&violation.key)
+        .chain(&violation.related)
+        .find_map(|path| overrides.iter().rev().find(|o| overlaps(&o.path, path)))
+        .map_or_else(
+            || ConfigError::new(origin, Some(key.clone()), violation.message.clone()),
+            |over| {
+                ConfigError::env(
+                    &over.name,
+                    &over.value,
+                    Some(key.clone()),
+                    violation.message.clone(),
+                )
+            },
+        )
+}
+
+#[cfg(test)]
+mod tests;

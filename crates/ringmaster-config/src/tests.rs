@@ -1,0 +1,485 @@
+//! Unit tests for loading, overrides, validation and error messages.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use super::*;
+
+/// A config file under the system temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(contents: &str) -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!(
+            "ringmaster-config-test-{}-{n}.toml",
+            std::process::id()
+        ));
+        std::fs::write(&path, contents).expect("write temp config");
+        Self(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn name(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().expect("test address")
+}
+
+fn group<'a>(config: &'a Config, name: &str) -> &'a GroupConfig {
+    config
+        .group(name)
+        .unwrap_or_else(|| panic!("group {name} in {config:?}"))
+}
+
+fn from_str_err(text: &str) -> ConfigError {
+    Config::from_toml_str(text, "ringmaster.toml").expect_err(text)
+}
+
+const FULL: &str = r#"
+[server]
+control_socket = "/run/ringmaster/control.sock"
+
+[groups.web]
+worker = "http"
+count = 3
+listen = "0.0.0.0:8080"
+listen_mode = "shared"
+backlog = 512
+threads = 2
+boot_timeout = "90s"
+heartbeat_interval = "250ms"
+heartbeat_timeout = "1.5s"
+drain_timeout = "2m"
+min_uptime = "1h"
+restart_backoff = "0s"
+restart_backoff_max = "15us"
+
+[groups.jobs]
+count = 1
+listen = "127.0.0.1:0"
+"#;
+
+#[test]
+fn defaults_without_file() {
+    let config = Config::load(None, env(&[("PATH", "/usr/bin")])).expect("defaults load");
+    assert_eq!(config, Config::default());
+    assert_eq!(
+        config.server.control_socket,
+        PathBuf::from("ringmaster.sock")
+    );
+    assert_eq!(config.groups.keys().collect::<Vec<_>>(), ["web"]);
+    let web = group(&config, "web");
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert_eq!(web.count, cpus.min(1024));
+    assert_eq!(web.worker, None);
+    assert_eq!(web.listen, addr("127.0.0.1:3000"));
+    assert_eq!(web.listen_mode, ListenMode::Reuseport);
+    assert_eq!(web.backlog, 1024);
+    assert_eq!(web.threads, None);
+    assert_eq!(web.boot_timeout, Duration::from_secs(60));
+    assert_eq!(web.heartbeat_interval, Duration::from_secs(1));
+    assert_eq!(web.heartbeat_timeout, Duration::from_secs(30));
+    assert_eq!(web.drain_timeout, Duration::from_secs(30));
+    assert_eq!(web.min_uptime, Duration::from_secs(5));
+    assert_eq!(web.restart_backoff, Duration::from_millis(100));
+    assert_eq!(web.restart_backoff_max, Duration::from_secs(15));
+    // An empty file and an empty `[groups]` table also yield the default group.
+    for text in ["", "[groups]\n"] {
+        let config = Config::from_toml_str(text, "empty.toml").expect("empty file");
+        assert_eq!(config, Config::default());
+    }
+}
+
+#[test]
+fn full_file_round_trips() {
+    let file = TempFile::new(FULL);
+    let config = Config::load(Some(file.path()), env(&[])).expect("full file loads");
+    assert_eq!(
+        config.server.control_socket,
+        PathBuf::from("/run/ringmaster/control.sock")
+    );
+    let web = group(&config, "web");
+    assert_eq!(web.worker.as_deref(), Some("http"));
+    assert_eq!(web.count, 3);
+    assert_eq!(web.listen, addr("0.0.0.0:8080"));
+    assert_eq!(web.listen_mode, ListenMode::Shared);
+    assert_eq!(web.backlog, 512);
+    assert_eq!(web.threads, Some(2));
+    assert_eq!(web.boot_timeout, Duration::from_secs(90));
+    assert_eq!(web.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(web.heartbeat_timeout, Duration::from_millis(1500));
+    assert_eq!(web.drain_timeout, Duration::from_secs(120));
+    assert_eq!(web.min_uptime, Duration::from_secs(3600));
+    assert_eq!(web.restart_backoff, Duration::ZERO);
+    assert_eq!(web.restart_backoff_max, Duration::from_micros(15));
+    let jobs = group(&config, "jobs");
+    assert_eq!(jobs.count, 1);
+    assert_eq!(jobs.listen, addr("127.0.0.1:0"));
+    assert_eq!(jobs.boot_timeout, Duration::from_secs(60));
+
+    let text = config.to_toml_string().expect("serializes");
+    assert!(text.contains("heartbeat_timeout = \"1500ms\""), "{text}");
+    assert!(text.contains("listen_mode = \"shared\""), "{text}");
+    let back = Config::from_toml_str(&text, "worker-handoff").expect("reads back");
+    assert_eq!(back, config);
+    // Defaults round-trip too (None fields are omitted, then defaulted).
+    let defaults = Config::default();
+    let text = defaults.to_toml_string().expect("serializes");
+    assert!(!text.contains("threads"), "{text}");
+    assert_eq!(
+        Config::from_toml_str(&text, "x").expect("reads back"),
+        defaults
+    );
+}
+
+#[test]
+fn env_overrides_listen_count_duration_and_creates_groups() {
+    let file = TempFile::new(FULL);
+    let config = Config::load(
+        Some(file.path()),
+        env(&[
+            ("RINGMASTER__GROUPS__WEB__LISTEN", "127.0.0.1:4000"),
+            ("RINGMASTER__GROUPS__WEB__COUNT", "7"),
+            ("RINGMASTER__GROUPS__WEB__DRAIN_TIMEOUT", "45s"),
+            ("RINGMASTER__GROUPS__ADMIN__LISTEN", "127.0.0.1:9000"),
+            ("RINGMASTER__GROUPS__ADMIN__WORKER", "\"admin\""),
+            ("RINGMASTER__SERVER__CONTROL_SOCKET", "/tmp/rm.sock"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .expect("overrides apply");
+    let web = group(&config, "web");
+    assert_eq!(web.listen, addr("127.0.0.1:4000"));
+    assert_eq!(web.count, 7);
+    assert_eq!(web.drain_timeout, Duration::from_secs(45));
+    assert_eq!(web.backlog, 512, "untouched file keys are kept");
+    let admin = group(&config, "admin");
+    assert_eq!(admin.listen, addr("127.0.0.1:9000"));
+    assert_eq!(admin.worker.as_deref(), Some("admin"));
+    assert_eq!(
+        admin.count,
+        GroupConfig::default().count,
+        "other keys default"
+    );
+    assert_eq!(config.server.control_socket, PathBuf::from("/tmp/rm.sock"));
+    assert_eq!(
+        config.groups.keys().collect::<Vec<_>>(),
+        ["web", "jobs", "admin"],
+        "new groups are appended after the file's"
+    );
+}
+
+#[test]
+fn env_creates_group_without_file_instead_of_default_web() {
+    let config = Config::load(
+        None,
+        env(&[("RINGMASTER__GROUPS__API__HEARTBEAT_TIMEOUT", "2m")]),
+    )
+    .expect("loads");
+    assert_eq!(config.groups.keys().collect::<Vec<_>>(), ["api"]);
+    assert_eq!(
+        group(&config, "api").heartbeat_timeout,
+        Duration::from_secs(120)
+    );
+}
+
+#[test]
+fn env_scalar_that_fits_only_as_string_is_kept_as_string() {
+    let config = Config::load(None, env(&[("RINGMASTER__GROUPS__WEB__WORKER", "123")]))
+        .expect("numeric worker name");
+    assert_eq!(group(&config, "web").worker.as_deref(), Some("123"));
+}
+
+#[test]
+fn unknown_key_in_file_names_file_line_and_expected_keys() {
+    let file = TempFile::new("[groups.web]\ncount = 2\ncout = 3\n");
+    let err = Config::load(Some(file.path()), env(&[])).expect_err("unknown key");
+    let shown = err.to_string();
+    assert_eq!(err.origin(), file.name());
+    assert!(shown.starts_with(&file.name()), "{shown}");
+    assert!(shown.contains("unknown field `cout`"), "{shown}");
+    assert!(shown.contains("line 3"), "{shown}");
+    assert!(
+        shown.contains("`heartbeat_timeout`"),
+        "lists expected keys: {shown}"
+    );
+    assert_eq!(err.key(), Some("groups.web.cout"));
+
+    let err = from_str_err("colour = 1\n");
+    assert_eq!(err.key(), Some("colour"));
+    assert!(err.to_string().contains("unknown field `colour`"), "{err}");
+    assert!(err.to_string().contains("`groups`"), "{err}");
+}
+
+#[test]
+fn unknown_key_via_env_names_the_variable() {
+    let err = Config::load(None, env(&[("RINGMASTER__GROUPS__WEB__COUT", "3")]))
+        .expect_err("unknown key");
+    assert_eq!(
+        err.origin(),
+        "environment variable RINGMASTER__GROUPS__WEB__COUT"
+    );
+    assert_eq!(err.key(), Some("groups.web.cout"));
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with("environment variable RINGMASTER__GROUPS__WEB__COUT=\"3\": "),
+        "{shown}"
+    );
+    assert!(shown.contains("unknown field `cout`"), "{shown}");
+
+    let err = Config::load(None, env(&[("RINGMASTER__LOGGING", "debug")])).expect_err("top");
+    assert!(err.to_string().contains("RINGMASTER__LOGGING"), "{err}");
+}
+
+#[test]
+fn empty_env_segment_is_an_error() {
+    let err = Config::load(None, env(&[("RINGMASTER__GROUPS____COUNT", "3")]))
+        .expect_err("empty segment");
+    assert_eq!(
+        err.origin(),
+        "environment variable RINGMASTER__GROUPS____COUNT"
+    );
+    assert!(err.message().contains("empty key segment"), "{err}");
+}
+
+#[test]
+fn env_cannot_descend_into_a_value() {
+    let file = TempFile::new("[server]\ncontrol_socket = \"a.sock\"\n");
+    let err = Config::load(
+        Some(file.path()),
+        env(&[("RINGMASTER__SERVER__CONTROL_SOCKET__PATH", "/x")]),
+    )
+    .expect_err("control_socket is a string");
+    assert!(err.message().contains("`server.control_socket`"), "{err}");
+}
+
+#[test]
+fn bad_duration_in_file_and_env() {
+    let err = from_str_err("[groups.web]\ndrain_timeout = \"5x\"\n");
+    let shown = err.to_string();
+    assert!(
+        shown.starts_with(
+            "ringmaster.toml: groups.web.drain_timeout: invalid duration \"5x\": \
+             expected a number followed by ms, s, m or h (e.g. \"30s\", \"250ms\")"
+        ),
+        "{shown}"
+    );
+    assert!(shown.contains("line 2"), "toml location kept: {shown}");
+
+    let err = from_str_err("[groups.web]\ndrain_timeout = 30\n");
+    assert!(err.message().contains("add a unit"), "{err}");
+
+    let err = Config::load(
+        None,
+        env(&[("RINGMASTER__GROUPS__WEB__BOOT_TIMEOUT", "soon")]),
+    )
+    .expect_err("bad env duration");
+    assert_eq!(err.key(), Some("groups.web.boot_timeout"));
+    assert!(
+        err.to_string().contains("invalid duration \"soon\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn type_error_in_file_reads_like_the_spec() {
+    let err = from_str_err("[groups.web]\ncount = \"abc\"\n");
+    let first_line = err.to_string().lines().next().map(str::to_owned);
+    assert_eq!(
+        first_line.as_deref(),
+        Some("ringmaster.toml: groups.web.count: expected a positive integer, got \"abc\"")
+    );
+    let err = from_str_err("[groups.web]\nlisten = \"localhost\"\n");
+    assert!(err.message().contains("127.0.0.1:3000"), "{err}");
+    let err = from_str_err("[groups.web]\nlisten_mode = \"fork\"\n");
+    assert!(err.message().contains("`reuseport`"), "{err}");
+}
+
+#[test]
+fn syntax_error_has_line_and_column() {
+    let err = from_str_err("[groups.web]\ncount = \n");
+    assert_eq!(err.origin(), "ringmaster.toml");
+    assert!(err.to_string().contains("line 2, column"), "{err}");
+}
+
+#[test]
+fn count_bounds() {
+    let err = from_str_err("[groups.web]\ncount = 0\n");
+    assert_eq!(err.key(), Some("groups.web.count"));
+    assert_eq!(
+        err.to_string(),
+        "ringmaster.toml: groups.web.count: expected an integer from 1 to 1024, got 0"
+    );
+    assert!(
+        from_str_err("[groups.web]\ncount = 1025\n")
+            .message()
+            .contains("got 1025")
+    );
+    assert!(
+        from_str_err("[groups.web]\ncount = -1\n")
+            .message()
+            .contains("got -1")
+    );
+    Config::from_toml_str("[groups.web]\ncount = 1024\n", "x").expect("1024 is allowed");
+
+    // The same check on an env value blames the variable, with its value.
+    let err =
+        Config::load(None, env(&[("RINGMASTER__GROUPS__WEB__COUNT", "0")])).expect_err("count 0");
+    assert_eq!(
+        err.to_string(),
+        "environment variable RINGMASTER__GROUPS__WEB__COUNT=\"0\": \
+         groups.web.count: expected an integer from 1 to 1024, got 0"
+    );
+}
+
+#[test]
+fn heartbeat_timeout_must_exceed_interval() {
+    let err =
+        from_str_err("[groups.web]\nheartbeat_interval = \"5s\"\nheartbeat_timeout = \"5s\"\n");
+    assert_eq!(err.key(), Some("groups.web.heartbeat_timeout"));
+    assert!(err.message().contains("heartbeat_interval (5s)"), "{err}");
+    // Interval raised via env above the file's default timeout: the env var is blamed.
+    let err = Config::load(
+        None,
+        env(&[("RINGMASTER__GROUPS__WEB__HEARTBEAT_INTERVAL", "1m")]),
+    )
+    .expect_err("interval > timeout");
+    assert_eq!(
+        err.origin(),
+        "environment variable RINGMASTER__GROUPS__WEB__HEARTBEAT_INTERVAL"
+    );
+    assert_eq!(err.key(), Some("groups.web.heartbeat_timeout"));
+}
+
+#[test]
+fn other_numeric_and_duration_checks() {
+    let cases = [
+        ("backlog = 0", "groups.web.backlog"),
+        ("threads = 0", "groups.web.threads"),
+        ("drain_timeout = \"0s\"", "groups.web.drain_timeout"),
+        ("boot_timeout = \"0ms\"", "groups.web.boot_timeout"),
+        ("worker = \" \"", "groups.web.worker"),
+        (
+            "restart_backoff = \"2s\"\nrestart_backoff_max = \"1s\"",
+            "groups.web.restart_backoff_max",
+        ),
+    ];
+    for (body, key) in cases {
+        let err = from_str_err(&format!("[groups.web]\n{body}\n"));
+        assert_eq!(err.key(), Some(key), "{body}: {err}");
+        assert_eq!(err.origin(), "ringmaster.toml");
+    }
+    let err = from_str_err("[server]\ncontrol_socket = \"\"\n");
+    assert_eq!(err.key(), Some("server.control_socket"));
+    let config = Config::from_toml_str("[groups.web]\nrestart_backoff = \"0s\"\n", "x")
+        .expect("zero backoff is allowed");
+    assert_eq!(group(&config, "web").restart_backoff, Duration::ZERO);
+}
+
+#[test]
+fn duplicate_listen_addresses() {
+    let err = from_str_err(
+        "[groups.web]\nlisten = \"127.0.0.1:3000\"\n[groups.api]\nlisten = \"127.0.0.1:3000\"\n",
+    );
+    assert_eq!(err.key(), Some("groups.api.listen"));
+    let shown = err.to_string();
+    assert!(shown.contains("\"web\""), "{shown}");
+    assert!(shown.contains("\"api\""), "{shown}");
+    assert!(shown.contains("127.0.0.1:3000"), "{shown}");
+    // Both groups defaulting to the same address collide as well.
+    from_str_err("[groups.a]\n[groups.b]\n");
+    // Port 0 means "pick a free port" and never collides.
+    Config::from_toml_str(
+        "[groups.a]\nlisten = \"127.0.0.1:0\"\n[groups.b]\nlisten = \"127.0.0.1:0\"\n",
+        "x",
+    )
+    .expect("port 0 may repeat");
+    // Made to collide by the environment: the variable is blamed.
+    let file = TempFile::new(
+        "[groups.a]\nlisten = \"127.0.0.1:0\"\n[groups.b]\nlisten = \"127.0.0.1:4001\"\n",
+    );
+    let err = Config::load(
+        Some(file.path()),
+        env(&[("RINGMASTER__GROUPS__A__LISTEN", "127.0.0.1:4001")]),
+    )
+    .expect_err("collision via env");
+    assert_eq!(
+        err.origin(),
+        "environment variable RINGMASTER__GROUPS__A__LISTEN"
+    );
+}
+
+#[test]
+fn group_order_is_preserved() {
+    let text = "[groups.zeta]\nlisten = \"127.0.0.1:1\"\n\
+                [groups.alpha]\nlisten = \"127.0.0.1:2\"\n\
+                [groups.mid]\nlisten = \"127.0.0.1:3\"\n";
+    let config = Config::from_toml_str(text, "x").expect("loads");
+    let order = ["zeta", "alpha", "mid"];
+    assert_eq!(config.groups.keys().collect::<Vec<_>>(), order);
+    let file = TempFile::new(text);
+    let loaded = Config::load(
+        Some(file.path()),
+        env(&[("RINGMASTER__GROUPS__ALPHA__COUNT", "2")]),
+    )
+    .expect("loads");
+    assert_eq!(loaded.groups.keys().collect::<Vec<_>>(), order);
+    let text = loaded.to_toml_string().expect("serializes");
+    let back = Config::from_toml_str(&text, "x").expect("reads back");
+    assert_eq!(back.groups.keys().collect::<Vec<_>>(), order);
+}
+
+#[test]
+fn invalid_group_name() {
+    let err = from_str_err("[groups.Web]\n");
+    assert_eq!(err.key(), Some("groups.Web"));
+    assert!(err.message().contains("lowercase letters, digits"), "{err}");
+    let err = from_str_err("[groups.\"my app\"]\n");
+    assert!(err.message().contains("\"my app\""), "{err}");
+}
+
+#[test]
+fn missing_explicit_file() {
+    let path = std::env::temp_dir().join(format!(
+        "ringmaster-config-test-{}-missing.toml",
+        std::process::id()
+    ));
+    let err = Config::load(Some(&path), env(&[])).expect_err("missing file");
+    assert_eq!(err.origin(), path.display().to_string());
+    assert!(
+        err.message()
+            .contains("not found; pass an existing path to --config"),
+        "{err}"
+    );
+}
+
+#[test]
+fn listen_mode_display_and_exit_code() {
+    assert_eq!(ListenMode::Shared.to_string(), "shared");
+    assert_eq!(ListenMode::Reuseport.to_string(), "reuseport");
+    assert_eq!(ListenMode::default(), ListenMode::Reuseport);
+    assert_eq!(EXIT_CONFIG, 78);
+    assert_eq!(ENV_PREFIX, "RINGMASTER__");
+}

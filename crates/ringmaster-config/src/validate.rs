@@ -1,0 +1,216 @@
+//! Checks that hold across keys or beyond what the types enforce.
+//!
+//! [`validate`] reports the first problem as a [`Violation`] naming the key
+//! path (and any other key involved); the caller turns it into a
+//! [`crate::ConfigError`] attributed to the file or environment variable
+//! that set the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::{Config, GroupConfig, MAX_WORKERS, duration};
+
+/// A failed check: the key at fault, other keys involved, and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Violation {
+    /// Key path at fault, e.g. `["groups", "web", "count"]`.
+    pub(crate) key: Vec<String>,
+    /// Other keys whose values take part in the problem.
+    pub(crate) related: Vec<Vec<String>>,
+    /// What is wrong and what is expected.
+    pub(crate) message: String,
+}
+
+fn group_key(group: &str, field: &str) -> Vec<String> {
+    vec!["groups".to_owned(), group.to_owned(), field.to_owned()]
+}
+
+fn violation(key: Vec<String>, message: String) -> Violation {
+    Violation {
+        key,
+        related: Vec::new(),
+        message,
+    }
+}
+
+/// Whether `name` may be used as a group name: `[a-z0-9_-]+`.
+pub(crate) fn is_valid_group_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Validates a fully loaded config (groups already defaulted).
+pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
+    if config.server.control_socket.as_os_str().is_empty() {
+        return Err(violation(
+            vec!["server".to_owned(), "control_socket".to_owned()],
+            "expected a socket path such as \"ringmaster.sock\", got an empty string".to_owned(),
+        ));
+    }
+    for name in config.groups.keys() {
+        if !is_valid_group_name(name) {
+            return Err(violation(
+                vec!["groups".to_owned(), name.clone()],
+                format!(
+                    "invalid group name {name:?}: use only lowercase letters, digits, `_` and \
+                     `-`, so that environment variables (RINGMASTER__GROUPS__<NAME>__...) \
+                     can address the group"
+                ),
+            ));
+        }
+    }
+    for (name, group) in &config.groups {
+        validate_group(name, group)?;
+    }
+    check_listen_conflicts(config)
+}
+
+fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
+    let key = |field: &str| group_key(name, field);
+    if let Some(worker) = &group.worker
+        && worker.trim().is_empty()
+    {
+        return Err(violation(
+            key("worker"),
+            "expected the name of a worker implementation, got an empty string \
+             (omit the key to use the default worker)"
+                .to_owned(),
+        ));
+    }
+    if !(1..=MAX_WORKERS).contains(&group.count) {
+        return Err(violation(
+            key("count"),
+            format!(
+                "expected an integer from 1 to {MAX_WORKERS}, got {}",
+                group.count
+            ),
+        ));
+    }
+    if group.backlog == 0 {
+        return Err(violation(
+            key("backlog"),
+            "expected a positive integer, got 0".to_owned(),
+        ));
+    }
+    if group.threads == Some(0) {
+        return Err(violation(
+            key("threads"),
+            "expected a positive integer, got 0 (omit the key to pick automatically)".to_owned(),
+        ));
+    }
+    let positive: [(&str, Duration); 6] = [
+        ("boot_timeout", group.boot_timeout),
+        ("heartbeat_interval", group.heartbeat_interval),
+        ("heartbeat_timeout", group.heartbeat_timeout),
+        ("drain_timeout", group.drain_timeout),
+        ("min_uptime", group.min_uptime),
+        ("restart_backoff_max", group.restart_backoff_max),
+    ];
+    for (field, value) in positive {
+        if value.is_zero() {
+            return Err(violation(
+                key(field),
+                "expected a duration greater than zero, such as \"30s\" or \"250ms\", got \"0s\""
+                    .to_owned(),
+            ));
+        }
+    }
+    if group.heartbeat_timeout <= group.heartbeat_interval {
+        return Err(Violation {
+            key: key("heartbeat_timeout"),
+            related: vec![key("heartbeat_interval")],
+            message: format!(
+                "expected a duration longer than heartbeat_interval ({}), got {}",
+                duration::format(group.heartbeat_interval),
+                duration::format(group.heartbeat_timeout)
+            ),
+        });
+    }
+    if group.restart_backoff_max < group.restart_backoff {
+        return Err(Violation {
+            key: key("restart_backoff_max"),
+            related: vec![key("restart_backoff")],
+            message: format!(
+                "expected a duration at least restart_backoff ({}), got {}",
+                duration::format(group.restart_backoff),
+                duration::format(group.restart_backoff_max)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Whether two listen addresses would collide when both are bound.
+/// Port 0 never collides (the kernel picks a free port for each).
+fn collides(a: SocketAddr, b: SocketAddr) -> bool {
+    if a.port() == 0 || a.port() != b.port() {
+        return false;
+    }
+    let (a, b) = (a.ip(), b.ip());
+    if a == b {
+        return true;
+    }
+    // A wildcard address covers every address of its family, and the IPv6
+    // wildcard (dual-stack by default on Linux) covers IPv4 as well.
+    let v6_wildcard = |ip: IpAddr| matches!(ip, IpAddr::V6(v6) if v6.is_unspecified());
+    let same_family = a.is_ipv4() == b.is_ipv4();
+    v6_wildcard(a) || v6_wildcard(b) || (same_family && (a.is_unspecified() || b.is_unspecified()))
+}
+
+/// How to resolve a listen conflict.
+const FIX: &str = "give each group its own address or port (port 0 picks a free one)";
+
+fn check_listen_conflicts(config: &Config) -> Result<(), Violation> {
+    for (index, (name, group)) in config.groups.iter().enumerate() {
+        for (earlier, other) in config.groups.iter().take(index) {
+            if collides(group.listen, other.listen) {
+                return Err(Violation {
+                    key: group_key(name, "listen"),
+                    related: vec![group_key(earlier, "listen")],
+                    message: if group.listen == other.listen {
+                        format!(
+                            "groups {earlier:?} and {name:?} both listen on {}; {FIX}",
+                            group.listen
+                        )
+                    } else {
+                        format!(
+                            "groups {earlier:?} ({}) and {name:?} ({}) listen on overlapping \
+                             addresses; {FIX}",
+                            other.listen, group.listen
+                        )
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names() {
+        for ok in ["web", "api-v2", "jobs_1", "0"] {
+            assert!(is_valid_group_name(ok), "{ok}");
+        }
+        for bad in ["", "Web", "a.b", "a b", "héllo", "a/b"] {
+            assert!(!is_valid_group_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn collisions() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect(s);
+        assert!(collides(addr("127.0.0.1:80"), addr("127.0.0.1:80")));
+        assert!(collides(addr("0.0.0.0:80"), addr("127.0.0.1:80")));
+        assert!(collides(addr("[::]:80"), addr("127.0.0.1:80")));
+        assert!(!collides(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+        assert!(!collides(addr("127.0.0.1:80"), addr("127.0.0.1:81")));
+        assert!(!collides(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
+        assert!(!collides(addr("0.0.0.0:80"), addr("[::1]:80")));
+    }
+}

@@ -1,0 +1,85 @@
+//! Restart policy: strikes and exponential backoff.
+//!
+//! A worker that exits within `min_uptime` of its start counts a strike; the
+//! restart delay doubles with every strike from `restart_backoff` up to
+//! `restart_backoff_max`. A worker that stays up for `min_uptime` clears the
+//! strikes (a stable run), so the next crash restarts at once. This is PM2's
+//! exponential backoff with Erlang/OTP's restart intensity in spirit.
+
+use std::time::Duration;
+
+/// The backoff settings of one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Backoff {
+    pub(crate) min_uptime: Duration,
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+}
+
+impl Backoff {
+    /// Given the strikes so far and how long the exited worker lived,
+    /// returns the new strike count and the delay before the next start.
+    pub(crate) fn on_exit(&self, strikes: u32, uptime: Duration) -> (u32, Duration) {
+        if uptime >= self.min_uptime {
+            return (0, Duration::ZERO);
+        }
+        let strikes = strikes.saturating_add(1);
+        (strikes, self.delay(strikes))
+    }
+
+    /// The delay after `strikes` strikes (0 strikes: no delay).
+    pub(crate) fn delay(&self, strikes: u32) -> Duration {
+        if strikes == 0 {
+            return Duration::ZERO;
+        }
+        let factor = 1u32.checked_shl(strikes - 1).unwrap_or(u32::MAX);
+        self.initial
+            .checked_mul(factor)
+            .unwrap_or(self.max)
+            .min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backoff() -> Backoff {
+        Backoff {
+            min_uptime: Duration::from_secs(5),
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(15),
+        }
+    }
+
+    #[test]
+    fn a_stable_run_restarts_at_once_and_clears_strikes() {
+        assert_eq!(
+            backoff().on_exit(7, Duration::from_secs(6)),
+            (0, Duration::ZERO)
+        );
+    }
+
+    #[test]
+    fn early_exits_double_the_delay_up_to_the_cap() {
+        let b = backoff();
+        let mut strikes = 0;
+        let mut delays = Vec::new();
+        for _ in 0..12 {
+            let (s, d) = b.on_exit(strikes, Duration::from_millis(10));
+            strikes = s;
+            delays.push(d.as_millis());
+        }
+        assert_eq!(
+            delays,
+            [
+                100, 200, 400, 800, 1600, 3200, 6400, 12800, 15000, 15000, 15000, 15000
+            ]
+        );
+    }
+
+    #[test]
+    fn huge_strike_counts_do_not_overflow() {
+        assert_eq!(backoff().delay(u32::MAX), Duration::from_secs(15));
+    }
+}

@@ -1,0 +1,158 @@
+//! The ringmaster master: it binds the listening sockets, starts groups of
+//! worker processes (the current binary, re-executed in the worker role),
+//! watches them and restarts them, and answers signals.
+//!
+//! The master runs no user code, no web stack and no database driver: this
+//! crate depends on neither `ringmaster-worker` nor axum, sqlx or redis. If
+//! the master dies the application is down, so it stays small.
+//!
+//! # Layout
+//!
+//! - `listener`: the sockets, shared or one `SO_REUSEPORT` socket per slot.
+//! - `spawn`: re-executing a worker with its fds, and its watcher task.
+//! - `supervisor`: the event loop, the worker table and the policies
+//!   (restart with backoff, timeouts, rolling reload, scaling, stopping).
+//! - `backoff`: strikes and exponential restart delays.
+//! - `signals`: the signals the master answers.
+#![warn(missing_docs)]
+
+mod backoff;
+mod listener;
+mod signals;
+mod spawn;
+mod supervisor;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use ringmaster_config::{Config, ConfigError};
+
+/// Everything [`serve`] needs.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The loaded configuration.
+    pub config: Config,
+    /// The file it came from, re-read on HUP (`None`: defaults and
+    /// environment only).
+    pub config_path: Option<PathBuf>,
+    /// Names of the worker implementations the binary registered; each
+    /// group runs one of them.
+    pub known_workers: Vec<String>,
+    /// The binary to re-execute for workers; `None` is the current one.
+    pub exe: Option<PathBuf>,
+}
+
+impl ServeOptions {
+    /// Options for `config`, with the given worker implementations.
+    pub fn new(config: Config, known_workers: Vec<String>) -> Self {
+        ServeOptions {
+            config,
+            config_path: None,
+            known_workers,
+            exe: None,
+        }
+    }
+
+    /// Sets the file re-read on HUP.
+    pub fn config_path(mut self, path: Option<PathBuf>) -> Self {
+        self.config_path = path;
+        self
+    }
+}
+
+/// Why the master could not start or run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MasterError {
+    /// A group's address cannot be bound.
+    #[error(
+        "cannot listen on {addr} for group \"{group}\": {source}; stop the other process \
+         or set groups.{group}.listen (or RINGMASTER__GROUPS__{}__LISTEN)",
+        group.to_uppercase()
+    )]
+    Bind {
+        /// The group.
+        group: String,
+        /// The configured address.
+        addr: SocketAddr,
+        /// The error from the kernel.
+        source: std::io::Error,
+    },
+    /// The configuration is unusable.
+    #[error("{0}")]
+    Config(#[source] ConfigError),
+    /// A group names no worker implementation this binary has.
+    #[error("{0}")]
+    Worker(String),
+    /// The path of the current binary cannot be found.
+    #[error("cannot find the path of the running binary to start workers: {0}")]
+    Exe(#[source] std::io::Error),
+    /// The runtime could not be built.
+    #[error("cannot start the master's runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    /// The signal handlers could not be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+}
+
+/// A master that has bound its sockets and is ready to [`Master::run`].
+pub struct Master {
+    supervisor: supervisor::Supervisor,
+}
+
+impl Master {
+    /// Checks the groups' worker names and binds every group's address. No
+    /// worker is started yet: a port in use fails here, before any process.
+    ///
+    /// Must be called inside a tokio runtime (it creates channels and
+    /// sockets registered with it).
+    pub fn bind(mut opts: ServeOptions) -> Result<Self, MasterError> {
+        supervisor::resolve_workers(&mut opts.config, &opts.known_workers)
+            .map_err(MasterError::Worker)?;
+        let exe = match opts.exe.clone() {
+            Some(exe) => exe,
+            None => current_exe().map_err(MasterError::Exe)?,
+        };
+        Ok(Master {
+            supervisor: supervisor::Supervisor::new(opts, exe)?,
+        })
+    }
+
+    /// The address each group listens on (the real port when the
+    /// configuration said 0), in configuration order.
+    pub fn addresses(&self) -> Vec<(String, SocketAddr)> {
+        self.supervisor.addresses()
+    }
+
+    /// Starts the workers and supervises them until a stop signal, or until
+    /// `shutdown` completes (a graceful stop), and every worker has exited.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), MasterError> {
+        self.supervisor.run(shutdown).await
+    }
+}
+
+/// Runs a master on a current-thread runtime until it is stopped by a signal.
+pub fn serve(opts: ServeOptions) -> Result<(), MasterError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(MasterError::Runtime)?;
+    runtime.block_on(async {
+        let master = Master::bind(opts)?;
+        master.run(std::future::pending()).await
+    })
+}
+
+/// The path of the running binary, for re-executing it. When the file was
+/// replaced on disk (a new build), the path names the new binary, which is
+/// what a reload should start.
+fn current_exe() -> std::io::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let text = exe.to_string_lossy();
+    match text.strip_suffix(" (deleted)") {
+        Some(stripped) => Ok(PathBuf::from(stripped)),
+        None => Ok(exe),
+    }
+}

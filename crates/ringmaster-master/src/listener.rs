@@ -1,0 +1,140 @@
+//! The listening sockets, bound by the master and kept open for its lifetime.
+//!
+//! Two modes (see `docs/architecture.md`):
+//! - [`ListenMode::Shared`]: one socket for the whole group, inherited by
+//!   every worker;
+//! - [`ListenMode::Reuseport`]: one `SO_REUSEPORT` socket per slot, handed to
+//!   each generation of that slot, so the kernel spreads connections evenly.
+//!
+//! Either way the master holds every socket, so a worker that dies never
+//! takes a queue of accepted-but-unserved connections with it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+
+use ringmaster_config::ListenMode;
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// The sockets of one group.
+#[derive(Debug)]
+pub(crate) struct GroupListeners {
+    mode: ListenMode,
+    backlog: u32,
+    /// The address actually bound (the real port when the config said 0).
+    addr: SocketAddr,
+    /// One socket (shared) or one per slot (reuseport), index = slot.
+    sockets: Vec<OwnedFd>,
+}
+
+impl GroupListeners {
+    /// Binds the group's address: one socket, or `count` reuseport sockets.
+    pub(crate) fn bind(
+        addr: SocketAddr,
+        mode: ListenMode,
+        backlog: u32,
+        count: usize,
+    ) -> io::Result<Self> {
+        let first = bind_one(addr, mode, backlog)?;
+        let addr = first
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("bound socket has no inet address"))?;
+        let mut listeners = GroupListeners {
+            mode,
+            backlog,
+            addr,
+            sockets: vec![first.into()],
+        };
+        listeners.ensure_slots(count)?;
+        Ok(listeners)
+    }
+
+    /// The address the group listens on.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The listen mode.
+    pub(crate) fn mode(&self) -> ListenMode {
+        self.mode
+    }
+
+    /// In reuseport mode, binds sockets until there is one per slot.
+    pub(crate) fn ensure_slots(&mut self, count: usize) -> io::Result<()> {
+        if self.mode == ListenMode::Reuseport {
+            while self.sockets.len() < count {
+                self.sockets
+                    .push(bind_one(self.addr, self.mode, self.backlog)?.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// In reuseport mode, closes the sockets of slots `count..`. Connections
+    /// still queued on them are reset unless `net.ipv4.tcp_migrate_req` is 1.
+    pub(crate) fn truncate_slots(&mut self, count: usize) {
+        if self.mode == ListenMode::Reuseport && count >= 1 {
+            self.sockets.truncate(count);
+        }
+    }
+
+    /// The fd to hand to the worker of `slot`.
+    pub(crate) fn fd_for_slot(&self, slot: usize) -> RawFd {
+        match self.mode {
+            ListenMode::Shared => self.sockets[0].as_raw_fd(),
+            _ => self
+                .sockets
+                .get(slot)
+                .unwrap_or(&self.sockets[0])
+                .as_raw_fd(),
+        }
+    }
+}
+
+fn bind_one(addr: SocketAddr, mode: ListenMode, backlog: u32) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if mode == ListenMode::Reuseport {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_binds_one_real_port_for_every_slot() {
+        let l = GroupListeners::bind("127.0.0.1:0".parse().unwrap(), ListenMode::Reuseport, 64, 3)
+            .unwrap();
+        assert_ne!(l.addr().port(), 0);
+        assert_eq!(l.sockets.len(), 3);
+        let fds: std::collections::HashSet<_> = (0..3).map(|s| l.fd_for_slot(s)).collect();
+        assert_eq!(fds.len(), 3);
+    }
+
+    #[test]
+    fn shared_mode_hands_the_same_socket_to_every_slot() {
+        let l = GroupListeners::bind("127.0.0.1:0".parse().unwrap(), ListenMode::Shared, 64, 3)
+            .unwrap();
+        assert_eq!(l.fd_for_slot(0), l.fd_for_slot(2));
+    }
+
+    #[test]
+    fn a_port_in_use_is_an_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        for mode in [ListenMode::Shared, ListenMode::Reuseport] {
+            let err = GroupListeners::bind(addr, mode, 64, 2).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        }
+    }
+}

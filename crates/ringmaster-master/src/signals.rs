@@ -1,0 +1,73 @@
+//! The signals the master answers, after nginx, Unicorn and Kubernetes.
+//!
+//! | signal | action |
+//! |---|---|
+//! | TERM, INT | graceful stop (a second one: immediate) |
+//! | QUIT | immediate stop |
+//! | HUP | rolling reload, configuration re-read |
+//! | TTIN, TTOU | one worker more or fewer in every group |
+
+use std::io;
+
+use tokio::signal::unix::{SignalKind, signal};
+
+/// A signal the master acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Ttin,
+    Ttou,
+}
+
+impl Signal {
+    /// The signal's conventional name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "TERM",
+            Signal::Int => "INT",
+            Signal::Quit => "QUIT",
+            Signal::Hup => "HUP",
+            Signal::Ttin => "TTIN",
+            Signal::Ttou => "TTOU",
+        }
+    }
+}
+
+/// The master's signal streams; installed once, before any worker starts.
+pub(crate) struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    ttin: tokio::signal::unix::Signal,
+    ttou: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers.
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+            ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
+            ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+        })
+    }
+
+    /// The next signal. Cancel-safe.
+    pub(crate) async fn recv(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Term,
+            _ = self.int.recv() => Signal::Int,
+            _ = self.quit.recv() => Signal::Quit,
+            _ = self.hup.recv() => Signal::Hup,
+            _ = self.ttin.recv() => Signal::Ttin,
+            _ = self.ttou.recv() => Signal::Ttou,
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Starting one worker process and watching it.
+//!
+//! A worker is the current binary re-executed (never a bare `fork` of the
+//! running, multi-threaded master) with the worker role in its environment,
+//! its listener at [`LISTENER_FD`] and its end of a fresh socket pair at
+//! [`IPC_FD`]. Between `fork` and `exec` the child only duplicates fds and
+//! sets `PR_SET_PDEATHSIG`: async-signal-safe calls, no allocation.
+//!
+//! Each worker gets a watcher task that owns its [`Child`] (the only place
+//! it is reaped) and its IPC channel, forwards what the worker says to the
+//! supervisor as [`WorkerEvent`]s and carries out [`WorkerCommand`]s.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD};
+use ringmaster_proto::{Channel, MasterMsg, WorkerMsg};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// Capacity of a worker's command queue; commands are rare (drain, kill).
+const COMMAND_QUEUE: usize = 16;
+/// How long to wait, after a worker exited, for the messages it sent last.
+const LAST_WORDS: Duration = Duration::from_millis(100);
+
+/// What the master needs to start one worker.
+pub(crate) struct SpawnSpec<'a> {
+    pub(crate) exe: &'a Path,
+    pub(crate) group: &'a str,
+    pub(crate) slot: usize,
+    pub(crate) generation: u64,
+    pub(crate) listener_fd: RawFd,
+    pub(crate) config_toml: &'a str,
+    pub(crate) master_pid: u32,
+}
+
+/// Something that happened to a worker, reported by its watcher task.
+#[derive(Debug)]
+pub(crate) enum WorkerEvent {
+    /// The worker sent a message.
+    Message { serial: u64, msg: WorkerMsg },
+    /// The worker's IPC channel broke (bad frame, I/O error).
+    IpcError { serial: u64, error: String },
+    /// The process exited and was reaped.
+    Exited { serial: u64, status: ExitStatus },
+}
+
+/// What the supervisor can ask of a worker's watcher.
+#[derive(Debug)]
+pub(crate) enum WorkerCommand {
+    /// Send a message over IPC.
+    Send(MasterMsg),
+    /// SIGKILL the process (a no-op once it has been reaped).
+    Kill,
+}
+
+/// Starts a worker process and its watcher task; returns its pid and the
+/// sender of its command queue.
+pub(crate) fn spawn_worker(
+    spec: &SpawnSpec<'_>,
+    serial: u64,
+    events: mpsc::Sender<WorkerEvent>,
+) -> io::Result<(u32, mpsc::Sender<WorkerCommand>)> {
+    let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
+    let mut cmd = Command::new(spec.exe);
+    for var in handoff::ALL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env(handoff::ENV_ROLE, handoff::ROLE_WORKER)
+        .env(handoff::ENV_GROUP, spec.group)
+        .env(handoff::ENV_SLOT, spec.slot.to_string())
+        .env(handoff::ENV_GENERATION, spec.generation.to_string())
+        .env(handoff::ENV_MASTER_PID, spec.master_pid.to_string())
+        .env(handoff::ENV_CONFIG, spec.config_toml)
+        .stdin(Stdio::null())
+        // A terminal's Ctrl-C reaches the master only; it decides how workers stop.
+        .process_group(0)
+        .kill_on_drop(false);
+    let map = [
+        (spec.listener_fd, LISTENER_FD),
+        (worker_end.as_raw_fd(), IPC_FD),
+    ];
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe calls (fcntl, dup2, prctl) on a fixed array.
+    unsafe {
+        cmd.pre_exec(move || remap_fds_and_tie_to_parent(&map));
+    }
+    let child = cmd.spawn()?;
+    // Our copy of the worker's end must go, or its end-of-file never arrives.
+    drop(worker_end);
+    let pid = child.id().unwrap_or(0);
+    master_end.set_nonblocking(true)?;
+    let channel = Channel::new(UnixStream::from_std(master_end)?);
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    tokio::spawn(watch(serial, child, channel, command_rx, events));
+    Ok((pid, commands))
+}
+
+/// Places each `(from, to)` fd at its number, without close-on-exec, and asks
+/// the kernel to SIGKILL this process when the spawning thread dies.
+///
+/// Two passes so that a source that sits on another's target number is not
+/// overwritten: first duplicate every source above the targets (those copies
+/// are close-on-exec and vanish at exec), then `dup2` into place.
+fn remap_fds_and_tie_to_parent(map: &[(RawFd, RawFd); 2]) -> io::Result<()> {
+    let mut high = [-1; 2];
+    for (i, (from, _)) in map.iter().enumerate() {
+        // SAFETY: plain fcntl on an fd we own in this (child) process.
+        let fd = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 16) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        high[i] = fd;
+    }
+    for (i, (_, to)) in map.iter().enumerate() {
+        // SAFETY: dup2 onto a fixed number; the copy has no close-on-exec.
+        if unsafe { libc::dup2(high[i], *to) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Owns one worker process until it has been reaped.
+async fn watch(
+    serial: u64,
+    mut child: Child,
+    channel: Channel<MasterMsg, WorkerMsg>,
+    mut commands: mpsc::Receiver<WorkerCommand>,
+    events: mpsc::Sender<WorkerEvent>,
+) {
+    let (mut tx, mut rx) = channel.split();
+    let mut ipc_open = true;
+    let mut commands_open = true;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            msg = rx.recv(), if ipc_open => match msg {
+                Ok(Some(msg)) => {
+                    let _ = events.send(WorkerEvent::Message { serial, msg }).await;
+                }
+                Ok(None) => ipc_open = false,
+                Err(e) => {
+                    ipc_open = false;
+                    let error = e.to_string();
+                    let _ = events.send(WorkerEvent::IpcError { serial, error }).await;
+                }
+            },
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(WorkerCommand::Send(msg)) => {
+                    if let Err(e) = tx.send(&msg).await {
+                        tracing::debug!(serial, error = %e, "message to worker not delivered");
+                    }
+                }
+                Some(WorkerCommand::Kill) => {
+                    let _ = child.start_kill();
+                }
+                None => commands_open = false,
+            },
+        }
+    };
+    // A worker that fails says why (`Fatal`) and exits at once: read what it
+    // sent last before reporting the exit, so the reason is never lost.
+    if ipc_open {
+        let _ = tokio::time::timeout(LAST_WORDS, async {
+            while let Ok(Some(msg)) = rx.recv().await {
+                let _ = events.send(WorkerEvent::Message { serial, msg }).await;
+            }
+        })
+        .await;
+    }
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            tracing::error!(serial, error = %e, "waiting for a worker failed");
+            ExitStatus::from_raw(0xff00)
+        }
+    };
+    let _ = events.send(WorkerEvent::Exited { serial, status }).await;
+}
+
+/// Describes an exit status for a log line: `exit code 1`, `signal 9 (SIGKILL)`.
+pub(crate) fn describe_exit(status: ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    match status.signal() {
+        Some(sig) => match nix::sys::signal::Signal::try_from(sig) {
+            Ok(s) => format!("signal {sig} ({})", s.as_str()),
+            Err(_) => format!("signal {sig}"),
+        },
+        None => "unknown status".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_descriptions() {
+        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit code 1");
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+    }
+}

@@ -1,0 +1,486 @@
+//! The supervisor: the master's one event loop and its worker table.
+//!
+//! Everything the master decides happens here, on one task of a
+//! current-thread runtime: worker events (from the watcher tasks), signals,
+//! and deadlines (boot, heartbeat, drain, scheduled restarts). Worker
+//! processes are spawned from this thread only, so `PR_SET_PDEATHSIG` stays
+//! tied to a thread that lives as long as the master.
+//!
+//! # Layout
+//! - this file: the state, the loop, spawning and worker events;
+//! - `policy`: deadlines, restarts with backoff, reload, scaling, stopping.
+
+mod policy;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ringmaster_config::{Config, GroupConfig};
+use ringmaster_proto::{MasterMsg, PROTOCOL_VERSION, WorkerMsg};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::listener::GroupListeners;
+use crate::signals::{Signal, Signals};
+use crate::spawn::{self, SpawnSpec, WorkerCommand, WorkerEvent, describe_exit};
+use crate::{MasterError, ServeOptions};
+
+/// Capacity of the queue from watcher tasks to the supervisor. Watchers wait
+/// when it is full; nothing is dropped.
+const EVENT_QUEUE: usize = 1024;
+
+/// Phase of one worker process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Spawned; has not reported `Ready` yet.
+    Booting,
+    /// Serving and heartbeating.
+    Ready,
+    /// Told to drain; will be killed at its deadline.
+    Draining,
+}
+
+/// One worker process, from spawn to reap.
+#[derive(Debug)]
+struct Worker {
+    group: usize,
+    slot: usize,
+    generation: u64,
+    pid: u32,
+    phase: Phase,
+    started: Instant,
+    last_heartbeat: Instant,
+    drain_deadline: Option<Instant>,
+    commands: mpsc::Sender<WorkerCommand>,
+    /// Why the master killed it, if it did.
+    killed_for: Option<String>,
+    /// What the worker said in its `Fatal` message, if it sent one.
+    fatal: Option<String>,
+}
+
+/// One place in a group: at most one serving worker at a time, plus its
+/// replacement during a reload.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Generation of the next worker started for this slot.
+    next_generation: u64,
+    /// Serial of the worker that serves this slot.
+    current: Option<u64>,
+    /// Early exits in a row (see `backoff`).
+    strikes: u32,
+    /// When the next worker of this slot may start, after a strike.
+    restart_at: Option<Instant>,
+}
+
+/// A worker group: its configuration, sockets and slots.
+#[derive(Debug)]
+struct Group {
+    name: String,
+    cfg: GroupConfig,
+    listeners: GroupListeners,
+    slots: Vec<Slot>,
+}
+
+impl Group {
+    fn backoff(&self) -> Backoff {
+        Backoff {
+            min_uptime: self.cfg.min_uptime,
+            initial: self.cfg.restart_backoff,
+            max: self.cfg.restart_backoff_max,
+        }
+    }
+}
+
+/// How the master is stopping, once it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Graceful,
+    Immediate,
+}
+
+/// The master's whole state.
+pub(crate) struct Supervisor {
+    opts: ServeOptions,
+    exe: PathBuf,
+    config_toml: String,
+    master_pid: u32,
+    groups: Vec<Group>,
+    workers: HashMap<u64, Worker>,
+    next_serial: u64,
+    events_tx: mpsc::Sender<WorkerEvent>,
+    events_rx: mpsc::Receiver<WorkerEvent>,
+    reload: Option<policy::Reload>,
+    stopping: Option<Stop>,
+}
+
+impl Supervisor {
+    /// Binds every group's listeners; no process is started yet.
+    pub(crate) fn new(opts: ServeOptions, exe: PathBuf) -> Result<Self, MasterError> {
+        let config_toml = opts.config.to_toml_string().map_err(MasterError::Config)?;
+        let mut groups = Vec::new();
+        for (name, cfg) in &opts.config.groups {
+            groups.push(bind_group(name, cfg)?);
+        }
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        Ok(Supervisor {
+            opts,
+            exe,
+            config_toml,
+            master_pid: std::process::id(),
+            groups,
+            workers: HashMap::new(),
+            next_serial: 0,
+            events_tx,
+            events_rx,
+            reload: None,
+            stopping: None,
+        })
+    }
+
+    /// The address each group listens on, in configuration order.
+    pub(crate) fn addresses(&self) -> Vec<(String, std::net::SocketAddr)> {
+        self.groups
+            .iter()
+            .map(|g| (g.name.clone(), g.listeners.addr()))
+            .collect()
+    }
+
+    /// Runs until every worker has exited after a stop (a signal, or
+    /// `shutdown` completing, which is a graceful stop).
+    pub(crate) async fn run(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), MasterError> {
+        let mut signals = Signals::new().map_err(MasterError::Signals)?;
+        for group in &self.groups {
+            tracing::info!(
+                group = %group.name,
+                workers = group.cfg.count,
+                mode = %group.listeners.mode(),
+                "group {} listening on http://{}",
+                group.name,
+                group.listeners.addr()
+            );
+        }
+        for g in 0..self.groups.len() {
+            for s in 0..self.groups[g].slots.len() {
+                self.start_slot(g, s);
+            }
+        }
+        tokio::pin!(shutdown);
+        let mut shutdown_done = false;
+        loop {
+            let wake = self.next_wakeup(Instant::now());
+            tokio::select! {
+                Some(event) = self.events_rx.recv() => self.on_event(event),
+                signal = signals.recv() => self.on_signal(signal),
+                () = &mut shutdown, if !shutdown_done => {
+                    shutdown_done = true;
+                    self.stop(Stop::Graceful);
+                }
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            self.tick(Instant::now());
+            if self.stopping.is_some() && self.workers.is_empty() {
+                break;
+            }
+        }
+        tracing::info!("every worker has exited; master stopping");
+        Ok(())
+    }
+
+    fn on_signal(&mut self, signal: Signal) {
+        tracing::info!(signal = signal.name(), "signal received");
+        match signal {
+            Signal::Term | Signal::Int => match self.stopping {
+                None => self.stop(Stop::Graceful),
+                // A second TERM or Ctrl-C: stop now.
+                Some(_) => self.stop(Stop::Immediate),
+            },
+            Signal::Quit => self.stop(Stop::Immediate),
+            Signal::Hup => self.start_reload(),
+            Signal::Ttin => self.scale_by(1),
+            Signal::Ttou => self.scale_by(-1),
+        }
+    }
+
+    /// Starts the serving worker of slot `s` of group `g`.
+    fn start_slot(&mut self, g: usize, s: usize) {
+        if let Some(serial) = self.spawn(g, s) {
+            self.groups[g].slots[s].current = Some(serial);
+        }
+    }
+
+    /// Starts a worker for slot `s` of group `g`; returns its serial.
+    fn spawn(&mut self, g: usize, s: usize) -> Option<u64> {
+        let serial = self.next_serial;
+        self.next_serial += 1;
+        let group = &mut self.groups[g];
+        let backoff = group.backoff();
+        let slot = &mut group.slots[s];
+        let generation = slot.next_generation;
+        slot.next_generation += 1;
+        slot.restart_at = None;
+        let spec = SpawnSpec {
+            exe: &self.exe,
+            group: &group.name,
+            slot: s,
+            generation,
+            listener_fd: group.listeners.fd_for_slot(s),
+            config_toml: &self.config_toml,
+            master_pid: self.master_pid,
+        };
+        match spawn::spawn_worker(&spec, serial, self.events_tx.clone()) {
+            Ok((pid, commands)) => {
+                tracing::info!(group = %group.name, slot = s, pid, generation, "worker spawned");
+                let now = Instant::now();
+                self.workers.insert(
+                    serial,
+                    Worker {
+                        group: g,
+                        slot: s,
+                        generation,
+                        pid,
+                        phase: Phase::Booting,
+                        started: now,
+                        last_heartbeat: now,
+                        drain_deadline: None,
+                        commands,
+                        killed_for: None,
+                        fatal: None,
+                    },
+                );
+                Some(serial)
+            }
+            Err(e) => {
+                let (strikes, delay) = backoff.on_exit(slot.strikes, Duration::ZERO);
+                slot.strikes = strikes;
+                slot.restart_at = Some(Instant::now() + delay);
+                tracing::error!(
+                    group = %group.name,
+                    slot = s,
+                    exe = %self.exe.display(),
+                    error = %e,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "cannot start a worker process; check that the binary still exists and is executable"
+                );
+                None
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: WorkerEvent) {
+        match event {
+            WorkerEvent::Message { serial, msg } => self.on_message(serial, msg),
+            WorkerEvent::IpcError { serial, error } => {
+                self.kill(serial, format!("broke the IPC protocol ({error})"));
+            }
+            WorkerEvent::Exited { serial, status } => self.on_exit(serial, status),
+        }
+    }
+
+    fn on_message(&mut self, serial: u64, msg: WorkerMsg) {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        let group = &self.groups[w.group].name;
+        match msg {
+            WorkerMsg::Hello { version, pid } => {
+                tracing::debug!(group = %group, slot = w.slot, pid, "worker said hello");
+                if version != PROTOCOL_VERSION {
+                    let why = format!(
+                        "speaks IPC protocol version {version} but the master speaks {PROTOCOL_VERSION}; \
+                         rebuild the binary or restart the master"
+                    );
+                    self.kill(serial, why);
+                }
+            }
+            WorkerMsg::Ready { phases } => {
+                if w.phase == Phase::Booting {
+                    w.phase = Phase::Ready;
+                    w.last_heartbeat = Instant::now();
+                    let boot_ms = w.started.elapsed().as_secs_f64() * 1e3;
+                    let phases: Vec<String> = phases
+                        .iter()
+                        .map(|p| format!("{}={:.1}ms", p.name, p.micros as f64 / 1e3))
+                        .collect();
+                    tracing::info!(
+                        group = %group,
+                        slot = w.slot,
+                        pid = w.pid,
+                        generation = w.generation,
+                        boot_ms = format!("{boot_ms:.1}"),
+                        phases = %phases.join(" "),
+                        "worker ready"
+                    );
+                    self.on_ready(serial);
+                }
+            }
+            WorkerMsg::Heartbeat => w.last_heartbeat = Instant::now(),
+            WorkerMsg::Fatal { reason } => {
+                tracing::error!(group = %group, slot = w.slot, pid = w.pid, reason = %reason, "worker failed");
+                w.fatal = Some(reason);
+            }
+            other => {
+                tracing::debug!(group = %group, slot = w.slot, pid = w.pid, message = ?other, "unhandled worker message");
+            }
+        }
+    }
+
+    fn on_exit(&mut self, serial: u64, status: std::process::ExitStatus) {
+        let Some(w) = self.workers.remove(&serial) else {
+            return;
+        };
+        let group = &self.groups[w.group];
+        let uptime = w.started.elapsed();
+        let how = describe_exit(status);
+        let expected = w.phase == Phase::Draining || self.stopping.is_some();
+        if expected {
+            tracing::info!(
+                group = %group.name, slot = w.slot, pid = w.pid, status = %how,
+                "worker exited"
+            );
+            return;
+        }
+        let is_current = group.slots.get(w.slot).and_then(|s| s.current) == Some(serial);
+        if !is_current {
+            // A reload's replacement that died before it was ready.
+            self.on_replacement_failed(serial, &w, &how);
+            return;
+        }
+        let backoff = group.backoff();
+        let slot = &mut self.groups[w.group].slots[w.slot];
+        slot.current = None;
+        let (strikes, delay) = backoff.on_exit(slot.strikes, uptime);
+        slot.strikes = strikes;
+        let reason = w
+            .killed_for
+            .as_deref()
+            .or(w.fatal.as_deref())
+            .unwrap_or("unexpected exit");
+        let group = &self.groups[w.group].name;
+        tracing::warn!(
+            group = %group,
+            slot = w.slot,
+            pid = w.pid,
+            status = %how,
+            reason,
+            uptime_ms = uptime.as_millis() as u64,
+            strikes,
+            restart_in_ms = delay.as_millis() as u64,
+            "worker exited; restarting"
+        );
+        if strikes >= policy::CRASH_LOOP_STRIKES {
+            tracing::error!(
+                group = %group,
+                slot = w.slot,
+                strikes,
+                reason,
+                "group {group} is crash-looping: {strikes} workers in a row exited within min_uptime; \
+                 the master keeps retrying with backoff; fix the cause (see the reason) and send HUP"
+            );
+        }
+        if self.reload_owns_slot(w.group, w.slot) {
+            // The reload's replacement for this slot is booting: it takes over.
+            return;
+        }
+        if delay.is_zero() {
+            self.start_slot(w.group, w.slot);
+        } else {
+            self.groups[w.group].slots[w.slot].restart_at = Some(Instant::now() + delay);
+        }
+    }
+
+    /// Sends a message to a worker; a full queue means the worker is stuck,
+    /// which the deadlines deal with.
+    fn send(&self, serial: u64, msg: MasterMsg) {
+        if let Some(w) = self.workers.get(&serial) {
+            let _ = w.commands.try_send(WorkerCommand::Send(msg));
+        }
+    }
+
+    /// SIGKILLs a worker and remembers why, for the exit log line.
+    fn kill(&mut self, serial: u64, why: String) {
+        if let Some(w) = self.workers.get_mut(&serial) {
+            tracing::error!(
+                group = %self.groups[w.group].name,
+                slot = w.slot,
+                pid = w.pid,
+                reason = %why,
+                "killing worker"
+            );
+            w.killed_for = Some(why);
+            let _ = w.commands.try_send(WorkerCommand::Kill);
+        }
+    }
+
+    /// Tells a worker to drain within the group's drain timeout.
+    fn drain(&mut self, serial: u64) {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        if w.phase == Phase::Draining {
+            return;
+        }
+        let grace = self.groups[w.group].cfg.drain_timeout;
+        w.phase = Phase::Draining;
+        // The worker enforces the grace itself; the master kills a little later.
+        w.drain_deadline = Some(Instant::now() + grace + Duration::from_secs(1));
+        tracing::info!(
+            group = %self.groups[w.group].name,
+            slot = w.slot,
+            pid = w.pid,
+            grace_ms = grace.as_millis() as u64,
+            "draining worker"
+        );
+        let msg = MasterMsg::Drain {
+            grace_ms: grace.as_millis() as u64,
+        };
+        self.send(serial, msg);
+    }
+}
+
+/// Binds one group's sockets, with an error that names the group and address.
+fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterError> {
+    let listeners = GroupListeners::bind(cfg.listen, cfg.listen_mode, cfg.backlog, cfg.count)
+        .map_err(|source| MasterError::Bind {
+            group: name.to_string(),
+            addr: cfg.listen,
+            source,
+        })?;
+    Ok(Group {
+        name: name.to_string(),
+        cfg: cfg.clone(),
+        listeners,
+        slots: (0..cfg.count).map(|_| Slot::default()).collect(),
+    })
+}
+
+/// Resolves which worker implementation each group runs, writing it into
+/// the configuration handed to the workers.
+pub(crate) fn resolve_workers(config: &mut Config, known: &[String]) -> Result<(), String> {
+    for (name, group) in config.groups.iter_mut() {
+        let chosen = match &group.worker {
+            Some(w) if known.iter().any(|k| k == w) => w.clone(),
+            Some(w) => {
+                return Err(format!(
+                    "groups.{name}.worker = \"{w}\" is not a worker this binary knows; known: {}",
+                    known.join(", ")
+                ));
+            }
+            None if known.len() == 1 => known[0].clone(),
+            None if known.iter().any(|k| k == name) => name.clone(),
+            None => {
+                return Err(format!(
+                    "group \"{name}\" does not say which worker it runs; set groups.{name}.worker to one of: {}",
+                    known.join(", ")
+                ));
+            }
+        };
+        group.worker = Some(chosen);
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! What a master hands to a worker process it re-executes: file descriptors
+//! at fixed numbers and a few environment variables.
+//!
+//! The master maps each fd to its number between `fork` and `exec`; the
+//! worker takes ownership of them once, at start-up.
+
+use std::os::fd::RawFd;
+
+/// The listening TCP socket of the worker's group (or of its slot).
+pub const LISTENER_FD: RawFd = 3;
+/// The worker's end of its IPC socket pair (a Unix stream socket).
+pub const IPC_FD: RawFd = 4;
+
+/// Set to [`ROLE_WORKER`] in a worker's environment; absent in the master.
+pub const ENV_ROLE: &str = "RINGMASTER_ROLE";
+/// The value of [`ENV_ROLE`] that selects the worker role.
+pub const ROLE_WORKER: &str = "worker";
+/// Name of the worker's group.
+pub const ENV_GROUP: &str = "RINGMASTER_GROUP";
+/// Slot index of the worker inside its group (0-based).
+pub const ENV_SLOT: &str = "RINGMASTER_SLOT";
+/// Generation of the slot: how many processes the slot has started before.
+pub const ENV_GENERATION: &str = "RINGMASTER_GENERATION";
+/// Pid of the master; the worker exits at once if its parent is another one.
+pub const ENV_MASTER_PID: &str = "RINGMASTER_MASTER_PID";
+/// The master's resolved configuration, as TOML text.
+pub const ENV_CONFIG: &str = "RINGMASTER_CONFIG";
+
+/// Every variable of the hand-over, so that a master can scrub inherited
+/// values before it sets its own.
+pub const ALL_ENV: [&str; 6] = [
+    ENV_ROLE,
+    ENV_GROUP,
+    ENV_SLOT,
+    ENV_GENERATION,
+    ENV_MASTER_PID,
+    ENV_CONFIG,
+];

@@ -1,0 +1,33 @@
+//! The contract between a ringmaster master and its worker processes.
+//!
+//! This crate is a leaf: it knows nothing of processes, HTTP or backends, so
+//! the wire format can be tested and fuzzed alone. It owns:
+//!
+//! - the **frame** format: a 4-byte big-endian length, then that many bytes of
+//!   payload, never more than [`MAX_FRAME_LEN`];
+//! - the **messages**, one versioned enum per direction: [`WorkerMsg`]
+//!   (worker to master) and [`MasterMsg`] (master to worker), encoded with
+//!   postcard;
+//! - the typed [`Channel`] over a Unix stream socket, with [`pair`] for tests;
+//! - the **hand-over** contract of a re-executed worker: the fixed fd numbers
+//!   and environment variables in [`handoff`].
+//!
+//! # Layout
+//!
+//! - `frame`: length-prefixed framing, cancel-safe reading.
+//! - `message`: the message enums and [`PROTOCOL_VERSION`].
+//! - `channel`: [`Channel`], [`Sender`], [`Receiver`] and [`pair`].
+//! - [`handoff`]: fd numbers and environment variable names.
+#![warn(missing_docs)]
+
+mod channel;
+mod frame;
+pub mod handoff;
+mod message;
+
+#[doc(inline)]
+pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
+#[doc(inline)]
+pub use frame::{FrameError, MAX_FRAME_LEN, encode_frame};
+#[doc(inline)]
+pub use message::{BootPhase, MasterMsg, PROTOCOL_VERSION, WorkerMsg};

@@ -1,0 +1,126 @@
+//! Reading what the master handed over to this process: its identity and
+//! configuration (environment) and its listener and IPC socket (fds).
+
+use std::os::fd::FromRawFd;
+
+use ringmaster_config::{Config, GroupConfig};
+use ringmaster_proto::handoff::{
+    ENV_CONFIG, ENV_GENERATION, ENV_GROUP, ENV_MASTER_PID, ENV_ROLE, ENV_SLOT, IPC_FD, LISTENER_FD,
+    ROLE_WORKER,
+};
+
+/// Whether this process was started by a master in the worker role.
+pub fn is_worker_process() -> bool {
+    std::env::var_os(ENV_ROLE).is_some_and(|v| v == ROLE_WORKER)
+}
+
+/// The hand-over cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandoffError {
+    /// A variable the master sets is missing or malformed.
+    #[error(
+        "{var} is missing or invalid: this process must be started by a ringmaster master (`serve`), not by hand"
+    )]
+    Env {
+        /// The variable.
+        var: &'static str,
+    },
+    /// The master's pid is not our parent's: the master died while we started.
+    #[error("the master (pid {master}) is not this worker's parent (pid {parent}); exiting")]
+    Orphan {
+        /// The pid the master gave.
+        master: u32,
+        /// Our actual parent.
+        parent: u32,
+    },
+    /// The configuration the master passed cannot be read.
+    #[error("the configuration from the master is invalid: {0}")]
+    Config(String),
+    /// The configuration has no section for our group.
+    #[error("the configuration from the master has no group \"{0}\"")]
+    NoGroup(String),
+}
+
+/// Identity and configuration of this worker, from its environment.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Handoff {
+    /// The group.
+    pub group: String,
+    /// The slot.
+    pub slot: usize,
+    /// The slot's generation.
+    pub generation: u64,
+    /// The master's pid.
+    pub master_pid: u32,
+    /// The master's resolved configuration.
+    pub config: Config,
+    /// The configuration of this worker's group.
+    pub group_config: GroupConfig,
+}
+
+impl Handoff {
+    /// Reads the environment and checks that the master is our parent.
+    pub fn from_env() -> Result<Self, HandoffError> {
+        let group = var(ENV_GROUP)?;
+        let slot = var(ENV_SLOT)?
+            .parse()
+            .map_err(|_| HandoffError::Env { var: ENV_SLOT })?;
+        let generation = var(ENV_GENERATION)?
+            .parse()
+            .map_err(|_| HandoffError::Env {
+                var: ENV_GENERATION,
+            })?;
+        let master_pid: u32 = var(ENV_MASTER_PID)?
+            .parse()
+            .map_err(|_| HandoffError::Env {
+                var: ENV_MASTER_PID,
+            })?;
+        // The master set PR_SET_PDEATHSIG before exec; if it died before
+        // that, our parent is already someone else: close that race here.
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() } as u32;
+        if parent != master_pid {
+            return Err(HandoffError::Orphan {
+                master: master_pid,
+                parent,
+            });
+        }
+        let config = Config::from_toml_str(&var(ENV_CONFIG)?, ENV_CONFIG)
+            .map_err(|e| HandoffError::Config(e.to_string()))?;
+        let Some(group_config) = config.group(&group).cloned() else {
+            return Err(HandoffError::NoGroup(group));
+        };
+        Ok(Handoff {
+            group,
+            slot,
+            generation,
+            master_pid,
+            config,
+            group_config,
+        })
+    }
+}
+
+fn var(name: &'static str) -> Result<String, HandoffError> {
+    std::env::var(name).map_err(|_| HandoffError::Env { var: name })
+}
+
+/// Takes ownership of the listener at its fixed fd. Call once.
+pub(crate) fn take_listener() -> std::io::Result<tokio::net::TcpListener> {
+    // SAFETY: the master placed our listening socket at LISTENER_FD before
+    // exec and nothing else in this process owns it; we take it once.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTENER_FD) };
+    listener.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(listener)
+}
+
+/// Takes ownership of the IPC socket at its fixed fd. Call once.
+pub(crate) fn take_ipc() -> std::io::Result<tokio::net::UnixStream> {
+    // SAFETY: the master placed our end of the socket pair at IPC_FD
+    // before exec and nothing else in this process owns it; we take it once.
+    let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(IPC_FD) };
+    stream.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(stream)
+}

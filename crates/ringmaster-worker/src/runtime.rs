@@ -1,0 +1,255 @@
+//! Boot, serve, heartbeat and drain: the life of one worker process.
+//!
+//! Boot phases, each timed and reported in `Ready`:
+//! 1. `connect_master`: take the IPC socket and say `Hello`;
+//! 2. `build_app`: the concrete worker builds its router;
+//! 3. `listen`: take the inherited listener.
+//!
+//! Then the worker serves and heartbeats on the same runtime, so a wedged
+//! runtime stops heartbeating and the master replaces it. It drains (stops
+//! accepting, finishes in-flight requests, closes idle keep-alive
+//! connections) on `Drain`, on SIGTERM/SIGINT, or when the master's end of
+//! the IPC socket closes; the drain grace is enforced here, and the master
+//! kills a worker that overruns it anyway.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ringmaster_proto::{BootPhase, Channel, MasterMsg, PROTOCOL_VERSION, WorkerMsg};
+use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
+
+use crate::handoff::{self, Handoff};
+use crate::serve::{self, DrainRx};
+use crate::{Worker, WorkerContext};
+
+/// Capacity of the queue of messages to the master. Heartbeats that find
+/// it full are skipped, never waited for.
+const OUTBOX: usize = 64;
+
+/// Runs this process as a worker: picks the implementation its group
+/// names among `workers`, boots, serves until told to drain, and returns
+/// the process exit code (0 after a drain, 1 when boot failed).
+pub fn run(workers: &[Arc<dyn Worker>]) -> ExitCode {
+    let handoff = match Handoff::from_env() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("ringmaster worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let span = tracing::info_span!(
+        "worker",
+        group = %handoff.group,
+        slot = handoff.slot,
+        pid = std::process::id()
+    );
+    let _entered = span.enter();
+    let threads = handoff.group_config.threads.unwrap_or_else(|| {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (cpus / handoff.group_config.count.max(1)).max(1)
+    });
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the worker's runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let wanted = handoff.group_config.worker.clone().unwrap_or_default();
+    let worker = workers.iter().find(|w| w.name() == wanted).cloned();
+    let code = runtime.block_on(life(handoff, worker).in_current_span());
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
+    let cfg = Arc::new(handoff.group_config.clone());
+    let mut phases = Vec::new();
+    let t = Instant::now();
+    let ipc = match handoff::take_ipc() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot use the IPC socket from the master");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (mut tx, rx) = Channel::<WorkerMsg, MasterMsg>::new(ipc).split();
+    let pid = std::process::id();
+    if tx
+        .send(&WorkerMsg::Hello {
+            version: PROTOCOL_VERSION,
+            pid,
+        })
+        .await
+        .is_err()
+    {
+        tracing::error!("the master is gone before this worker said hello; exiting");
+        return ExitCode::FAILURE;
+    }
+    // One writer task owns the socket's sending half; everyone else queues.
+    let (outbox, mut outbox_rx) = mpsc::channel::<WorkerMsg>(OUTBOX);
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = outbox_rx.recv().await {
+            if tx.send(&msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (drain_tx, drain_rx) = watch::channel(None);
+    let drain_tx = Arc::new(drain_tx);
+    tokio::spawn(read_master(rx, drain_tx.clone(), cfg.drain_timeout).in_current_span());
+    tokio::spawn(on_signals(drain_tx.clone(), cfg.drain_timeout).in_current_span());
+    phases.push(phase("connect_master", t));
+
+    let t = Instant::now();
+    let ctx = WorkerContext {
+        group: handoff.group.as_str().into(),
+        slot: handoff.slot,
+        generation: handoff.generation,
+        pid,
+        config: cfg.clone(),
+    };
+    let built = match worker {
+        Some(w) => w.router(&ctx).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "this binary has no worker implementation named {:?}",
+            cfg.worker.as_deref().unwrap_or("")
+        )),
+    };
+    let app = match built {
+        Ok(app) => app,
+        Err(reason) => return fatal(outbox, writer, reason).await,
+    };
+    phases.push(phase("build_app", t));
+
+    let t = Instant::now();
+    let listener = match handoff::take_listener() {
+        Ok(l) => l,
+        Err(e) => {
+            let reason = format!("cannot use the listening socket from the master: {e}");
+            return fatal(outbox, writer, reason).await;
+        }
+    };
+    phases.push(phase("listen", t));
+
+    if drain_rx.borrow().is_some() {
+        tracing::info!("drained before serving; exiting");
+        return ExitCode::SUCCESS;
+    }
+    tokio::spawn(heartbeat(outbox.clone(), cfg.heartbeat_interval).in_current_span());
+    let _ = outbox.send(WorkerMsg::Ready { phases }).await;
+    tracing::debug!("worker serving");
+
+    tokio::select! {
+        () = serve::serve(listener, app, drain_rx.clone()) => {
+            tracing::info!("drained; exiting");
+        }
+        () = drain_deadline(drain_rx) => {
+            tracing::warn!("drain grace period over with requests still in flight; exiting anyway");
+        }
+    }
+    drop(outbox);
+    ExitCode::SUCCESS
+}
+
+fn phase(name: &str, started: Instant) -> BootPhase {
+    BootPhase {
+        name: name.to_string(),
+        micros: started.elapsed().as_micros() as u64,
+    }
+}
+
+/// Tells the master why this worker cannot boot, then gives the exit code.
+async fn fatal(
+    outbox: mpsc::Sender<WorkerMsg>,
+    writer: tokio::task::JoinHandle<()>,
+    reason: String,
+) -> ExitCode {
+    tracing::error!(reason = %reason, "worker cannot boot");
+    let _ = outbox.send(WorkerMsg::Fatal { reason }).await;
+    drop(outbox);
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    ExitCode::FAILURE
+}
+
+/// Reads the master's messages; a drain request, or the master going away,
+/// starts a drain.
+async fn read_master(
+    mut rx: ringmaster_proto::Receiver<MasterMsg>,
+    drain: Arc<watch::Sender<Option<Duration>>>,
+    default_grace: Duration,
+) {
+    loop {
+        match rx.recv().await {
+            Ok(Some(MasterMsg::Drain { grace_ms })) => {
+                start_drain(&drain, Duration::from_millis(grace_ms), "the master asked");
+            }
+            Ok(Some(other)) => tracing::debug!(message = ?other, "unhandled master message"),
+            Ok(None) => {
+                start_drain(&drain, default_grace, "the master is gone");
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "IPC from the master failed");
+                start_drain(&drain, default_grace, "IPC failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn on_signals(drain: Arc<watch::Sender<Option<Duration>>>, grace: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot install SIGTERM/SIGINT handlers in the worker");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => start_drain(&drain, grace, "SIGTERM"),
+            _ = int.recv() => start_drain(&drain, grace, "SIGINT"),
+        }
+    }
+}
+
+fn start_drain(drain: &watch::Sender<Option<Duration>>, grace: Duration, why: &str) {
+    drain.send_if_modified(|current| {
+        if current.is_some() {
+            return false;
+        }
+        tracing::info!(grace_ms = grace.as_millis() as u64, why, "draining");
+        *current = Some(grace);
+        true
+    });
+}
+
+/// Completes when the drain's grace period is over.
+async fn drain_deadline(mut rx: DrainRx) {
+    let grace = match rx.wait_for(Option::is_some).await {
+        Ok(grace) => grace.unwrap_or_default(),
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::time::sleep(grace).await;
+}
+
+/// Sends a heartbeat every interval, from the serving runtime.
+async fn heartbeat(outbox: mpsc::Sender<WorkerMsg>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match outbox.try_send(WorkerMsg::Heartbeat) {
+            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return,
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! ringmaster: an application-server cluster for Rust.
+//!
+//! You write one binary. [`Cluster::run`] makes it either the **master**
+//! (`serve`: binds the listening sockets, starts, watches and restarts
+//! worker processes, answers signals) or, when the master re-executes it, a
+//! **worker** that serves your app. A concrete worker is an implementation
+//! of [`Worker`]:
+//!
+//! ```no_run
+//! use ringmaster::prelude::*;
+//!
+//! struct Hello;
+//!
+//! impl Worker for Hello {
+//!     fn name(&self) -> &str {
+//!         "hello"
+//!     }
+//!     fn router(&self, _ctx: &WorkerContext) -> Result<Router, BootError> {
+//!         Ok(Router::new().route("/", get(|| async { "Hello, World!" })))
+//!     }
+//! }
+//!
+//! fn main() -> std::process::ExitCode {
+//!     Cluster::new().worker(Hello).run()
+//! }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`Cluster`]: the builder and the command line (`cli`).
+//! - [`prelude`]: what an application author imports.
+//! - Re-exports: [`Worker`], [`WorkerContext`], [`BootError`],
+//!   [`Config`], and [`axum`] itself, so an application uses the same
+//!   version ringmaster serves with.
+#![warn(missing_docs)]
+
+mod cli;
+mod logging;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub use axum;
+#[doc(inline)]
+pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
+#[doc(inline)]
+pub use ringmaster_worker::{BootError, Worker, WorkerContext};
+
+/// What an application author imports: `use ringmaster::prelude::*;`.
+pub mod prelude {
+    pub use crate::Cluster;
+    pub use axum::Router;
+    pub use axum::routing::{delete, get, post, put};
+    pub use ringmaster_worker::{BootError, Worker, WorkerContext};
+}
+
+/// The application: its worker implementations and the entry point.
+#[derive(Default)]
+pub struct Cluster {
+    workers: Vec<Arc<dyn Worker>>,
+}
+
+impl Cluster {
+    /// An application with no worker implementation yet.
+    pub fn new() -> Self {
+        Cluster::default()
+    }
+
+    /// Registers a concrete worker; groups select it by [`Worker::name`]
+    /// (`groups.NAME.worker`), or use it by default when it is the only one.
+    ///
+    /// ```
+    /// # use ringmaster::prelude::*;
+    /// # struct Api;
+    /// # impl Worker for Api {
+    /// #     fn name(&self) -> &str { "api" }
+    /// #     fn router(&self, _: &WorkerContext) -> Result<Router, BootError> { Ok(Router::new()) }
+    /// # }
+    /// let cluster = Cluster::new().worker(Api);
+    /// ```
+    pub fn worker(mut self, worker: impl Worker) -> Self {
+        self.workers.push(Arc::new(worker));
+        self
+    }
+
+    /// Runs the binary: the worker role when a master started this process,
+    /// otherwise the command line (`serve`, `check`). Returns the exit code.
+    pub fn run(self) -> ExitCode {
+        logging::init();
+        if ringmaster_worker::is_worker_process() {
+            return ringmaster_worker::run(&self.workers);
+        }
+        cli::main(&self.workers)
+    }
+}

@@ -1,0 +1,7 @@
+//! The demo cluster: `cargo run --release -- serve`.
+
+use ringmaster::prelude::*;
+
+fn main() -> std::process::ExitCode {
+    Cluster::new().worker(ringmaster_demo::Demo).run()
+}

@@ -1,0 +1,401 @@
+//! Cluster tests: the real `ringmaster-demo` binary, real sockets, signals
+//! and processes. Every test binds port 0 (the master prints the real
+//! address) so tests run in parallel; the harness kills every process it
+//! started when a test ends.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::{ClusterProc, alive, get, get_timeout, health_pid, web_config};
+
+/// Runs GET `path` in a loop on another thread until stopped; counts
+/// failures and records which worker pids answered `/healthz`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<Mutex<Vec<String>>>,
+    pids: Arc<Mutex<Vec<(Instant, u32)>>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addr: std::net::SocketAddr, path: &'static str) -> Load {
+        Self::start_n(addr, path, 1)
+    }
+
+    fn start_n(addr: std::net::SocketAddr, path: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(Mutex::new(Vec::new()));
+        let pids = Arc::new(Mutex::new(Vec::new()));
+        let mut threads = Vec::new();
+        for _ in 0..clients {
+            let (s, o, f, p) = (stop.clone(), ok.clone(), failed.clone(), pids.clone());
+            threads.push(std::thread::spawn(move || {
+                while !s.load(Ordering::Relaxed) {
+                    match get(addr, path) {
+                        Ok(r) if r.status == 200 => {
+                            o.fetch_add(1, Ordering::Relaxed);
+                            if path == "/healthz" {
+                                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+                                p.lock()
+                                    .unwrap()
+                                    .push((Instant::now(), v["pid"].as_u64().unwrap() as u32));
+                            }
+                        }
+                        Ok(r) => f
+                            .lock()
+                            .unwrap()
+                            .push(format!("status {}: {}", r.status, r.body)),
+                        Err(e) => f.lock().unwrap().push(e.to_string()),
+                    }
+                }
+            }));
+        }
+        Load {
+            stop,
+            ok,
+            failed,
+            pids,
+            threads,
+        }
+    }
+
+    fn finish(mut self) -> (u64, Vec<String>, Vec<(Instant, u32)>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            t.join().unwrap();
+        }
+        let failed = std::mem::take(&mut *self.failed.lock().unwrap());
+        let pids = std::mem::take(&mut *self.pids.lock().unwrap());
+        (self.ok.load(Ordering::Relaxed), failed, pids)
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn serves_the_demo_routes() {
+    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    cluster.wait_workers(2);
+    let r = get(cluster.addr(), "/plaintext").unwrap();
+    assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
+    let r = get(cluster.addr(), "/json").unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, r#"{"message":"Hello, World!"}"#)
+    );
+    let pid = health_pid(cluster.addr()).unwrap();
+    assert!(cluster.worker_pids().contains(&pid));
+}
+
+#[test]
+fn a_killed_worker_is_replaced_within_a_second_while_the_other_serves() {
+    for mode in ["reuseport", "shared"] {
+        let cluster = ClusterProc::start(
+            &web_config(&format!("count = 2\nlisten_mode = \"{mode}\"")),
+            &[],
+        );
+        let before = cluster.wait_workers(2);
+        let load = Load::start(cluster.addr(), "/healthz");
+        std::thread::sleep(Duration::from_millis(200));
+        let victim = before[0];
+        let survivor = before[1];
+        let killed_at = Instant::now();
+        // SAFETY: kill a worker of this test's cluster.
+        unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+        // A replacement with a new pid answers within one second.
+        let deadline = killed_at + Duration::from_secs(1);
+        let replacement = loop {
+            let seen: Vec<u32> = load
+                .pids
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(t, _)| *t > killed_at)
+                .map(|(_, p)| *p)
+                .collect();
+            if let Some(p) = seen.iter().find(|p| !before.contains(p)) {
+                break *p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{mode}] no new worker answered within 1 s; saw {seen:?}\n{}",
+                cluster.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let (ok, failed, pids) = load.finish();
+        // The one request the victim may have accepted when it was killed is
+        // lost with it (the client is sequential: at most one in flight);
+        // every other request is served, by the survivor or the replacement.
+        assert!(failed.len() <= 1, "[{mode}] failed requests: {failed:?}");
+        assert!(ok > 10, "[{mode}] only {ok} requests");
+        assert!(!alive(victim));
+        assert!(cluster.worker_pids().contains(&replacement));
+        // The other worker served throughout: before and after the kill.
+        assert!(pids.iter().any(|(t, p)| *p == survivor && *t < killed_at));
+        assert!(pids.iter().any(|(t, p)| *p == survivor && *t > killed_at));
+    }
+}
+
+/// Seconds since midnight of a tracing timestamp at the start of a line.
+fn timestamp(line: &str) -> f64 {
+    let time = line
+        .split('T')
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(|c| c != 'Z');
+    let time = time.trim_end_matches('Z');
+    let mut parts = time.split(':');
+    let h: f64 = parts.next().unwrap().parse().unwrap();
+    let m: f64 = parts.next().unwrap().parse().unwrap();
+    let s: f64 = parts
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    h * 3600.0 + m * 60.0 + s
+}
+
+#[test]
+fn a_worker_failing_at_boot_restarts_with_growing_delays() {
+    let config = web_config(
+        "count = 1\nrestart_backoff = \"100ms\"\nrestart_backoff_max = \"800ms\"\nmin_uptime = \"5s\"",
+    );
+    let mut cluster = ClusterProc::start(&config, &[("RINGMASTER_DEMO_FAIL_BOOT", "1")]);
+    cluster.wait_log(Duration::from_secs(10), "six spawns", |log| {
+        log.matches("worker spawned").count() >= 6
+    });
+    let log = cluster.log();
+    assert!(
+        cluster.try_wait().is_none(),
+        "the master must stay up\n{log}"
+    );
+    assert!(
+        log.contains("RINGMASTER_DEMO_FAIL_BOOT=1 is set"),
+        "the reason is logged\n{log}"
+    );
+    let spawns: Vec<f64> = log
+        .lines()
+        .filter(|l| l.contains("worker spawned"))
+        .map(timestamp)
+        .collect();
+    let expected_ms = [100.0, 200.0, 400.0, 800.0, 800.0];
+    for (i, want) in expected_ms.iter().enumerate() {
+        let gap_ms = (spawns[i + 1] - spawns[i]) * 1000.0;
+        assert!(
+            gap_ms >= *want,
+            "restart {} came after {gap_ms:.1} ms, before its backoff of {want} ms\n{log}",
+            i + 1
+        );
+    }
+    assert!(
+        log.contains("restart_in_ms=800"),
+        "delays are capped\n{log}"
+    );
+}
+
+#[test]
+fn sigterm_finishes_the_request_in_flight_then_everything_exits_0() {
+    let mut cluster = ClusterProc::start(&web_config("count = 2\ndrain_timeout = \"10s\""), &[]);
+    let workers = cluster.wait_workers(2);
+    let addr = cluster.addr();
+    let slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=1000"));
+    // Let the request reach a worker before the signal.
+    std::thread::sleep(Duration::from_millis(300));
+    cluster.signal(libc::SIGTERM);
+    let r = slow.join().unwrap().expect("the slow request completes");
+    assert_eq!((r.status, r.body.as_str()), (200, "slept 1000 ms"));
+    let status = cluster.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "master: {status}\n{}", cluster.log());
+    let log = cluster.log();
+    for pid in workers {
+        assert!(
+            log.lines().any(|l| l.contains("worker exited")
+                && l.contains(&format!("pid={pid}"))
+                && l.contains("exit code 0")),
+            "worker {pid} did not exit 0\n{log}"
+        );
+    }
+}
+
+#[test]
+fn sighup_under_load_replaces_every_worker_without_a_failed_request() {
+    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let before = cluster.wait_workers(2);
+    let started = Instant::now();
+    let load = Load::start_n(cluster.addr(), "/plaintext", 4);
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.signal(libc::SIGHUP);
+    cluster.wait_log(Duration::from_secs(10), "reload to complete", |log| {
+        log.contains("rolling reload complete")
+    });
+    std::thread::sleep(Duration::from_secs(5).saturating_sub(started.elapsed()));
+    let (ok, failed, _) = load.finish();
+    assert!(
+        failed.is_empty(),
+        "{} failed requests: {failed:?}",
+        failed.len()
+    );
+    assert!(ok > 100, "only {ok} requests in 5 s");
+    let after = cluster.wait_workers(2);
+    for pid in &before {
+        assert!(
+            !after.contains(pid),
+            "worker {pid} was not replaced: {after:?}"
+        );
+        assert!(!alive(*pid));
+    }
+}
+
+#[test]
+fn sigkill_of_the_master_leaves_no_worker_and_frees_the_port() {
+    let mut cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let workers = cluster.wait_workers(2);
+    let addr = cluster.addr();
+    cluster.signal(libc::SIGKILL);
+    cluster.wait_exit(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while workers.iter().any(|p| alive(*p)) {
+        assert!(
+            Instant::now() < deadline,
+            "orphaned workers remain: {workers:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::net::TcpListener::bind(addr).expect("the port can be bound again");
+}
+
+#[test]
+fn a_port_in_use_fails_with_the_address_and_group_and_starts_no_worker() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let mut cluster = ClusterProc::spawn(&format!("[groups.web]\nlisten = \"{addr}\"\n"), &[]);
+    let status = cluster.wait_exit(Duration::from_secs(10));
+    let log = cluster.log();
+    assert!(!status.success());
+    assert!(log.contains(&addr.to_string()), "{log}");
+    assert!(log.contains("group \"web\""), "{log}");
+    assert!(!log.contains("worker spawned"), "{log}");
+}
+
+#[test]
+fn a_wedged_worker_is_killed_and_replaced_within_heartbeat_timeout_plus_1s() {
+    let config =
+        web_config("count = 1\nheartbeat_interval = \"100ms\"\nheartbeat_timeout = \"1s\"");
+    let cluster = ClusterProc::start(&config, &[]);
+    let before = cluster.wait_workers(1);
+    let wedged_at = Instant::now();
+    let _ = get_timeout(cluster.addr(), "/__test/wedge", Duration::from_millis(500));
+    let deadline = wedged_at + Duration::from_secs(2);
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !remaining.is_zero(),
+            "no replacement within 2 s\n{}",
+            cluster.log()
+        );
+        if let Ok(r) = get_timeout(cluster.addr(), "/healthz", remaining) {
+            let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+            let pid = v["pid"].as_u64().unwrap() as u32;
+            if !before.contains(&pid) {
+                break;
+            }
+        }
+    }
+    assert!(!alive(before[0]));
+    assert!(
+        cluster.log().contains("sent no heartbeat"),
+        "{}",
+        cluster.log()
+    );
+}
+
+#[test]
+fn ttin_and_ttou_add_and_remove_a_worker() {
+    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    cluster.wait_workers(2);
+    cluster.signal(libc::SIGTTIN);
+    let three = cluster.wait_workers(3);
+    // Signals of one kind coalesce: wait for each to take effect.
+    cluster.signal(libc::SIGTTOU);
+    cluster.wait_log(Duration::from_secs(10), "scale to 2", |l| {
+        l.contains("from=3 to=2")
+    });
+    cluster.signal(libc::SIGTTOU);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster.worker_pids().len() != 1 {
+        assert!(Instant::now() < deadline, "{}", cluster.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let last = cluster.worker_pids()[0];
+    assert!(three.contains(&last));
+    for _ in 0..20 {
+        assert_eq!(get(cluster.addr(), "/plaintext").unwrap().status, 200);
+    }
+}
+
+#[test]
+fn sigquit_stops_at_once() {
+    let mut cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let workers = cluster.wait_workers(2);
+    let addr = cluster.addr();
+    let _slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=30000"));
+    std::thread::sleep(Duration::from_millis(200));
+    cluster.signal(libc::SIGQUIT);
+    let status = cluster.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{}", cluster.log());
+    assert!(workers.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy = taken.local_addr().unwrap();
+    // The file names a busy port; the environment moves the group to a free one.
+    let cluster = ClusterProc::start(
+        &format!("[groups.web]\nlisten = \"{busy}\"\ncount = 1\n"),
+        &[
+            ("RINGMASTER__GROUPS__WEB__LISTEN", "127.0.0.1:0"),
+            ("RINGMASTER__GROUPS__WEB__COUNT", "3"),
+        ],
+    );
+    assert_ne!(cluster.addr(), busy);
+    cluster.wait_workers(3);
+}
+
+#[test]
+fn config_errors_exit_78_naming_file_and_key() {
+    let mut cluster = ClusterProc::spawn("[groups.web]\ncout = 2\n", &[]);
+    let status = cluster.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "{}", cluster.log());
+    let log = cluster.log();
+    assert!(log.contains("ringmaster.toml"), "{log}");
+    assert!(log.contains("cout"), "{log}");
+
+    let mut cluster = ClusterProc::spawn(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\n",
+        &[("RINGMASTER__GROUPS__WEB__DRAIN_TIMEOUT", "soon")],
+    );
+    let status = cluster.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(78), "{}", cluster.log());
+    assert!(
+        cluster
+            .log()
+            .contains("RINGMASTER__GROUPS__WEB__DRAIN_TIMEOUT"),
+        "{}",
+        cluster.log()
+    );
+}
