@@ -68,6 +68,13 @@ pub(crate) fn spawn_worker(
 ) -> io::Result<(u32, mpsc::Sender<WorkerCommand>)> {
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
     let mut cmd = Command::new(spec.exe);
+    // What `ps` shows: "ringmaster-demo worker web/0".
+    let name = spec
+        .exe
+        .file_name()
+        .unwrap_or(spec.exe.as_os_str())
+        .to_string_lossy();
+    cmd.arg0(format!("{name} worker {}/{}", spec.group, spec.slot));
     for var in handoff::ALL_ENV {
         cmd.env_remove(var);
     }

@@ -46,7 +46,7 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
     let known: Vec<String> = workers.iter().map(|w| w.name().to_string()).collect();
     match cli.command {
         Command::Serve { config } => serve(config, known),
-        Command::Check { config } => check(config),
+        Command::Check { config } => check(config, &known),
     }
 }
 
@@ -57,16 +57,24 @@ fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
     })
 }
 
-fn load(path: Option<&Path>) -> Result<Config, ExitCode> {
-    Config::load_from_env(path).map_err(|e| {
+/// Loads the configuration and resolves each group's worker implementation;
+/// on error prints it and gives the exit code.
+fn load(path: Option<&Path>, known: &[String]) -> Result<Config, ExitCode> {
+    let fail = |e: &dyn std::fmt::Display| {
         eprintln!("error: {e}");
         ExitCode::from(EXIT_CONFIG)
-    })
+    };
+    let mut config = Config::load_from_env(path).map_err(|e| fail(&e))?;
+    ringmaster_master::resolve_workers(&mut config, known).map_err(|e| {
+        let origin = path.map_or("configuration".into(), |p| p.display().to_string());
+        fail(&format!("{origin}: {e}"))
+    })?;
+    Ok(config)
 }
 
 fn serve(config: Option<PathBuf>, known: Vec<String>) -> ExitCode {
     let path = config_path(config);
-    let config = match load(path.as_deref()) {
+    let config = match load(path.as_deref(), &known) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -84,9 +92,9 @@ fn serve(config: Option<PathBuf>, known: Vec<String>) -> ExitCode {
     }
 }
 
-fn check(config: Option<PathBuf>) -> ExitCode {
+fn check(config: Option<PathBuf>, known: &[String]) -> ExitCode {
     let path = config_path(config);
-    let config = match load(path.as_deref()) {
+    let config = match load(path.as_deref(), known) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -102,7 +110,7 @@ fn check(config: Option<PathBuf>) -> ExitCode {
             g.count,
             g.listen,
             g.listen_mode,
-            g.worker.as_deref().unwrap_or("(default)")
+            g.worker.as_deref().unwrap_or("")
         );
     }
     ExitCode::SUCCESS

@@ -399,3 +399,97 @@ fn config_errors_exit_78_naming_file_and_key() {
         cluster.log()
     );
 }
+
+/// Copies the demo binary into a fresh directory; returns (dir, path).
+fn private_copy_of_the_binary() -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = support::scratch_dir();
+    let exe = dir.join("app");
+    std::fs::copy(env!("CARGO_BIN_EXE_ringmaster-demo"), &exe).unwrap();
+    (dir, exe)
+}
+
+/// Replaces `exe` the way a deploy does: write a new file, rename it over.
+fn replace_binary(exe: &std::path::Path, contents: &[u8]) -> u64 {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tmp = exe.with_extension("new");
+    std::fs::write(&tmp, contents).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, exe).unwrap();
+    std::fs::metadata(exe).unwrap().ino()
+}
+
+#[test]
+fn sighup_rereads_the_config_and_runs_the_binary_now_on_disk() {
+    let (dir, exe) = private_copy_of_the_binary();
+    let cluster = ClusterProc::start_exe(dir, &exe, &web_config("count = 2"));
+    let before = cluster.wait_workers(2);
+    let old_inode = ClusterProc::exe_inode(before[0]);
+    let new_inode = replace_binary(
+        &exe,
+        &std::fs::read(env!("CARGO_BIN_EXE_ringmaster-demo")).unwrap(),
+    );
+    assert_ne!(old_inode, new_inode);
+    let addr = cluster.addr();
+    std::fs::write(
+        cluster.config_path(),
+        format!("[groups.web]\nlisten = \"{addr}\"\ncount = 3\n"),
+    )
+    .unwrap();
+    cluster.signal(libc::SIGHUP);
+    cluster.wait_log(Duration::from_secs(10), "reload to complete", |log| {
+        log.contains("rolling reload complete")
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let pids = cluster.worker_pids();
+        if pids.len() == 3 && pids.iter().all(|p| !before.contains(p)) {
+            break pids;
+        }
+        assert!(Instant::now() < deadline, "{pids:?}\n{}", cluster.log());
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    for pid in after {
+        assert_eq!(
+            ClusterProc::exe_inode(pid),
+            new_inode,
+            "worker {pid} runs the old binary"
+        );
+    }
+    assert_eq!(get(addr, "/plaintext").unwrap().status, 200);
+}
+
+#[test]
+fn a_broken_deploy_aborts_the_reload_and_keeps_the_running_workers() {
+    let (dir, exe) = private_copy_of_the_binary();
+    let cluster = ClusterProc::start_exe(dir, &exe, &web_config("count = 2"));
+    let before = cluster.wait_workers(2);
+    replace_binary(&exe, b"#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
+    cluster.signal(libc::SIGHUP);
+    cluster.wait_log(Duration::from_secs(10), "the reload to abort", |log| {
+        log.contains("reload aborted")
+    });
+    assert!(cluster.log().contains("broken build"), "{}", cluster.log());
+    assert_eq!(cluster.worker_pids(), before);
+    for _ in 0..20 {
+        let pid = health_pid(cluster.addr()).unwrap();
+        assert!(before.contains(&pid));
+    }
+}
+
+#[test]
+fn an_invalid_config_on_sighup_keeps_everything_running() {
+    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let before = cluster.wait_workers(2);
+    std::fs::write(cluster.config_path(), "[groups.web]\ncount = \"many\"\n").unwrap();
+    cluster.signal(libc::SIGHUP);
+    cluster.wait_log(Duration::from_secs(10), "the reload to abort", |log| {
+        log.contains("reload aborted: the configuration is invalid")
+    });
+    assert!(
+        cluster.log().contains("groups.web.count"),
+        "{}",
+        cluster.log()
+    );
+    assert_eq!(cluster.worker_pids(), before);
+    assert_eq!(get(cluster.addr(), "/plaintext").unwrap().status, 200);
+}

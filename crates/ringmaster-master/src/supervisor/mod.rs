@@ -461,7 +461,7 @@ fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterError> {
 
 /// Resolves which worker implementation each group runs, writing it into
 /// the configuration handed to the workers.
-pub(crate) fn resolve_workers(config: &mut Config, known: &[String]) -> Result<(), String> {
+pub fn resolve_workers(config: &mut Config, known: &[String]) -> Result<(), String> {
     for (name, group) in config.groups.iter_mut() {
         let chosen = match &group.worker {
             Some(w) if known.iter().any(|k| k == w) => w.clone(),

@@ -48,10 +48,35 @@ impl ClusterProc {
 
     /// Starts the master without waiting for anything.
     pub fn spawn(config: &str, env: &[(&str, &str)]) -> ClusterProc {
-        let dir = scratch_dir();
+        Self::spawn_in(
+            scratch_dir(),
+            env!("CARGO_BIN_EXE_ringmaster-demo").as_ref(),
+            config,
+            env,
+        )
+    }
+
+    /// Starts `exe` as the master in `dir` (where it writes its config),
+    /// and waits until every group listens.
+    pub fn start_exe(dir: PathBuf, exe: &std::path::Path, config: &str) -> ClusterProc {
+        let expected = config.matches("[groups.").count().max(1);
+        Self::spawn_in(dir, exe, config, &[]).wait_for_addrs(expected)
+    }
+
+    /// The configuration file the master was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("ringmaster.toml")
+    }
+
+    fn spawn_in(
+        dir: PathBuf,
+        exe: &std::path::Path,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> ClusterProc {
         let path = dir.join("ringmaster.toml");
         std::fs::write(&path, config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringmaster-demo"));
+        let mut cmd = Command::new(exe);
         cmd.arg("serve")
             .arg("--config")
             .arg(&path)
@@ -167,6 +192,12 @@ impl ClusterProc {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The inode of the binary process `pid` runs.
+    pub fn exe_inode(pid: u32) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino()
     }
 
     /// Sends a signal to the master.
