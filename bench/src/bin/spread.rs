@@ -3,7 +3,10 @@
 //! under load.
 //!
 //! Each client thread opens a new connection per request to `/healthz` and
-//! records which worker pid answered.
+//! records which worker pid answered. A third measurement opens 64
+//! keep-alive connections at once (as wrk or a connection pool does) and
+//! counts which worker serves each one: that is how the load of long-lived
+//! connections is spread.
 //!
 //! Usage: `spread [DEMO_EXE] [WORKERS] [CLIENTS] [SECONDS]`
 
@@ -12,7 +15,30 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
 use ringmaster_bench::{Cluster, demo_exe, get};
+
+/// Opens `n` connections before using any, then asks each which worker
+/// serves it; returns connections per worker.
+fn keepalive_spread(addr: SocketAddr, n: usize) -> BTreeMap<u32, u64> {
+    let mut conns: Vec<TcpStream> = (0..n).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let mut per = BTreeMap::new();
+    for c in &mut conns {
+        write!(c, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 1024];
+        let len = c.read(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..len]);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("");
+        let pid = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["pid"].as_u64())
+            .unwrap_or(0) as u32;
+        *per.entry(pid).or_default() += 1;
+    }
+    per
+}
 
 fn main() {
     let exe = demo_exe();
@@ -34,6 +60,14 @@ fn main() {
                 ),
             );
             let pids = cluster.wait_workers(workers);
+            if !kill {
+                let per = keepalive_spread(cluster.addr, 64);
+                let counts: Vec<u64> = per.values().copied().collect();
+                println!(
+                    "{mode:>9}, {workers} workers, 64 keep-alive connections opened at once: per worker {counts:?} ({} of {workers} workers used)",
+                    counts.len()
+                );
+            }
             let stop = Arc::new(AtomicBool::new(false));
             let counts = Arc::new(Mutex::new(BTreeMap::<u32, u64>::new()));
             let failed = Arc::new(Mutex::new(0u64));
