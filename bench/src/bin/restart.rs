@@ -11,22 +11,18 @@
 
 use std::time::{Duration, Instant};
 
-use ringmaster_bench::{Cluster, demo_exe, health_pid, summary};
+use ringmaster_bench::{health_pid, start, summary};
 
 fn main() {
-    let exe = demo_exe();
     let rounds: usize = std::env::args()
         .nth(2)
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let mut results = Vec::new();
     for mode in ["reuseport", "shared"] {
-        let cluster = Cluster::start(
-            &exe,
-            &format!(
-                "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\nlisten_mode = \"{mode}\"\nmin_uptime = \"50ms\"\n"
-            ),
-        );
+        let cluster = start(&format!(
+            "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\nlisten_mode = \"{mode}\"\nmin_uptime = \"50ms\"\n"
+        ));
         let mut pid = cluster.wait_workers(1)[0];
         let mut samples = Vec::new();
         for _ in 0..rounds {
@@ -35,7 +31,7 @@ fn main() {
             // SAFETY: kill our own cluster's worker.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             let new = loop {
-                match health_pid(cluster.addr) {
+                match health_pid(cluster.addr()) {
                     Ok(p) if p != pid => break p,
                     _ => std::thread::yield_now(),
                 }

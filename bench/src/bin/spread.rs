@@ -18,7 +18,7 @@ use std::time::Duration;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use ringmaster_bench::{Cluster, demo_exe, get};
+use ringmaster_bench::{get, start};
 
 /// Opens `n` connections before using any, then asks each which worker
 /// serves it; returns connections per worker.
@@ -41,7 +41,6 @@ fn keepalive_spread(addr: SocketAddr, n: usize) -> BTreeMap<u32, u64> {
 }
 
 fn main() {
-    let exe = demo_exe();
     let arg = |i: usize, default: usize| {
         std::env::args()
             .nth(i)
@@ -53,15 +52,12 @@ fn main() {
     let seconds = arg(4, 5) as u64;
     for mode in ["shared", "reuseport"] {
         for kill in [false, true] {
-            let cluster = Cluster::start(
-                &exe,
-                &format!(
-                    "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = {workers}\nlisten_mode = \"{mode}\"\nmin_uptime = \"50ms\"\n"
-                ),
-            );
+            let cluster = start(&format!(
+                "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = {workers}\nlisten_mode = \"{mode}\"\nmin_uptime = \"50ms\"\n"
+            ));
             let pids = cluster.wait_workers(workers);
             if !kill {
-                let per = keepalive_spread(cluster.addr, 64);
+                let per = keepalive_spread(cluster.addr(), 64);
                 let counts: Vec<u64> = per.values().copied().collect();
                 println!(
                     "{mode:>9}, {workers} workers, 64 keep-alive connections opened at once: per worker {counts:?} ({} of {workers} workers used)",
@@ -71,15 +67,15 @@ fn main() {
             let stop = Arc::new(AtomicBool::new(false));
             let counts = Arc::new(Mutex::new(BTreeMap::<u32, u64>::new()));
             let failed = Arc::new(Mutex::new(0u64));
-            let addr = cluster.addr;
+            let addr = cluster.addr();
             let threads: Vec<_> = (0..clients)
                 .map(|_| {
                     let (stop, counts, failed) = (stop.clone(), counts.clone(), failed.clone());
                     std::thread::spawn(move || {
                         while !stop.load(Ordering::Relaxed) {
                             match get(addr, "/healthz") {
-                                Ok((200, body)) => {
-                                    let pid = serde_json::from_str::<serde_json::Value>(&body)
+                                Ok(r) if r.status == 200 => {
+                                    let pid = serde_json::from_str::<serde_json::Value>(&r.body)
                                         .ok()
                                         .and_then(|v| v["pid"].as_u64())
                                         .unwrap_or(0)

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{ClusterProc, alive, get, get_timeout, health_pid, web_config};
+use support::{alive, get, get_timeout, health_pid, web_config};
 
 /// Runs GET `path` in a loop on another thread until stopped; counts
 /// failures and records which worker pids answered `/healthz`.
@@ -83,7 +83,7 @@ impl Drop for Load {
 
 #[test]
 fn serves_the_demo_routes() {
-    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let cluster = support::start(&web_config("count = 2"), &[]);
     cluster.wait_workers(2);
     let r = get(cluster.addr(), "/plaintext").unwrap();
     assert_eq!((r.status, r.body.as_str()), (200, "Hello, World!"));
@@ -99,7 +99,7 @@ fn serves_the_demo_routes() {
 #[test]
 fn a_killed_worker_is_replaced_within_a_second_while_the_other_serves() {
     for mode in ["reuseport", "shared"] {
-        let cluster = ClusterProc::start(
+        let cluster = support::start(
             &web_config(&format!("count = 2\nlisten_mode = \"{mode}\"")),
             &[],
         );
@@ -174,7 +174,7 @@ fn a_worker_failing_at_boot_restarts_with_growing_delays() {
     let config = web_config(
         "count = 1\nrestart_backoff = \"100ms\"\nrestart_backoff_max = \"800ms\"\nmin_uptime = \"5s\"",
     );
-    let mut cluster = ClusterProc::start(&config, &[("RINGMASTER_DEMO_FAIL_BOOT", "1")]);
+    let mut cluster = support::start(&config, &[("RINGMASTER_DEMO_FAIL_BOOT", "1")]);
     cluster.wait_log(Duration::from_secs(10), "six spawns", |log| {
         log.matches("worker spawned").count() >= 6
     });
@@ -209,7 +209,7 @@ fn a_worker_failing_at_boot_restarts_with_growing_delays() {
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_then_everything_exits_0() {
-    let mut cluster = ClusterProc::start(&web_config("count = 2\ndrain_timeout = \"10s\""), &[]);
+    let mut cluster = support::start(&web_config("count = 2\ndrain_timeout = \"10s\""), &[]);
     let workers = cluster.wait_workers(2);
     let addr = cluster.addr();
     let slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=1000"));
@@ -233,7 +233,7 @@ fn sigterm_finishes_the_request_in_flight_then_everything_exits_0() {
 
 #[test]
 fn sighup_under_load_replaces_every_worker_without_a_failed_request() {
-    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let cluster = support::start(&web_config("count = 2"), &[]);
     let before = cluster.wait_workers(2);
     let started = Instant::now();
     let load = Load::start_n(cluster.addr(), "/plaintext", 4);
@@ -262,7 +262,7 @@ fn sighup_under_load_replaces_every_worker_without_a_failed_request() {
 
 #[test]
 fn sigkill_of_the_master_leaves_no_worker_and_frees_the_port() {
-    let mut cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let mut cluster = support::start(&web_config("count = 2"), &[]);
     let workers = cluster.wait_workers(2);
     let addr = cluster.addr();
     cluster.signal(libc::SIGKILL);
@@ -282,7 +282,7 @@ fn sigkill_of_the_master_leaves_no_worker_and_frees_the_port() {
 fn a_port_in_use_fails_with_the_address_and_group_and_starts_no_worker() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let mut cluster = ClusterProc::spawn(&format!("[groups.web]\nlisten = \"{addr}\"\n"), &[]);
+    let mut cluster = support::spawn(&format!("[groups.web]\nlisten = \"{addr}\"\n"), &[]);
     let status = cluster.wait_exit(Duration::from_secs(10));
     let log = cluster.log();
     assert!(!status.success());
@@ -295,7 +295,7 @@ fn a_port_in_use_fails_with_the_address_and_group_and_starts_no_worker() {
 fn a_wedged_worker_is_killed_and_replaced_within_heartbeat_timeout_plus_1s() {
     let config =
         web_config("count = 1\nheartbeat_interval = \"100ms\"\nheartbeat_timeout = \"1s\"");
-    let cluster = ClusterProc::start(&config, &[]);
+    let cluster = support::start(&config, &[]);
     let before = cluster.wait_workers(1);
     let wedged_at = Instant::now();
     let _ = get_timeout(cluster.addr(), "/__test/wedge", Duration::from_millis(500));
@@ -325,7 +325,7 @@ fn a_wedged_worker_is_killed_and_replaced_within_heartbeat_timeout_plus_1s() {
 
 #[test]
 fn ttin_and_ttou_add_and_remove_a_worker() {
-    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let cluster = support::start(&web_config("count = 2"), &[]);
     cluster.wait_workers(2);
     cluster.signal(libc::SIGTTIN);
     let three = cluster.wait_workers(3);
@@ -349,7 +349,7 @@ fn ttin_and_ttou_add_and_remove_a_worker() {
 
 #[test]
 fn sigquit_stops_at_once() {
-    let mut cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let mut cluster = support::start(&web_config("count = 2"), &[]);
     let workers = cluster.wait_workers(2);
     let addr = cluster.addr();
     let _slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=30000"));
@@ -365,7 +365,7 @@ fn environment_overrides_the_file() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let busy = taken.local_addr().unwrap();
     // The file names a busy port; the environment moves the group to a free one.
-    let cluster = ClusterProc::start(
+    let cluster = support::start(
         &format!("[groups.web]\nlisten = \"{busy}\"\ncount = 1\n"),
         &[
             ("RINGMASTER__GROUPS__WEB__LISTEN", "127.0.0.1:0"),
@@ -378,14 +378,14 @@ fn environment_overrides_the_file() {
 
 #[test]
 fn config_errors_exit_78_naming_file_and_key() {
-    let mut cluster = ClusterProc::spawn("[groups.web]\ncout = 2\n", &[]);
+    let mut cluster = support::spawn("[groups.web]\ncout = 2\n", &[]);
     let status = cluster.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(78), "{}", cluster.log());
     let log = cluster.log();
     assert!(log.contains("ringmaster.toml"), "{log}");
     assert!(log.contains("cout"), "{log}");
 
-    let mut cluster = ClusterProc::spawn(
+    let mut cluster = support::spawn(
         "[groups.web]\nlisten = \"127.0.0.1:0\"\n",
         &[("RINGMASTER__GROUPS__WEB__DRAIN_TIMEOUT", "soon")],
     );
@@ -421,9 +421,9 @@ fn replace_binary(exe: &std::path::Path, contents: &[u8]) -> u64 {
 #[test]
 fn sighup_rereads_the_config_and_runs_the_binary_now_on_disk() {
     let (dir, exe) = private_copy_of_the_binary();
-    let cluster = ClusterProc::start_exe(dir, &exe, &web_config("count = 2"));
+    let cluster = support::start_exe(dir, &exe, &web_config("count = 2"));
     let before = cluster.wait_workers(2);
-    let old_inode = ClusterProc::exe_inode(before[0]);
+    let old_inode = support::exe_inode(before[0]);
     let new_inode = replace_binary(
         &exe,
         &std::fs::read(env!("CARGO_BIN_EXE_ringmaster-demo")).unwrap(),
@@ -450,7 +450,7 @@ fn sighup_rereads_the_config_and_runs_the_binary_now_on_disk() {
     };
     for pid in after {
         assert_eq!(
-            ClusterProc::exe_inode(pid),
+            support::exe_inode(pid),
             new_inode,
             "worker {pid} runs the old binary"
         );
@@ -461,7 +461,7 @@ fn sighup_rereads_the_config_and_runs_the_binary_now_on_disk() {
 #[test]
 fn a_broken_deploy_aborts_the_reload_and_keeps_the_running_workers() {
     let (dir, exe) = private_copy_of_the_binary();
-    let cluster = ClusterProc::start_exe(dir, &exe, &web_config("count = 2"));
+    let cluster = support::start_exe(dir, &exe, &web_config("count = 2"));
     let before = cluster.wait_workers(2);
     replace_binary(&exe, b"#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
     cluster.signal(libc::SIGHUP);
@@ -478,7 +478,7 @@ fn a_broken_deploy_aborts_the_reload_and_keeps_the_running_workers() {
 
 #[test]
 fn an_invalid_config_on_sighup_keeps_everything_running() {
-    let cluster = ClusterProc::start(&web_config("count = 2"), &[]);
+    let cluster = support::start(&web_config("count = 2"), &[]);
     let before = cluster.wait_workers(2);
     std::fs::write(cluster.config_path(), "[groups.web]\ncount = \"many\"\n").unwrap();
     cluster.signal(libc::SIGHUP);

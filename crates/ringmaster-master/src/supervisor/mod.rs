@@ -155,6 +155,7 @@ impl Supervisor {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), MasterError> {
         let mut signals = Signals::new().map_err(MasterError::Signals)?;
+        tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
         for group in &self.groups {
             tracing::info!(
                 group = %group.name,

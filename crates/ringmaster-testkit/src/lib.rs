@@ -1,0 +1,370 @@
+//! The harness of ringmaster's cluster tests and benchmarks: runs a real
+//! ringmaster binary as a master ([`ClusterProc`]), reads its log, finds its
+//! workers through `/proc`, speaks plain HTTP/1.1 to it, and kills every
+//! process it started when it is dropped, even when a test fails (and then
+//! prints the cluster's output).
+//!
+//! # Layout
+//! - [`ClusterProc`]: the master process guard;
+//! - process helpers: [`children_of`], [`ppid_of`], [`alive`], [`exe_inode`];
+//! - HTTP helpers: [`get`], [`get_timeout`], [`health_pid`], [`Response`].
+#![warn(missing_docs)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A master process and everything it started.
+pub struct ClusterProc {
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+    dir: PathBuf,
+    /// The address of each group, from the master's log.
+    pub addrs: Vec<(String, SocketAddr)>,
+    /// Every worker pid seen, so the guard can kill them all.
+    seen: Mutex<Vec<u32>>,
+    /// The threads copying stdout and stderr into `log`.
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh scratch directory (for one cluster's config and files).
+pub fn scratch_dir() -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ringmaster-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+impl ClusterProc {
+    /// Starts `exe serve --config DIR/ringmaster.toml` in `dir` with
+    /// `config` (TOML) and extra environment, and waits until every group
+    /// the config names (at least one) listens.
+    pub fn start(exe: &Path, dir: PathBuf, config: &str, env: &[(&str, &str)]) -> ClusterProc {
+        let expected = config.matches("[groups.").count().max(1);
+        Self::spawn(exe, dir, config, env).wait_for_addrs(expected)
+    }
+
+    /// The configuration file the master was started with.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("ringmaster.toml")
+    }
+
+    /// Starts the master like [`ClusterProc::start`], without waiting.
+    pub fn spawn(exe: &Path, dir: PathBuf, config: &str, env: &[(&str, &str)]) -> ClusterProc {
+        let path = dir.join("ringmaster.toml");
+        std::fs::write(&path, config).unwrap();
+        // The master runs in `dir`: a relative path must not change meaning.
+        let exe = std::fs::canonicalize(exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
+        let mut cmd = Command::new(&exe);
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&path)
+            .current_dir(&dir)
+            .env("RINGMASTER_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let log = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let log = log.clone();
+            readers.push(std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }));
+        }
+        ClusterProc {
+            child: Some(child),
+            log,
+            dir,
+            addrs: Vec::new(),
+            seen: Mutex::new(Vec::new()),
+            readers,
+        }
+    }
+
+    fn wait_for_addrs(mut self, groups: usize) -> ClusterProc {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let addrs = parse_addrs(&self.log());
+            if addrs.len() >= groups {
+                self.addrs = addrs;
+                return self;
+            }
+            if let Some(status) = self.try_wait() {
+                panic!("master exited early ({status})\n{}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master did not listen\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The address of the first group.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0].1
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Everything the master and its workers printed so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log matches `pred`, or panics after `timeout`.
+    pub fn wait_log(&self, timeout: Duration, what: &str, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !pred(&self.log()) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The pids of the master's current child processes.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let pids = children_of(self.pid());
+        let mut seen = self.seen.lock().unwrap();
+        for p in &pids {
+            if !seen.contains(p) {
+                seen.push(*p);
+            }
+        }
+        pids
+    }
+
+    /// Waits until `n` workers answer `/healthz` as ready processes.
+    pub fn wait_workers(&self, n: usize) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let pids = self.worker_pids();
+            let ready = self.log().matches("worker ready").count();
+            if pids.len() == n && ready >= n {
+                return pids;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} workers, have {pids:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill with a pid we started.
+        unsafe { libc::kill(self.pid() as i32, sig) };
+    }
+
+    /// The master's exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Waits for the master to exit, or panics after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                // Let the readers reach end-of-file so the log is complete
+                // (bounded: a lingering process may hold the pipes open).
+                let until = Instant::now() + Duration::from_secs(2);
+                while self.readers.iter().any(|r| !r.is_finished()) && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "master did not exit\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for ClusterProc {
+    fn drop(&mut self) {
+        let mut pids = self.worker_pids();
+        pids.extend(self.seen.lock().unwrap().iter().copied());
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for pid in pids {
+            // SAFETY: kill with pids this test's master started; a pid that
+            // is gone gives ESRCH, which is fine.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "----- cluster output -----\n{}\n--------------------------",
+                self.log()
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `group NAME listening on http://ADDR` lines, in order.
+fn parse_addrs(log: &str) -> Vec<(String, SocketAddr)> {
+    let mut out = Vec::new();
+    for line in log.lines() {
+        let Some(rest) = line.split("group ").nth(1) else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some("listening"), Some("on"), Some(url)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if let Some(addr) = url.strip_prefix("http://").and_then(|a| a.parse().ok()) {
+            out.push((name.to_string(), addr));
+        }
+    }
+    out
+}
+
+/// Children of `pid`, from /proc.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Some(p) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if ppid_of(p) == Some(pid) {
+            out.push(p);
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+/// The parent pid of `pid`, or `None` if it is gone (or a zombie).
+pub fn ppid_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces.
+    let after = &stat[stat.rfind(')')? + 2..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?;
+    if state == "Z" {
+        return None;
+    }
+    fields.next()?.parse().ok()
+}
+
+/// The inode of the binary process `pid` runs.
+pub fn exe_inode(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe")).unwrap().ino()
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    ppid_of(pid).is_some()
+}
+
+/// A response: status and body.
+#[derive(Debug)]
+pub struct Response {
+    /// The status code.
+    pub status: u16,
+    /// The body, as text.
+    pub body: String,
+}
+
+/// One GET over a fresh connection (`Connection: close`).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    get_timeout(addr, path, Duration::from_secs(10))
+}
+
+/// One GET with a read timeout.
+pub fn get_timeout(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_nodelay(true)?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP head in {text:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    Ok(Response {
+        status,
+        body: body.to_string(),
+    })
+}
+
+/// The pid in a `/healthz` body.
+pub fn health_pid(addr: SocketAddr) -> std::io::Result<u32> {
+    let r = get(addr, "/healthz")?;
+    let v: serde_json::Value = serde_json::from_str(&r.body)
+        .map_err(|e| std::io::Error::other(format!("{e}: {}", r.body)))?;
+    v["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+        .ok_or_else(|| std::io::Error::other(r.body))
+}
+
+/// A config with one group `web` on a free port and the given extra keys.
+pub fn web_config(extra: &str) -> String {
+    format!("[groups.web]\nlisten = \"127.0.0.1:0\"\n{extra}\n")
+}
+
+/// Median, p90, min and max of `samples` (sorted in place; not empty).
+pub fn summary(samples: &mut [f64]) -> (f64, f64, f64, f64) {
+    samples.sort_by(f64::total_cmp);
+    let n = samples.len();
+    let at = |q: f64| samples[((n as f64 - 1.0) * q).round() as usize];
+    (at(0.5), at(0.9), samples[0], samples[n - 1])
+}
