@@ -6,7 +6,8 @@
 //! - `RINGMASTER_DEMO_TEST_ROUTES=1` mounts `/__test/sleep?ms=N` (a slow
 //!   request) and `/__test/wedge` (blocks every runtime thread, so the
 //!   worker stops heartbeating);
-//! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot.
+//! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
+//! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot.
 
 use std::time::Duration;
 
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 pub const ENV_TEST_ROUTES: &str = "RINGMASTER_DEMO_TEST_ROUTES";
 /// Makes every worker fail at boot.
 pub const ENV_FAIL_BOOT: &str = "RINGMASTER_DEMO_FAIL_BOOT";
+/// Makes every worker hang at boot (never report ready).
+pub const ENV_HANG_BOOT: &str = "RINGMASTER_DEMO_HANG_BOOT";
 
 /// The demo's concrete worker.
 pub struct Demo;
@@ -33,6 +36,11 @@ impl Worker for Demo {
     fn router(&self, ctx: &WorkerContext) -> Result<Router, BootError> {
         if std::env::var_os(ENV_FAIL_BOOT).is_some_and(|v| v == "1") {
             return Err(format!("{ENV_FAIL_BOOT}=1 is set: failing on purpose").into());
+        }
+        if std::env::var_os(ENV_HANG_BOOT).is_some_and(|v| v == "1") {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
         }
         let test_routes = std::env::var_os(ENV_TEST_ROUTES).is_some_and(|v| v == "1");
         Ok(app(Health::of(ctx), test_routes))

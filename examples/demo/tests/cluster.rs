@@ -493,3 +493,47 @@ fn an_invalid_config_on_sighup_keeps_everything_running() {
     assert_eq!(cluster.worker_pids(), before);
     assert_eq!(get(cluster.addr(), "/plaintext").unwrap().status, 200);
 }
+
+#[test]
+fn a_worker_that_never_gets_ready_is_killed_at_boot_timeout_and_retried() {
+    let config = web_config("count = 1\nboot_timeout = \"300ms\"\nrestart_backoff = \"50ms\"");
+    let cluster = support::start(&config, &[("RINGMASTER_DEMO_HANG_BOOT", "1")]);
+    cluster.wait_log(Duration::from_secs(10), "a third start", |log| {
+        log.matches("worker spawned").count() >= 3
+    });
+    let log = cluster.log();
+    let kills = log
+        .lines()
+        .filter(|l| l.contains("killing worker") && l.contains("boot_timeout"))
+        .count();
+    assert!(kills >= 2, "{log}");
+    assert!(
+        log.contains("strikes=2"),
+        "a boot timeout is a strike\n{log}"
+    );
+}
+
+#[test]
+fn a_request_longer_than_drain_timeout_does_not_hold_up_the_stop() {
+    let mut cluster = support::start(&web_config("count = 1\ndrain_timeout = \"500ms\""), &[]);
+    cluster.wait_workers(1);
+    let addr = cluster.addr();
+    let slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=20000"));
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped_at = Instant::now();
+    cluster.signal(libc::SIGTERM);
+    let status = cluster.wait_exit(Duration::from_secs(5));
+    assert!(status.success(), "{}", cluster.log());
+    assert!(
+        stopped_at.elapsed() < Duration::from_secs(3),
+        "{}",
+        cluster.log()
+    );
+    assert!(
+        cluster.log().contains("drain grace period over"),
+        "{}",
+        cluster.log()
+    );
+    // The abandoned request fails instead of hanging.
+    assert!(slow.join().unwrap().is_err());
+}
