@@ -385,6 +385,12 @@ fn other_numeric_and_duration_checks() {
             "restart_backoff = \"2s\"\nrestart_backoff_max = \"1s\"",
             "groups.web.restart_backoff_max",
         ),
+        ("boot_timeout = \"3000000000h\"", "groups.web.boot_timeout"),
+        ("drain_timeout = \"800h\"", "groups.web.drain_timeout"),
+        (
+            "heartbeat_interval = \"1ms\"",
+            "groups.web.heartbeat_interval",
+        ),
     ];
     for (body, key) in cases {
         let err = from_str_err(&format!("[groups.web]\n{body}\n"));

@@ -8,6 +8,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+/// The longest duration any key accepts: longer values are mistakes, and
+/// deadlines computed from them must not overflow.
+const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Heartbeats more frequent than this would flood the master.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
+
 use crate::{Config, GroupConfig, MAX_WORKERS, duration};
 
 /// A failed check: the key at fault, other keys involved, and the message.
@@ -116,6 +122,35 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
                     .to_owned(),
             ));
         }
+    }
+    let all: [(&str, Duration); 7] = [
+        ("boot_timeout", group.boot_timeout),
+        ("heartbeat_interval", group.heartbeat_interval),
+        ("heartbeat_timeout", group.heartbeat_timeout),
+        ("drain_timeout", group.drain_timeout),
+        ("min_uptime", group.min_uptime),
+        ("restart_backoff", group.restart_backoff),
+        ("restart_backoff_max", group.restart_backoff_max),
+    ];
+    for (field, value) in all {
+        if value > MAX_DURATION {
+            return Err(violation(
+                key(field),
+                format!(
+                    "expected a duration of at most 30 days, got {}",
+                    duration::format(value)
+                ),
+            ));
+        }
+    }
+    if group.heartbeat_interval < MIN_HEARTBEAT_INTERVAL {
+        return Err(violation(
+            key("heartbeat_interval"),
+            format!(
+                "expected at least 10ms (each heartbeat is a message to the master), got {}",
+                duration::format(group.heartbeat_interval)
+            ),
+        ));
     }
     if group.heartbeat_timeout <= group.heartbeat_interval {
         return Err(Violation {

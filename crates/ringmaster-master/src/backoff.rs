@@ -1,10 +1,13 @@
 //! Restart policy: strikes and exponential backoff.
 //!
-//! A worker that exits within `min_uptime` of its start counts a strike; the
-//! restart delay doubles with every strike from `restart_backoff` up to
-//! `restart_backoff_max`. A worker that stays up for `min_uptime` clears the
-//! strikes (a stable run), so the next crash restarts at once. This is PM2's
-//! exponential backoff with Erlang/OTP's restart intensity in spirit.
+//! A worker that exits without having been ready, or within `min_uptime` of
+//! becoming ready, counts a strike; the restart delay doubles with every
+//! strike from `restart_backoff` up to `restart_backoff_max`. A worker that
+//! stays ready for `min_uptime` clears the strikes (a stable run), so the
+//! next crash restarts at once. Uptime counts from `Ready`, not from the
+//! spawn, so a boot that fails slowly (a timeout, a backend that is down)
+//! still backs off. This is PM2's exponential backoff with Erlang/OTP's
+//! restart intensity in spirit.
 
 use std::time::Duration;
 
@@ -17,10 +20,11 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
-    /// Given the strikes so far and how long the exited worker lived,
-    /// returns the new strike count and the delay before the next start.
-    pub(crate) fn on_exit(&self, strikes: u32, uptime: Duration) -> (u32, Duration) {
-        if uptime >= self.min_uptime {
+    /// Given the strikes so far and how long the exited worker had been
+    /// ready (`None`: it never was), returns the new strike count and the
+    /// delay before the next start.
+    pub(crate) fn on_exit(&self, strikes: u32, ready_for: Option<Duration>) -> (u32, Duration) {
+        if ready_for.is_some_and(|up| up >= self.min_uptime) {
             return (0, Duration::ZERO);
         }
         let strikes = strikes.saturating_add(1);
@@ -55,7 +59,7 @@ mod tests {
     #[test]
     fn a_stable_run_restarts_at_once_and_clears_strikes() {
         assert_eq!(
-            backoff().on_exit(7, Duration::from_secs(6)),
+            backoff().on_exit(7, Some(Duration::from_secs(6))),
             (0, Duration::ZERO)
         );
     }
@@ -66,7 +70,7 @@ mod tests {
         let mut strikes = 0;
         let mut delays = Vec::new();
         for _ in 0..12 {
-            let (s, d) = b.on_exit(strikes, Duration::from_millis(10));
+            let (s, d) = b.on_exit(strikes, Some(Duration::from_millis(10)));
             strikes = s;
             delays.push(d.as_millis());
         }

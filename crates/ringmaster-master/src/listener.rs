@@ -35,6 +35,13 @@ impl GroupListeners {
         backlog: u32,
         count: usize,
     ) -> io::Result<Self> {
+        if mode == ListenMode::Reuseport && addr.port() != 0 {
+            // Another SO_REUSEPORT listener of the same user (an old master,
+            // another app) would let our bind succeed and silently share the
+            // port. A plain socket can't join such a group: if it can't
+            // bind, the port is taken.
+            probe_free(addr)?;
+        }
         let first = bind_one(addr, mode, backlog)?;
         let addr = first
             .local_addr()?
@@ -92,6 +99,16 @@ impl GroupListeners {
     }
 }
 
+/// Fails with `AddrInUse` when anything listens on `addr`.
+fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    probe.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into())
+}
+
 fn bind_one(addr: SocketAddr, mode: ListenMode, backlog: u32) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -126,6 +143,15 @@ mod tests {
         let l = GroupListeners::bind("127.0.0.1:0".parse().unwrap(), ListenMode::Shared, 64, 3)
             .unwrap();
         assert_eq!(l.fd_for_slot(0), l.fd_for_slot(2));
+    }
+
+    #[test]
+    fn a_port_held_by_another_reuseport_group_is_an_error() {
+        let other =
+            GroupListeners::bind("127.0.0.1:0".parse().unwrap(), ListenMode::Reuseport, 64, 1)
+                .unwrap();
+        let err = GroupListeners::bind(other.addr(), ListenMode::Reuseport, 64, 2).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
     }
 
     #[test]

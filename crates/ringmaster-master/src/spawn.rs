@@ -55,7 +55,8 @@ pub(crate) enum WorkerEvent {
 pub(crate) enum WorkerCommand {
     /// Send a message over IPC.
     Send(MasterMsg),
-    /// SIGKILL the process (a no-op once it has been reaped).
+    /// SIGKILL the worker's process group: the worker leads its own group,
+    /// so processes it started go too (a no-op once it has been reaped).
     Kill,
 }
 
@@ -169,6 +170,13 @@ async fn watch(
                     }
                 }
                 Some(WorkerCommand::Kill) => {
+                    if let Some(pid) = child.id() {
+                        // The child is not reaped yet (we are its only
+                        // reaper), so its pid, which is also its process
+                        // group id, still names it.
+                        let group = nix::unistd::Pid::from_raw(-(pid as i32));
+                        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+                    }
                     let _ = child.start_kill();
                 }
                 None => commands_open = false,

@@ -162,7 +162,9 @@ impl ClusterProc {
         pids
     }
 
-    /// Waits until `n` workers answer `/healthz` as ready processes.
+    /// Waits until the master has exactly `n` child processes and has
+    /// logged at least `n` "worker ready" lines in all (so after a restart,
+    /// check the pids too); returns the children's pids.
     pub fn wait_workers(&self, n: usize) -> Vec<u32> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -312,6 +314,92 @@ pub struct Response {
     pub status: u16,
     /// The body, as text.
     pub body: String,
+}
+
+/// An HTTP/1.1 client on one keep-alive connection, as a browser or a
+/// connection pool uses one: it reconnects only when the server said
+/// `Connection: close` (or closed after a complete response), never to hide
+/// a request that failed.
+#[derive(Debug)]
+pub struct KeepAlive {
+    addr: SocketAddr,
+    stream: Option<BufReader<TcpStream>>,
+    /// How many connections it opened.
+    pub connections: u64,
+}
+
+impl KeepAlive {
+    /// A client for `addr`; connects on the first request.
+    pub fn new(addr: SocketAddr) -> Self {
+        KeepAlive {
+            addr,
+            stream: None,
+            connections: 0,
+        }
+    }
+
+    /// Sends GET `path` on the current connection (opening one if needed).
+    pub fn get(&mut self, path: &str) -> std::io::Result<Response> {
+        if self.stream.is_none() {
+            let s = TcpStream::connect_timeout(&self.addr, Duration::from_secs(10))?;
+            s.set_read_timeout(Some(Duration::from_secs(10)))?;
+            s.set_nodelay(true)?;
+            self.stream = Some(BufReader::new(s));
+            self.connections += 1;
+        }
+        let result = self.exchange(path);
+        if !matches!(&result, Ok((_, true))) {
+            self.stream = None;
+        }
+        result.map(|(r, _)| r)
+    }
+
+    /// One request and its response; also whether the connection stays open.
+    fn exchange(&mut self, path: &str) -> std::io::Result<(Response, bool)> {
+        let addr = self.addr;
+        let reader = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("not connected"))?;
+        write!(
+            reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        )?;
+        let mut status_line = String::new();
+        if reader.read_line(&mut status_line)? == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before a response",
+            ));
+        }
+        let status = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
+        let mut length = 0usize;
+        let mut keep = true;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.parse().map_err(std::io::Error::other)?;
+            } else if name.eq_ignore_ascii_case("connection") && value.eq_ignore_ascii_case("close")
+            {
+                keep = false;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        Ok((Response { status, body }, keep))
+    }
 }
 
 /// One GET over a fresh connection (`Connection: close`).

@@ -1,7 +1,7 @@
 //! Reading what the master handed over to this process: its identity and
 //! configuration (environment) and its listener and IPC socket (fds).
 
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
 use ringmaster_config::{Config, GroupConfig};
 use ringmaster_proto::handoff::{
@@ -108,12 +108,13 @@ fn var(name: &'static str) -> Result<String, HandoffError> {
 }
 
 /// Takes ownership of the listener at its fixed fd. Call once.
-pub(crate) fn take_listener() -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn take_listener() -> std::io::Result<std::net::TcpListener> {
     // SAFETY: the master placed our listening socket at LISTENER_FD before
     // exec and nothing else in this process owns it; we take it once.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTENER_FD) };
+    set_cloexec(&listener)?;
     listener.set_nonblocking(true)?;
-    tokio::net::TcpListener::from_std(listener)
+    Ok(listener)
 }
 
 /// Takes ownership of the IPC socket at its fixed fd. Call once.
@@ -121,6 +122,17 @@ pub(crate) fn take_ipc() -> std::io::Result<tokio::net::UnixStream> {
     // SAFETY: the master placed our end of the socket pair at IPC_FD
     // before exec and nothing else in this process owns it; we take it once.
     let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(IPC_FD) };
+    set_cloexec(&stream)?;
     stream.set_nonblocking(true)?;
     tokio::net::UnixStream::from_std(stream)
+}
+
+/// The hand-over cleared close-on-exec on our fds; set it again, so that a
+/// process the app starts does not inherit the port or the master's socket.
+fn set_cloexec(fd: &impl AsRawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on an fd this process owns.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

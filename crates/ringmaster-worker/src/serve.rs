@@ -2,28 +2,31 @@
 //!
 //! axum's own `serve` closes a connection that has not yet delivered its
 //! first request the moment a graceful shutdown starts (hyper treats it as
-//! idle). Under a rolling reload that resets requests that were already on
-//! the wire: a failed request in a "zero-downtime" reload, the first pain in
-//! `PEERS.md`. This loop drains differently:
+//! idle), and a keep-alive connection whose response has just gone out is
+//! closed while its client may already be sending the next request. Under a
+//! rolling reload both fail requests that were on the wire: the first pain
+//! in `PEERS.md`. This loop drains differently:
 //!
-//! 1. stop accepting: the socket stays open in the master and in the
-//!    replacement worker, so queued connections go to the replacement;
-//! 2. a connection with a request in progress finishes it and closes
-//!    (`Connection: close` on the response);
-//! 3. an idle connection (new, or keep-alive between requests) gets up to
-//!    [`DRAIN_LINGER`] for a request to arrive, which is then served the same
-//!    way; after that it is closed.
+//! 1. stop accepting, after taking what is already queued: the socket stays
+//!    open in the master and in the replacement worker, so later connections
+//!    go to the replacement;
+//! 2. from then on every response carries `Connection: close`, so the
+//!    client learns to reconnect with the response itself, and the
+//!    connection closes right after it;
+//! 3. a connection that brings no request within [`DRAIN_LINGER`] is closed
+//!    (a request in progress then still finishes).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use axum::http::{HeaderValue, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 use tracing::Instrument;
@@ -37,18 +40,31 @@ pub(crate) type DrainRx = watch::Receiver<Option<Duration>>;
 
 /// Serves `app` on `listener` until a drain starts and every connection
 /// has closed.
-pub(crate) async fn serve(listener: TcpListener, app: Router, drain: DrainRx) {
+pub(crate) async fn serve(listener: std::net::TcpListener, app: Router, drain: DrainRx) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listener with the runtime");
+            return;
+        }
+    };
     let mut connections = JoinSet::new();
+    // Set when the drain starts: from then on every response says
+    // `Connection: close`. One relaxed load per response.
+    let draining = Arc::new(AtomicBool::new(false));
     let started = drain_started(drain.clone());
     tokio::pin!(started);
     loop {
         tokio::select! {
             biased;
-            () = &mut started => break,
+            () = &mut started => {
+                draining.store(true, Ordering::Relaxed);
+                break;
+            }
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => {
                     let _ = tcp.set_nodelay(true);
-                    let conn = connection(tcp, app.clone(), drain.clone());
+                    let conn = connection(tcp, app.clone(), drain.clone(), draining.clone());
                     connections.spawn(conn.in_current_span());
                 }
                 Err(e) => {
@@ -60,8 +76,25 @@ pub(crate) async fn serve(listener: TcpListener, app: Router, drain: DrainRx) {
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
-    // Stop accepting; queued connections stay with the socket's other holders.
-    drop(listener);
+    // Take what is queued already: when this worker holds the last copy of
+    // its socket (a slot removed by scale-down), closing it would reset
+    // those connections. Elsewhere the socket stays open in the master.
+    match listener.into_std() {
+        Ok(std_listener) => {
+            while let Ok((tcp, _peer)) = std_listener.accept() {
+                let Ok(tcp) = tcp
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(tcp))
+                else {
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                let conn = connection(tcp, app.clone(), drain.clone(), draining.clone());
+                connections.spawn(conn.in_current_span());
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "cannot sweep the accept queue"),
+    }
     let open = connections.len();
     if open > 0 {
         tracing::debug!(open, "waiting for open connections");
@@ -76,40 +109,21 @@ pub(crate) async fn drain_started(mut rx: DrainRx) {
     }
 }
 
-/// Requests of one connection: how many are running, how many started.
-#[derive(Default)]
-struct Requests {
-    active: AtomicUsize,
-    started: AtomicU64,
-    notify: Notify,
-}
-
-/// Decrements `active` when a request's response is ready (or dropped).
-struct Active(Arc<Requests>);
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-async fn connection(tcp: TcpStream, app: Router, drain: DrainRx) {
-    let requests = Arc::new(Requests::default());
-    let svc = {
-        let requests = requests.clone();
-        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-            requests.active.fetch_add(1, Ordering::AcqRel);
-            requests.started.fetch_add(1, Ordering::AcqRel);
-            requests.notify.notify_waiters();
-            let active = Active(requests.clone());
-            let response = app.clone().oneshot(req.map(Body::new));
-            async move {
-                let response = response.await;
-                drop(active);
-                response
+async fn connection(tcp: TcpStream, app: Router, drain: DrainRx, draining: Arc<AtomicBool>) {
+    let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let response = app.clone().oneshot(req.map(Body::new));
+        let draining = draining.clone();
+        async move {
+            let mut response = response.await;
+            if draining.load(Ordering::Relaxed)
+                && let Ok(r) = &mut response
+            {
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-        })
-    };
+            response
+        }
+    });
     let conn = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(tcp), svc)
         .with_upgrades();
@@ -123,27 +137,16 @@ async fn connection(tcp: TcpStream, app: Router, drain: DrainRx) {
         }
         () = drain_started(drain) => {}
     }
-    // Draining: let a request that is on its way reach the app first.
-    let before = requests.started.load(Ordering::Acquire);
-    let linger = tokio::time::sleep(DRAIN_LINGER);
-    tokio::pin!(linger);
-    loop {
-        let notified = requests.notify.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-        if requests.active.load(Ordering::Acquire) > 0
-            || requests.started.load(Ordering::Acquire) > before
-        {
-            break;
-        }
-        tokio::select! {
-            result = conn.as_mut() => {
-                let _ = result;
-                return;
+    // Draining: the next response closes the connection; give a client
+    // that is about to send a request the time to do so.
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error while draining");
             }
-            () = &mut notified => {}
-            () = &mut linger => break,
+            return;
         }
+        () = tokio::time::sleep(DRAIN_LINGER) => {}
     }
     conn.as_mut().graceful_shutdown();
     if let Err(e) = conn.await {

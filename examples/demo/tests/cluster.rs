@@ -236,13 +236,34 @@ fn sighup_under_load_replaces_every_worker_without_a_failed_request() {
     let cluster = support::start(&web_config("count = 2"), &[]);
     let before = cluster.wait_workers(2);
     let started = Instant::now();
-    let load = Load::start_n(cluster.addr(), "/plaintext", 4);
+    // New connections per request, and keep-alive clients that reconnect
+    // only when the server says `Connection: close`.
+    let load = Load::start_n(cluster.addr(), "/plaintext", 3);
+    let stop = Arc::new(AtomicBool::new(false));
+    let keepalive: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, addr) = (stop.clone(), cluster.addr());
+            std::thread::spawn(move || {
+                let mut client = support::KeepAlive::new(addr);
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match client.get("/plaintext") {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) => failed.push(format!("status {}", r.status)),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed, client.connections)
+            })
+        })
+        .collect();
     std::thread::sleep(Duration::from_secs(1));
     cluster.signal(libc::SIGHUP);
     cluster.wait_log(Duration::from_secs(10), "reload to complete", |log| {
         log.contains("rolling reload complete")
     });
     std::thread::sleep(Duration::from_secs(5).saturating_sub(started.elapsed()));
+    stop.store(true, Ordering::Relaxed);
     let (ok, failed, _) = load.finish();
     assert!(
         failed.is_empty(),
@@ -250,6 +271,15 @@ fn sighup_under_load_replaces_every_worker_without_a_failed_request() {
         failed.len()
     );
     assert!(ok > 100, "only {ok} requests in 5 s");
+    for client in keepalive {
+        let (ok, failed, connections) = client.join().unwrap();
+        assert!(failed.is_empty(), "keep-alive client failed: {failed:?}");
+        assert!(ok > 100, "only {ok} keep-alive requests");
+        assert!(
+            connections >= 2,
+            "the drain must close keep-alive connections"
+        );
+    }
     let after = cluster.wait_workers(2);
     for pid in &before {
         assert!(
@@ -258,6 +288,32 @@ fn sighup_under_load_replaces_every_worker_without_a_failed_request() {
         );
         assert!(!alive(*pid));
     }
+    // Each slot's replacement was ready before its old worker was drained.
+    let log = cluster.log();
+    for old in &before {
+        let needle = format!(" pid={old} ");
+        let drained = log
+            .match_indices("draining worker group=web slot=")
+            .map(|(i, _)| i)
+            .find(|&i| log[i..].lines().next().unwrap_or("").contains(&needle))
+            .unwrap_or_else(|| panic!("old worker {old} never drained\n{log}"));
+        let line = log[drained..].lines().next().unwrap_or("");
+        let slot = line
+            .split("slot=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no slot in {line:?}"));
+        // The slot's second "worker ready" line is its replacement's.
+        let ready = log
+            .match_indices(&format!("worker ready group=web slot={slot} pid="))
+            .map(|(i, _)| i)
+            .nth(1)
+            .unwrap_or_else(|| panic!("no replacement ready for slot {slot}\n{log}"));
+        assert!(
+            ready < drained,
+            "slot {slot} drained before its replacement was ready\n{log}"
+        );
+    }
 }
 
 #[test]
@@ -265,6 +321,9 @@ fn sigkill_of_the_master_leaves_no_worker_and_frees_the_port() {
     let mut cluster = support::start(&web_config("count = 2"), &[]);
     let workers = cluster.wait_workers(2);
     let addr = cluster.addr();
+    // Wedge a worker first: it can no longer see its IPC socket close, so
+    // only PR_SET_PDEATHSIG can stop it.
+    let _ = get_timeout(addr, "/__test/wedge", Duration::from_millis(500));
     cluster.signal(libc::SIGKILL);
     cluster.wait_exit(Duration::from_secs(2));
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -536,4 +595,20 @@ fn a_request_longer_than_drain_timeout_does_not_hold_up_the_stop() {
     );
     // The abandoned request fails instead of hanging.
     assert!(slow.join().unwrap().is_err());
+}
+
+#[test]
+fn ttou_under_load_fails_no_request() {
+    let cluster = support::start(&web_config("count = 3"), &[]);
+    cluster.wait_workers(3);
+    let load = Load::start_n(cluster.addr(), "/plaintext", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.signal(libc::SIGTTOU);
+    cluster.wait_log(Duration::from_secs(10), "the removed worker to exit", |log| {
+        log.contains("worker exited group=web slot=2")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (ok, failed, _) = load.finish();
+    assert!(failed.is_empty(), "{} failed of {ok}: {failed:?}", failed.len());
+    assert_eq!(cluster.worker_pids().len(), 2);
 }

@@ -52,11 +52,19 @@ struct Worker {
     pid: u32,
     phase: Phase,
     started: Instant,
+    /// When it reported `Ready`; stable-run uptime counts from here.
+    ready_at: Option<Instant>,
     last_heartbeat: Instant,
     drain_deadline: Option<Instant>,
+    /// The timeouts it was started with: a reload that changes them must
+    /// not judge a worker by settings it never had.
+    boot_timeout: Duration,
+    heartbeat_timeout: Duration,
     commands: mpsc::Sender<WorkerCommand>,
     /// Why the master killed it, if it did.
     killed_for: Option<String>,
+    /// When the kill was (last) sent; it is sent again if the worker lingers.
+    killed_at: Option<Instant>,
     /// What the worker said in its `Fatal` message, if it sent one.
     fatal: Option<String>,
 }
@@ -208,19 +216,32 @@ impl Supervisor {
         }
     }
 
-    /// Starts the serving worker of slot `s` of group `g`.
+    /// Starts the serving worker of slot `s` of group `g`. A process that
+    /// cannot even be started counts a strike, like one that failed at boot.
     fn start_slot(&mut self, g: usize, s: usize) {
-        if let Some(serial) = self.spawn(g, s) {
-            self.groups[g].slots[s].current = Some(serial);
+        match self.spawn(g, s) {
+            Some(serial) => self.groups[g].slots[s].current = Some(serial),
+            None => {
+                let backoff = self.groups[g].backoff();
+                let slot = &mut self.groups[g].slots[s];
+                let (strikes, delay) = backoff.on_exit(slot.strikes, None);
+                slot.strikes = strikes;
+                slot.restart_at = Some(Instant::now() + delay);
+                tracing::warn!(
+                    group = %self.groups[g].name, slot = s, strikes,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "will retry starting the worker"
+                );
+            }
         }
     }
 
-    /// Starts a worker for slot `s` of group `g`; returns its serial.
+    /// Starts a worker process for slot `s` of group `g`; returns its serial,
+    /// or `None` (logged) when the process cannot be started.
     fn spawn(&mut self, g: usize, s: usize) -> Option<u64> {
         let serial = self.next_serial;
         self.next_serial += 1;
         let group = &mut self.groups[g];
-        let backoff = group.backoff();
         let slot = &mut group.slots[s];
         let generation = slot.next_generation;
         slot.next_generation += 1;
@@ -247,25 +268,25 @@ impl Supervisor {
                         pid,
                         phase: Phase::Booting,
                         started: now,
+                        ready_at: None,
                         last_heartbeat: now,
                         drain_deadline: None,
+                        boot_timeout: group.cfg.boot_timeout,
+                        heartbeat_timeout: group.cfg.heartbeat_timeout,
                         commands,
                         killed_for: None,
+                        killed_at: None,
                         fatal: None,
                     },
                 );
                 Some(serial)
             }
             Err(e) => {
-                let (strikes, delay) = backoff.on_exit(slot.strikes, Duration::ZERO);
-                slot.strikes = strikes;
-                slot.restart_at = Some(Instant::now() + delay);
                 tracing::error!(
                     group = %group.name,
                     slot = s,
                     exe = %self.exe.display(),
                     error = %e,
-                    retry_in_ms = delay.as_millis() as u64,
                     "cannot start a worker process; check that the binary still exists and is executable"
                 );
                 None
@@ -300,8 +321,10 @@ impl Supervisor {
                 }
             }
             WorkerMsg::Ready { phases } => {
-                if w.phase == Phase::Booting {
+                // A `Ready` that crossed our kill in the queue changes nothing.
+                if w.phase == Phase::Booting && w.killed_for.is_none() {
                     w.phase = Phase::Ready;
+                    w.ready_at = Some(Instant::now());
                     w.last_heartbeat = Instant::now();
                     let boot_ms = w.started.elapsed().as_secs_f64() * 1e3;
                     let phases: Vec<String> = phases
@@ -337,6 +360,7 @@ impl Supervisor {
         };
         let group = &self.groups[w.group];
         let uptime = w.started.elapsed();
+        let ready_for = w.ready_at.map(|t| t.elapsed());
         let how = describe_exit(status);
         let expected = w.phase == Phase::Draining || self.stopping.is_some();
         if expected {
@@ -355,7 +379,7 @@ impl Supervisor {
         let backoff = group.backoff();
         let slot = &mut self.groups[w.group].slots[w.slot];
         slot.current = None;
-        let (strikes, delay) = backoff.on_exit(slot.strikes, uptime);
+        let (strikes, delay) = backoff.on_exit(slot.strikes, ready_for);
         slot.strikes = strikes;
         let reason = w
             .killed_for
@@ -380,7 +404,7 @@ impl Supervisor {
                 slot = w.slot,
                 strikes,
                 reason,
-                "group {group} is crash-looping: {strikes} workers in a row exited within min_uptime; \
+                "group {group} is crash-looping: {strikes} workers in a row exited before a stable run (min_uptime ready); \
                  the master keeps retrying with backoff; fix the cause (see the reason) and send HUP"
             );
         }
@@ -414,6 +438,7 @@ impl Supervisor {
                 "killing worker"
             );
             w.killed_for = Some(why);
+            w.killed_at = Some(Instant::now());
             let _ = w.commands.try_send(WorkerCommand::Kill);
         }
     }

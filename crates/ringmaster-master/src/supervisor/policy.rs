@@ -14,6 +14,8 @@ use crate::spawn::WorkerCommand;
 pub(super) const CRASH_LOOP_STRIKES: u32 = 5;
 /// The loop wakes at least this often, whatever the deadlines.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// A killed worker not reaped after this long is sent the kill again.
+const KILL_RETRY: Duration = Duration::from_secs(1);
 
 /// A rolling reload in progress: slots still to replace, one at a time.
 #[derive(Debug)]
@@ -23,12 +25,27 @@ pub(super) struct Reload {
     pending: Option<(usize, usize, u64)>,
 }
 
+impl Worker {
+    /// When the master must next act on this worker, if ever: re-send a
+    /// kill, or enforce its boot, heartbeat or drain deadline.
+    fn deadline(&self) -> Option<Instant> {
+        if let Some(killed_at) = self.killed_at {
+            return Some(killed_at + KILL_RETRY);
+        }
+        match self.phase {
+            Phase::Booting => Some(self.started + self.boot_timeout),
+            Phase::Ready => Some(self.last_heartbeat + self.heartbeat_timeout),
+            Phase::Draining => self.drain_deadline,
+        }
+    }
+}
+
 impl Supervisor {
     /// The earliest deadline of any worker or scheduled restart.
     pub(super) fn next_wakeup(&self, now: Instant) -> Instant {
         let mut wake = now + MAX_SLEEP;
         for w in self.workers.values() {
-            if let Some(d) = self.deadline_of(w) {
+            if let Some(d) = w.deadline() {
                 wake = wake.min(d);
             }
         }
@@ -42,33 +59,30 @@ impl Supervisor {
         wake
     }
 
-    fn deadline_of(&self, w: &Worker) -> Option<Instant> {
-        let cfg = &self.groups[w.group].cfg;
-        match w.phase {
-            Phase::Booting => Some(w.started + cfg.boot_timeout),
-            Phase::Ready => Some(w.last_heartbeat + cfg.heartbeat_timeout),
-            Phase::Draining => w.drain_deadline,
-        }
-    }
-
     /// Enforces deadlines, starts scheduled restarts and moves a reload on.
     pub(super) fn tick(&mut self, now: Instant) {
         let mut overdue = Vec::new();
-        for (&serial, w) in &self.workers {
-            if w.killed_for.is_some() {
-                continue;
-            }
-            let Some(deadline) = self.deadline_of(w) else {
+        for (&serial, w) in &mut self.workers {
+            let Some(deadline) = w.deadline() else {
                 continue;
             };
             if now < deadline {
+                continue;
+            }
+            if w.killed_at.is_some() {
+                tracing::warn!(
+                    group = %self.groups[w.group].name, slot = w.slot, pid = w.pid,
+                    "killed worker has not exited yet; killing it again"
+                );
+                w.killed_at = Some(now);
+                let _ = w.commands.try_send(WorkerCommand::Kill);
                 continue;
             }
             let cfg = &self.groups[w.group].cfg;
             let why = match w.phase {
                 Phase::Booting => format!(
                     "did not report ready within boot_timeout ({:?}); raise groups.{}.boot_timeout if boot is slow",
-                    cfg.boot_timeout, self.groups[w.group].name
+                    w.boot_timeout, self.groups[w.group].name
                 ),
                 Phase::Ready => format!(
                     "sent no heartbeat for {:?} (heartbeat_timeout); its runtime is wedged",
@@ -168,8 +182,8 @@ impl Supervisor {
             tracing::warn!("a reload is already in progress; this HUP is ignored");
             return;
         }
-        match self.reread_config() {
-            Ok(config) => self.apply_config(config),
+        let config = match self.reread_config() {
+            Ok(config) => config,
             Err(e) => {
                 tracing::error!(
                     error = %e,
@@ -178,7 +192,10 @@ impl Supervisor {
                 );
                 return;
             }
-        }
+        };
+        // The slots that exist now are replaced one by one; slots that the
+        // new configuration adds start with the new binary and settings
+        // anyway, and slots it removes leave the queue as they go.
         let mut queue = VecDeque::new();
         for (g, group) in self.groups.iter().enumerate() {
             for s in 0..group.slots.len() {
@@ -190,6 +207,7 @@ impl Supervisor {
             queue,
             pending: None,
         });
+        self.apply_config(config);
         self.advance_reload();
     }
 
@@ -204,9 +222,15 @@ impl Supervisor {
     /// now (counts through scaling); sockets and the set of groups stay
     /// until the master restarts.
     fn apply_config(&mut self, mut config: Config) {
+        config.groups.retain(|name, _| {
+            let known = self.groups.iter().any(|g| &g.name == name);
+            if !known {
+                tracing::warn!(group = %name, "a new group in the configuration is started only when the master restarts");
+            }
+            known
+        });
         for (name, cfg) in config.groups.iter_mut() {
             let Some(g) = self.groups.iter().position(|g| &g.name == name) else {
-                tracing::warn!(group = %name, "a new group in the configuration is started only when the master restarts");
                 continue;
             };
             let old = &self.groups[g].cfg;
@@ -284,12 +308,16 @@ impl Supervisor {
         if self.stopping.is_some() {
             return;
         }
-        for g in 0..self.groups.len() {
-            let count = self.groups[g].slots.len() as i64 + delta;
-            let count = count.clamp(1, 1024) as usize;
-            self.groups[g].cfg.count = count;
-            self.scale_group_to(g, count);
+        let mut config = self.opts.config.clone();
+        for group in &self.groups {
+            let count = (group.slots.len() as i64 + delta).clamp(1, 1024) as usize;
+            if let Some(cfg) = config.groups.get_mut(&group.name) {
+                cfg.count = count;
+            }
         }
+        // Through apply_config, so new workers get the new counts (their
+        // thread count depends on it) in the configuration they are handed.
+        self.apply_config(config);
     }
 
     fn scale_group_to(&mut self, g: usize, count: usize) {
@@ -365,6 +393,7 @@ impl Supervisor {
                 for serial in serials {
                     if let Some(w) = self.workers.get_mut(&serial) {
                         w.killed_for = Some("immediate stop".into());
+                        w.killed_at = Some(Instant::now());
                         let _ = w.commands.try_send(WorkerCommand::Kill);
                     }
                 }
