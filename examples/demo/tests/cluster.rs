@@ -604,11 +604,17 @@ fn ttou_under_load_fails_no_request() {
     let load = Load::start_n(cluster.addr(), "/plaintext", 4);
     std::thread::sleep(Duration::from_millis(500));
     cluster.signal(libc::SIGTTOU);
-    cluster.wait_log(Duration::from_secs(10), "the removed worker to exit", |log| {
-        log.contains("worker exited group=web slot=2")
-    });
+    cluster.wait_log(
+        Duration::from_secs(10),
+        "the removed worker to exit",
+        |log| log.contains("worker exited group=web slot=2"),
+    );
     std::thread::sleep(Duration::from_millis(500));
     let (ok, failed, _) = load.finish();
-    assert!(failed.is_empty(), "{} failed of {ok}: {failed:?}", failed.len());
+    assert!(
+        failed.is_empty(),
+        "{} failed of {ok}: {failed:?}",
+        failed.len()
+    );
     assert_eq!(cluster.worker_pids().len(), 2);
 }
