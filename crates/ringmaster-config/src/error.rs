@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use crate::backend::redact_text;
+
 /// A configuration problem, attributed to where the bad value came from.
 ///
 /// Displayed as `ORIGIN: KEY: MESSAGE`, for example
@@ -10,6 +12,10 @@ use std::fmt;
 /// `environment variable RINGMASTER__GROUPS__WEB__COUNT="0": groups.web.count: expected an integer from 1 to 1024, got 0`.
 /// The key part is left out when no single key is to blame (e.g. a TOML
 /// syntax error, whose message carries toml's line, column and snippet).
+///
+/// Passwords in URLs (`postgres://user:secret@host/db`) are replaced by
+/// `***` in the message and in an echoed environment value, so errors can be
+/// logged safely.
 ///
 /// Callers that exit on this error should use [`crate::EXIT_CONFIG`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +33,8 @@ pub struct ConfigError {
 
 impl ConfigError {
     /// Builds an error from its parts. `origin` is a file path,
-    /// `environment variable NAME`, or `configuration`.
+    /// `environment variable NAME`, or `configuration`. URL passwords in
+    /// `message` are redacted.
     pub(crate) fn new(
         origin: impl Into<String>,
         key: Option<String>,
@@ -37,17 +44,18 @@ impl ConfigError {
             origin: origin.into(),
             value: None,
             key,
-            message: message.into(),
+            message: redact_text(&message.into()),
         }
     }
 
     /// An error caused by the environment variable `name` set to `value`.
+    /// URL passwords in `value` and `message` are redacted.
     pub(crate) fn env(name: &str, value: &str, key: Option<String>, message: String) -> Self {
         Self {
             origin: env_origin(name),
-            value: Some(value.to_owned()),
+            value: Some(redact_text(value)),
             key,
-            message,
+            message: redact_text(&message),
         }
     }
 
@@ -63,7 +71,8 @@ impl ConfigError {
         self.key.as_deref()
     }
 
-    /// What went wrong and what was expected, without origin and key.
+    /// What went wrong and what was expected, without origin and key. URL
+    /// passwords are shown as `***`.
     pub fn message(&self) -> &str {
         &self.message
     }

@@ -16,18 +16,28 @@
 //! ```toml
 //! [server]
 //! control_socket = "ringmaster.sock"
+//! dev = false             # true: templates read from disk, reloaded on change
 //!
 //! [groups.web]            # groups keep file order; no groups = one "web" group
 //! count = 4               # default: number of CPUs
 //! listen = "0.0.0.0:3000"
 //! listen_mode = "reuseport"   # or "shared"
 //! heartbeat_timeout = "30s"   # durations: "250ms", "1.5s", "2m", "1h"
+//! request_timeout = "30s"
+//! body_limit = 2097152    # bytes
+//!
+//! [backends.main]         # a backend without a table is sqlite://NAME.db
+//! url = "postgres://app:secret@db/app"   # passwords never appear in errors
+//! pool_size = 8
+//! connect_timeout = "5s"
 //! ```
 //!
 //! # Layout
 //!
 //! - `lib.rs`: the configuration types, loading ([`Config::load`]) and the
 //!   error attribution that ties a bad value to its file or variable.
+//! - `backend.rs`: [`BackendConfig`] and [`BackendKind`] (`[backends.NAME]`)
+//!   and the password redaction applied to every URL this crate shows.
 //! - `error.rs`: [`ConfigError`], the crate's only error type.
 //! - `duration.rs`: the `"30s"` / `"250ms"` duration parser and formatter
 //!   used by every duration field.
@@ -38,6 +48,7 @@
 
 #![warn(missing_docs)]
 
+mod backend;
 mod duration;
 mod env;
 mod error;
@@ -53,6 +64,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use toml::Table;
 
+pub use backend::{BackendConfig, BackendKind};
 pub use error::ConfigError;
 
 use env::Override;
@@ -87,6 +99,10 @@ pub struct Config {
     /// with default settings.
     #[serde(default)]
     pub groups: IndexMap<String, GroupConfig>,
+    /// Storage backends by name (`[backends.NAME]`), in file order. May be
+    /// empty: see [`Config::backend`] for names without a table.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub backends: IndexMap<String, BackendConfig>,
 }
 
 /// Master-process settings: the `[server]` table.
@@ -97,12 +113,16 @@ pub struct ServerConfig {
     /// Path of the Unix control socket the CLI talks to the master on.
     /// Default `ringmaster.sock`.
     pub control_socket: PathBuf,
+    /// Development mode: templates are read from disk and reloaded on
+    /// change. Default `false`.
+    pub dev: bool,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             control_socket: PathBuf::from("ringmaster.sock"),
+            dev: false,
         }
     }
 }
@@ -161,6 +181,13 @@ pub struct GroupConfig {
     /// Default 15s.
     #[serde(default = "default_restart_backoff_max", with = "duration::serde")]
     pub restart_backoff_max: Duration,
+    /// How long one request may take. Default 30s.
+    #[serde(default = "default_request_timeout", with = "duration::serde")]
+    pub request_timeout: Duration,
+    /// Largest accepted request body, in bytes, at least 1. Default
+    /// 2 MiB (2097152). An integer: no unit suffixes.
+    #[serde(default = "default_body_limit", deserialize_with = "fields::uint")]
+    pub body_limit: u64,
 }
 
 fn default_count() -> usize {
@@ -205,6 +232,14 @@ fn default_restart_backoff_max() -> Duration {
     Duration::from_secs(15)
 }
 
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_body_limit() -> u64 {
+    2 * 1024 * 1024
+}
+
 impl Default for GroupConfig {
     fn default() -> Self {
         Self {
@@ -221,6 +256,8 @@ impl Default for GroupConfig {
             min_uptime: default_min_uptime(),
             restart_backoff: default_restart_backoff(),
             restart_backoff_max: default_restart_backoff_max(),
+            request_timeout: default_request_timeout(),
+            body_limit: default_body_limit(),
         }
     }
 }
@@ -248,13 +285,14 @@ impl fmt::Display for ListenMode {
 
 impl Default for Config {
     /// The configuration used with no file and no overrides: default server
-    /// settings and one `web` group with default settings.
+    /// settings, one `web` group with default settings and no backends.
     fn default() -> Self {
         let mut groups = IndexMap::new();
         groups.insert(DEFAULT_GROUP.to_owned(), GroupConfig::default());
         Self {
             server: ServerConfig::default(),
             groups,
+            backends: IndexMap::new(),
         }
     }
 }
@@ -380,6 +418,32 @@ impl Config {
     /// The group named `name`, if configured.
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {
         self.groups.get(name)
+    }
+
+    /// The backend named `name`: the configured one, or, when absent, the
+    /// embedded default `sqlite://NAME.db` (created on first use, relative
+    /// to the working directory) with default settings.
+    ///
+    /// `name` should follow the backend name rule (`[a-z0-9_-]+`), which
+    /// configured names are checked against; other names are used as given.
+    ///
+    /// ```
+    /// use ringmaster_config::{BackendKind, Config};
+    ///
+    /// let config = Config::from_toml_str(
+    ///     "[backends.cache]\nurl = \"redis://:pw@127.0.0.1:6379\"\n",
+    ///     "ringmaster.toml",
+    /// )?;
+    /// assert_eq!(config.backend("cache").kind(), Ok(BackendKind::Redis));
+    /// assert_eq!(config.backend("cache").redacted_url(), "redis://:***@127.0.0.1:6379");
+    /// assert_eq!(config.backend("blog").url, "sqlite://blog.db");
+    /// # Ok::<(), ringmaster_config::ConfigError>(())
+    /// ```
+    pub fn backend(&self, name: &str) -> BackendConfig {
+        self.backends
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| BackendConfig::new(format!("sqlite://{name}.db")))
     }
 }
 

@@ -60,6 +60,7 @@ fn from_str_err(text: &str) -> ConfigError {
 const FULL: &str = r#"
 [server]
 control_socket = "/run/ringmaster/control.sock"
+dev = true
 
 [groups.web]
 worker = "http"
@@ -75,10 +76,20 @@ drain_timeout = "2m"
 min_uptime = "1h"
 restart_backoff = "0s"
 restart_backoff_max = "15us"
+request_timeout = "1500ms"
+body_limit = 1048576
 
 [groups.jobs]
 count = 1
 listen = "127.0.0.1:0"
+
+[backends.main]
+url = "postgres://app:s3cret@db.internal:5432/app"
+pool_size = 16
+connect_timeout = "2.5s"
+
+[backends.cache]
+url = "redis://:pw@127.0.0.1:6379/0"
 "#;
 
 #[test]
@@ -89,6 +100,8 @@ fn defaults_without_file() {
         config.server.control_socket,
         PathBuf::from("ringmaster.sock")
     );
+    assert!(!config.server.dev);
+    assert!(config.backends.is_empty());
     assert_eq!(config.groups.keys().collect::<Vec<_>>(), ["web"]);
     let web = group(&config, "web");
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
@@ -105,6 +118,8 @@ fn defaults_without_file() {
     assert_eq!(web.min_uptime, Duration::from_secs(5));
     assert_eq!(web.restart_backoff, Duration::from_millis(100));
     assert_eq!(web.restart_backoff_max, Duration::from_secs(15));
+    assert_eq!(web.request_timeout, Duration::from_secs(30));
+    assert_eq!(web.body_limit, 2_097_152);
     // An empty file and an empty `[groups]` table also yield the default group.
     for text in ["", "[groups]\n"] {
         let config = Config::from_toml_str(text, "empty.toml").expect("empty file");
@@ -134,16 +149,41 @@ fn full_file_round_trips() {
     assert_eq!(web.min_uptime, Duration::from_secs(3600));
     assert_eq!(web.restart_backoff, Duration::ZERO);
     assert_eq!(web.restart_backoff_max, Duration::from_micros(15));
+    assert_eq!(web.request_timeout, Duration::from_millis(1500));
+    assert_eq!(web.body_limit, 1_048_576);
+    assert!(config.server.dev);
     let jobs = group(&config, "jobs");
     assert_eq!(jobs.count, 1);
     assert_eq!(jobs.listen, addr("127.0.0.1:0"));
     assert_eq!(jobs.boot_timeout, Duration::from_secs(60));
+    assert_eq!(jobs.request_timeout, Duration::from_secs(30));
+    assert_eq!(jobs.body_limit, 2_097_152);
+    assert_eq!(
+        config.backends.keys().collect::<Vec<_>>(),
+        ["main", "cache"]
+    );
+    let main = config.backend("main");
+    assert_eq!(main.url, "postgres://app:s3cret@db.internal:5432/app");
+    assert_eq!(main.pool_size, 16);
+    assert_eq!(main.connect_timeout, Duration::from_millis(2500));
+    let cache = config.backend("cache");
+    assert_eq!(cache.kind(), Ok(BackendKind::Redis));
+    assert_eq!(cache.pool_size, 8);
+    assert_eq!(cache.connect_timeout, Duration::from_secs(5));
 
     let text = config.to_toml_string().expect("serializes");
     assert!(text.contains("heartbeat_timeout = \"1500ms\""), "{text}");
     assert!(text.contains("listen_mode = \"shared\""), "{text}");
+    assert!(text.contains("dev = true"), "{text}");
+    assert!(text.contains("request_timeout = \"1500ms\""), "{text}");
+    assert!(text.contains("body_limit = 1048576"), "{text}");
+    assert!(text.contains("[backends.main]"), "{text}");
+    // Workers need the real URL: serialization does not redact.
+    assert!(text.contains("s3cret@db.internal"), "{text}");
+    assert!(text.contains("connect_timeout = \"2500ms\""), "{text}");
     let back = Config::from_toml_str(&text, "worker-handoff").expect("reads back");
     assert_eq!(back, config);
+    assert_eq!(back.backends.keys().collect::<Vec<_>>(), ["main", "cache"]);
     // Defaults round-trip too (None fields are omitted, then defaulted).
     let defaults = Config::default();
     let text = defaults.to_toml_string().expect("serializes");
@@ -488,4 +528,290 @@ fn listen_mode_display_and_exit_code() {
     assert_eq!(ListenMode::default(), ListenMode::Reuseport);
     assert_eq!(EXIT_CONFIG, 78);
     assert_eq!(ENV_PREFIX, "RINGMASTER__");
+}
+
+#[test]
+fn server_dev_flag() {
+    let config = Config::from_toml_str("[server]\ndev = true\n", "x").expect("dev");
+    assert!(config.server.dev);
+    let config =
+        Config::load(None, env(&[("RINGMASTER__SERVER__DEV", "true")])).expect("dev via env");
+    assert!(config.server.dev);
+    let err = from_str_err("[server]\ndev = \"yes\"\n");
+    assert_eq!(err.key(), Some("server.dev"));
+    let err = Config::load(None, env(&[("RINGMASTER__SERVER__DEV", "yes")])).expect_err("yes");
+    assert_eq!(err.origin(), "environment variable RINGMASTER__SERVER__DEV");
+    assert_eq!(err.key(), Some("server.dev"));
+}
+
+#[test]
+fn request_timeout_and_body_limit_checks() {
+    let cases = [
+        (
+            "request_timeout = \"0s\"",
+            "groups.web.request_timeout",
+            "greater than zero",
+        ),
+        (
+            "request_timeout = \"721h\"",
+            "groups.web.request_timeout",
+            "at most 30 days",
+        ),
+        (
+            "request_timeout = 30",
+            "groups.web.request_timeout",
+            "add a unit",
+        ),
+        ("body_limit = 0", "groups.web.body_limit", "got 0"),
+        ("body_limit = -1", "groups.web.body_limit", "got -1"),
+        (
+            "body_limit = \"2MiB\"",
+            "groups.web.body_limit",
+            "expected a positive integer",
+        ),
+        (
+            "body_limit = 1.5",
+            "groups.web.body_limit",
+            "expected a positive integer",
+        ),
+    ];
+    for (body, key, says) in cases {
+        let err = from_str_err(&format!("[groups.web]\n{body}\n"));
+        assert_eq!(err.key(), Some(key), "{body}: {err}");
+        assert!(err.message().contains(says), "{body}: {err}");
+    }
+    let config = Config::from_toml_str(
+        "[groups.web]\nrequest_timeout = \"720h\"\nbody_limit = 1\n",
+        "x",
+    )
+    .expect("30 days and 1 byte are allowed");
+    assert_eq!(group(&config, "web").body_limit, 1);
+    let config = Config::load(
+        None,
+        env(&[
+            ("RINGMASTER__GROUPS__WEB__BODY_LIMIT", "65536"),
+            ("RINGMASTER__GROUPS__WEB__REQUEST_TIMEOUT", "5s"),
+        ]),
+    )
+    .expect("env");
+    assert_eq!(group(&config, "web").body_limit, 65536);
+    assert_eq!(
+        group(&config, "web").request_timeout,
+        Duration::from_secs(5)
+    );
+    let err = Config::load(
+        None,
+        env(&[("RINGMASTER__GROUPS__WEB__BODY_LIMIT", "2MiB")]),
+    )
+    .expect_err("unit suffix");
+    assert_eq!(
+        err.to_string(),
+        "environment variable RINGMASTER__GROUPS__WEB__BODY_LIMIT=\"2MiB\": \
+         groups.web.body_limit: expected a positive integer, got \"2MiB\""
+    );
+}
+
+#[test]
+fn default_backend_is_embedded_sqlite() {
+    let config = Config::default();
+    let blog = config.backend("blog");
+    assert_eq!(blog, BackendConfig::new("sqlite://blog.db"));
+    assert_eq!(blog.kind(), Ok(BackendKind::Sqlite));
+    assert_eq!(blog.pool_size, 8);
+    assert_eq!(blog.connect_timeout, Duration::from_secs(5));
+    // A configured backend wins over the default; others still default.
+    let config =
+        Config::from_toml_str("[backends.blog]\nurl = \"postgres://h/blog\"\n", "x").expect("ok");
+    assert_eq!(config.backend("blog").url, "postgres://h/blog");
+    assert_eq!(config.backend("shop").url, "sqlite://shop.db");
+    assert_eq!(config.groups.keys().collect::<Vec<_>>(), ["web"]);
+}
+
+#[test]
+fn backend_validation_names_the_key_and_hides_the_password() {
+    let cases = [
+        ("url = \"\"", "backends.main.url", "got an empty string"),
+        (
+            "url = \"mysql://root:hunter2@db/app\"",
+            "backends.main.url",
+            "unsupported scheme \"mysql\" in \"mysql://root:***@db/app\"; \
+             expected sqlite://, postgres:// or redis://",
+        ),
+        (
+            "url = \"db.internal:5432\"",
+            "backends.main.url",
+            "expected sqlite://, postgres:// or redis://",
+        ),
+        (
+            "url = \"sqlite://a.db\"\npool_size = 0",
+            "backends.main.pool_size",
+            "expected an integer from 1 to 1024, got 0",
+        ),
+        (
+            "url = \"sqlite://a.db\"\npool_size = 1025",
+            "backends.main.pool_size",
+            "got 1025",
+        ),
+        (
+            "url = \"sqlite://a.db\"\npool_size = \"8\"",
+            "backends.main.pool_size",
+            "expected a positive integer",
+        ),
+        (
+            "url = \"sqlite://a.db\"\nconnect_timeout = \"0s\"",
+            "backends.main.connect_timeout",
+            "greater than zero",
+        ),
+        (
+            "url = \"sqlite://a.db\"\nconnect_timeout = \"31d\"",
+            "backends.main.connect_timeout",
+            "invalid duration",
+        ),
+        (
+            "url = \"sqlite://a.db\"\nconnect_timeout = \"745h\"",
+            "backends.main.connect_timeout",
+            "at most 30 days",
+        ),
+        (
+            "url = \"sqlite://a.db\"\npool = 4",
+            "backends.main.pool",
+            "unknown field `pool`",
+        ),
+        ("pool_size = 4", "backends.main", "missing field `url`"),
+    ];
+    for (body, key, says) in cases {
+        let err = from_str_err(&format!("[backends.main]\n{body}\n"));
+        assert_eq!(err.origin(), "ringmaster.toml", "{body}");
+        assert_eq!(err.key(), Some(key), "{body}: {err}");
+        assert!(err.message().contains(says), "{body}: {err}");
+        assert!(!err.to_string().contains("hunter2"), "{body}: {err}");
+    }
+    let config = Config::from_toml_str(
+        "[backends.main]\nurl = \"sqlite://a.db\"\npool_size = 1024\nconnect_timeout = \"720h\"\n",
+        "x",
+    )
+    .expect("upper bounds are allowed");
+    assert_eq!(config.backend("main").pool_size, 1024);
+
+    let err = from_str_err("[backends.Main]\nurl = \"sqlite://a.db\"\n");
+    assert_eq!(err.key(), Some("backends.Main"));
+    assert!(
+        err.message().contains("invalid backend name \"Main\""),
+        "{err}"
+    );
+    assert!(err.message().contains("RINGMASTER__BACKENDS__"), "{err}");
+}
+
+#[test]
+fn passwords_are_redacted_even_in_toml_snippets() {
+    // toml echoes the offending line; the password must not appear.
+    let err = from_str_err("[backends.main]\nuri = \"postgres://u:hunter2@h/db\"\n");
+    let shown = err.to_string();
+    assert!(shown.contains("unknown field `uri`"), "{shown}");
+    assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    let err = from_str_err("[backends.main]\nurl = \"postgres://u:hunter2@h/db\n");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    // A password-bearing value in the wrong key, via env.
+    let err = Config::load(
+        None,
+        env(&[("RINGMASTER__GROUPS__WEB__LISTEN", "redis://:hunter2@h:6379")]),
+    )
+    .expect_err("not an address");
+    let shown = err.to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("redis://:***@h:6379"), "{shown}");
+}
+
+#[test]
+fn env_overrides_backends() {
+    // Only the url: a new backend with defaults for the rest, after the file's.
+    let file = TempFile::new(FULL);
+    let config = Config::load(
+        Some(file.path()),
+        env(&[
+            (
+                "RINGMASTER__BACKENDS__SESSIONS__URL",
+                "rediss://:pw@cache:6380",
+            ),
+            ("RINGMASTER__BACKENDS__MAIN__POOL_SIZE", "32"),
+            (
+                "RINGMASTER__BACKENDS__MAIN__URL",
+                "postgresql://app:new@db2/app",
+            ),
+        ]),
+    )
+    .expect("backend overrides apply");
+    assert_eq!(
+        config.backends.keys().collect::<Vec<_>>(),
+        ["main", "cache", "sessions"]
+    );
+    let main = config.backend("main");
+    assert_eq!(main.url, "postgresql://app:new@db2/app");
+    assert_eq!(main.pool_size, 32);
+    assert_eq!(
+        main.connect_timeout,
+        Duration::from_millis(2500),
+        "file value kept"
+    );
+    let sessions = config.backend("sessions");
+    assert_eq!(sessions, BackendConfig::new("rediss://:pw@cache:6380"));
+    assert_eq!(sessions.kind(), Ok(BackendKind::Redis));
+
+    // No file: the env alone creates the backend; groups still default.
+    let config = Config::load(
+        None,
+        env(&[("RINGMASTER__BACKENDS__MAIN__URL", "postgres://u:pw@h/db")]),
+    )
+    .expect("env-only backend");
+    assert_eq!(config.backend("main").kind(), Ok(BackendKind::Postgres));
+    assert_eq!(config.groups.keys().collect::<Vec<_>>(), ["web"]);
+
+    // A bad URL via env blames the variable, names the key, hides the password
+    // both in the echoed value and in the message.
+    let err = Config::load(
+        None,
+        env(&[(
+            "RINGMASTER__BACKENDS__MAIN__URL",
+            "mysql://root:hunter2@db/app",
+        )]),
+    )
+    .expect_err("unsupported scheme");
+    assert_eq!(
+        err.to_string(),
+        "environment variable RINGMASTER__BACKENDS__MAIN__URL=\"mysql://root:***@db/app\": \
+         backends.main.url: unsupported scheme \"mysql\" in \"mysql://root:***@db/app\"; \
+         expected sqlite://, postgres:// or redis://"
+    );
+    // Another key without a url: the missing url is reported against the variable.
+    let err = Config::load(None, env(&[("RINGMASTER__BACKENDS__MAIN__POOL_SIZE", "4")]))
+        .expect_err("url is required");
+    assert_eq!(
+        err.origin(),
+        "environment variable RINGMASTER__BACKENDS__MAIN__POOL_SIZE"
+    );
+    assert!(err.message().contains("missing field `url`"), "{err}");
+    // A range error on a file backend, raised by the env: the variable is blamed.
+    let file = TempFile::new("[backends.main]\nurl = \"sqlite://a.db\"\n");
+    let err = Config::load(
+        Some(file.path()),
+        env(&[("RINGMASTER__BACKENDS__MAIN__POOL_SIZE", "0")]),
+    )
+    .expect_err("pool_size 0");
+    assert_eq!(
+        err.to_string(),
+        "environment variable RINGMASTER__BACKENDS__MAIN__POOL_SIZE=\"0\": \
+         backends.main.pool_size: expected an integer from 1 to 1024, got 0"
+    );
+}
+
+#[test]
+fn defaults_round_trip_without_backends() {
+    let text = Config::default().to_toml_string().expect("serializes");
+    assert!(!text.contains("backends"), "{text}");
+    assert!(text.contains("dev = false"), "{text}");
+    assert!(text.contains("body_limit = 2097152"), "{text}");
+    assert!(text.contains("request_timeout = \"30s\""), "{text}");
+    let back = Config::from_toml_str(&text, "x").expect("reads back");
+    assert_eq!(back, Config::default());
 }

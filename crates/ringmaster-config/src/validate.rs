@@ -14,7 +14,8 @@ const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Heartbeats more frequent than this would flood the master.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
 
-use crate::{Config, GroupConfig, MAX_WORKERS, duration};
+use crate::backend::MAX_POOL_SIZE;
+use crate::{BackendConfig, Config, GroupConfig, MAX_WORKERS, duration};
 
 /// A failed check: the key at fault, other keys involved, and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +32,10 @@ fn group_key(group: &str, field: &str) -> Vec<String> {
     vec!["groups".to_owned(), group.to_owned(), field.to_owned()]
 }
 
+fn backend_key(backend: &str, field: &str) -> Vec<String> {
+    vec!["backends".to_owned(), backend.to_owned(), field.to_owned()]
+}
+
 fn violation(key: Vec<String>, message: String) -> Violation {
     Violation {
         key,
@@ -39,7 +44,7 @@ fn violation(key: Vec<String>, message: String) -> Violation {
     }
 }
 
-/// Whether `name` may be used as a group name: `[a-z0-9_-]+`.
+/// Whether `name` may be used as a group or backend name: `[a-z0-9_-]+`.
 pub(crate) fn is_valid_group_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -70,7 +75,76 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
     for (name, group) in &config.groups {
         validate_group(name, group)?;
     }
-    check_listen_conflicts(config)
+    check_listen_conflicts(config)?;
+    for name in config.backends.keys() {
+        if !is_valid_group_name(name) {
+            return Err(violation(
+                vec!["backends".to_owned(), name.clone()],
+                format!(
+                    "invalid backend name {name:?}: use only lowercase letters, digits, `_` \
+                     and `-`, so that environment variables \
+                     (RINGMASTER__BACKENDS__<NAME>__...) can address the backend"
+                ),
+            ));
+        }
+    }
+    for (name, backend) in &config.backends {
+        validate_backend(name, backend)?;
+    }
+    Ok(())
+}
+
+/// The error for a zero duration where a positive one is required.
+fn zero_duration(key: Vec<String>) -> Violation {
+    violation(
+        key,
+        "expected a duration greater than zero, such as \"30s\" or \"250ms\", got \"0s\""
+            .to_owned(),
+    )
+}
+
+/// The error for a duration above [`MAX_DURATION`].
+fn too_long(key: Vec<String>, value: Duration) -> Violation {
+    violation(
+        key,
+        format!(
+            "expected a duration of at most 30 days, got {}",
+            duration::format(value)
+        ),
+    )
+}
+
+/// Checks one backend. Messages show its URL only redacted.
+fn validate_backend(name: &str, backend: &BackendConfig) -> Result<(), Violation> {
+    let key = |field: &str| backend_key(name, field);
+    if backend.url.trim().is_empty() {
+        return Err(violation(
+            key("url"),
+            "expected a backend URL such as \"sqlite://app.db\", \"postgres://user@host/db\" \
+             or \"redis://host:6379\", got an empty string (omit the backend to use \
+             sqlite://NAME.db)"
+                .to_owned(),
+        ));
+    }
+    backend
+        .kind()
+        .map_err(|message| violation(key("url"), message))?;
+    if !(1..=MAX_POOL_SIZE).contains(&backend.pool_size) {
+        return Err(violation(
+            key("pool_size"),
+            format!(
+                "expected an integer from 1 to {MAX_POOL_SIZE}, got {}",
+                backend.pool_size
+            ),
+        ));
+    }
+    if backend.connect_timeout.is_zero() {
+        return Err(zero_duration(key("connect_timeout")));
+    }
+    if backend.connect_timeout > MAX_DURATION {
+        return Err(too_long(key("connect_timeout"), backend.connect_timeout));
+    }
+    Ok(())
 }
 
 fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
@@ -106,24 +180,27 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             "expected a positive integer, got 0 (omit the key to pick automatically)".to_owned(),
         ));
     }
-    let positive: [(&str, Duration); 6] = [
+    if group.body_limit == 0 {
+        return Err(violation(
+            key("body_limit"),
+            "expected a positive number of bytes, got 0".to_owned(),
+        ));
+    }
+    let positive: [(&str, Duration); 7] = [
         ("boot_timeout", group.boot_timeout),
         ("heartbeat_interval", group.heartbeat_interval),
         ("heartbeat_timeout", group.heartbeat_timeout),
         ("drain_timeout", group.drain_timeout),
         ("min_uptime", group.min_uptime),
         ("restart_backoff_max", group.restart_backoff_max),
+        ("request_timeout", group.request_timeout),
     ];
     for (field, value) in positive {
         if value.is_zero() {
-            return Err(violation(
-                key(field),
-                "expected a duration greater than zero, such as \"30s\" or \"250ms\", got \"0s\""
-                    .to_owned(),
-            ));
+            return Err(zero_duration(key(field)));
         }
     }
-    let all: [(&str, Duration); 7] = [
+    let all: [(&str, Duration); 8] = [
         ("boot_timeout", group.boot_timeout),
         ("heartbeat_interval", group.heartbeat_interval),
         ("heartbeat_timeout", group.heartbeat_timeout),
@@ -131,16 +208,11 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
         ("min_uptime", group.min_uptime),
         ("restart_backoff", group.restart_backoff),
         ("restart_backoff_max", group.restart_backoff_max),
+        ("request_timeout", group.request_timeout),
     ];
     for (field, value) in all {
         if value > MAX_DURATION {
-            return Err(violation(
-                key(field),
-                format!(
-                    "expected a duration of at most 30 days, got {}",
-                    duration::format(value)
-                ),
-            ));
+            return Err(too_long(key(field), value));
         }
     }
     if group.heartbeat_interval < MIN_HEARTBEAT_INTERVAL {

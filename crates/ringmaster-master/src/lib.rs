@@ -13,11 +13,13 @@
 //! - `supervisor`: the event loop, the worker table and the policies
 //!   (restart with backoff, timeouts, rolling reload, scaling, stopping).
 //! - `backoff`: strikes and exponential restart delays.
+//! - `migrate`: the one-off migrate process before workers start.
 //! - `signals`: the signals the master answers.
 #![warn(missing_docs)]
 
 mod backoff;
 mod listener;
+mod migrate;
 mod signals;
 mod spawn;
 mod supervisor;
@@ -49,6 +51,9 @@ pub struct ServeOptions {
     pub known_workers: Vec<String>,
     /// The binary to re-execute for workers; `None` is the current one.
     pub exe: Option<PathBuf>,
+    /// Whether to run the binary once in the migrate role before starting
+    /// workers, and before each reload's new workers.
+    pub migrate: bool,
 }
 
 impl ServeOptions {
@@ -59,7 +64,14 @@ impl ServeOptions {
             config_path: None,
             known_workers,
             exe: None,
+            migrate: false,
         }
+    }
+
+    /// Runs migrations (a one-off process) before workers start.
+    pub fn migrate(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
+        self
     }
 
     /// Sets the file re-read on HUP.
@@ -96,6 +108,9 @@ pub enum MasterError {
     /// The path of the current binary cannot be found.
     #[error("cannot find the path of the running binary to start workers: {0}")]
     Exe(#[source] std::io::Error),
+    /// The migrations failed; no worker was started.
+    #[error("{0}")]
+    Migrate(String),
     /// The runtime could not be built.
     #[error("cannot start the master's runtime: {0}")]
     Runtime(#[source] std::io::Error),

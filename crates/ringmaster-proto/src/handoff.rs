@@ -15,6 +15,9 @@ pub const IPC_FD: RawFd = 4;
 pub const ENV_ROLE: &str = "RINGMASTER_ROLE";
 /// The value of [`ENV_ROLE`] that selects the worker role.
 pub const ROLE_WORKER: &str = "worker";
+/// The value of [`ENV_ROLE`] for the one-off process that runs migrations
+/// before workers start; it gets [`ENV_CONFIG`] and [`ENV_MASTER_PID`] only.
+pub const ROLE_MIGRATE: &str = "migrate";
 /// Name of the worker's group.
 pub const ENV_GROUP: &str = "RINGMASTER_GROUP";
 /// Slot index of the worker inside its group (0-based).

@@ -14,6 +14,11 @@ pub fn is_worker_process() -> bool {
     std::env::var_os(ENV_ROLE).is_some_and(|v| v == ROLE_WORKER)
 }
 
+/// Whether this process was started by a master to run migrations.
+pub fn is_migrate_process() -> bool {
+    std::env::var_os(ENV_ROLE).is_some_and(|v| v == ringmaster_proto::handoff::ROLE_MIGRATE)
+}
+
 /// The hand-over cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -1,8 +1,9 @@
 //! The worker side of ringmaster: what runs inside each worker process.
 //!
-//! A user writes a **concrete worker**, an implementation of [`Worker`] that
-//! builds the HTTP app of a group. The generic worker runtime in this crate
-//! does the rest: it takes the listener and the IPC socket the master handed
+//! A user writes a **concrete worker**, an implementation of [`Worker`]
+//! that lists its [`Module`]s; each module brings [`Controller`]s, the
+//! backends they use, templates and migrations. The generic worker runtime
+//! in this crate does the rest: it takes the listener and the IPC socket the master handed
 //! over, checks that its parent is still the master, boots in a fixed order
 //! (timing each phase), reports `Ready`, heartbeats from the runtime that
 //! serves requests, and drains on the master's word, on SIGTERM or when the
@@ -13,20 +14,53 @@
 //!
 //! # Layout
 //!
-//! - `worker`: the [`Worker`] trait and its [`WorkerContext`].
+//! - `worker`: the [`Worker`] and [`Module`] traits, [`WorkerContext`].
+//! - `controller`: [`Controller`], the route table ([`RouteInfo`]).
+//! - `context`: [`AppContext`], the handlers' state, and [`Init`].
+//! - `backend`: SQLite/PostgreSQL pools ([`Db`]) and Redis, opened and probed.
+//! - `boot`: the ordered bootstrap ([`boot`]) and [`routes`].
+//! - [`middleware`]: the common middleware.
+//! - `error`: [`AppError`], JSON or HTML for the client.
+//! - `views`: minijinja [`Views`] and module [`Templates`].
+//! - `migrate`: per-module [`Migration`]s, run once by [`migrate`].
 //! - `handoff`: reading what the master handed over (fds, environment).
-//! - `runtime`: boot, heartbeat and drain.
+//! - `runtime`: the process's life: boot, heartbeat and drain.
 //! - `serve`: the accept loop and per-connection drain.
 #![warn(missing_docs)]
 
+mod backend;
+mod boot;
+mod context;
+mod controller;
+mod error;
 mod handoff;
+pub mod middleware;
+mod migrate;
 mod runtime;
 mod serve;
+mod views;
 mod worker;
 
 #[doc(inline)]
-pub use handoff::{Handoff, HandoffError, is_worker_process};
+pub use backend::{BackendError, Backends, Db, Redis};
+#[doc(inline)]
+pub use boot::{Booted, boot, routes};
+#[doc(inline)]
+pub use context::{AppContext, Init};
+#[doc(inline)]
+pub use controller::{Controller, RouteInfo};
+#[doc(inline)]
+pub use error::AppError;
+#[doc(inline)]
+pub use handoff::{Handoff, HandoffError, is_migrate_process, is_worker_process};
+#[doc(inline)]
+pub use migrate::{MigrateError, Migration, migrate};
+#[doc(inline)]
+pub use ringmaster_proto::handoff::ENV_CONFIG;
 #[doc(inline)]
 pub use runtime::run;
+pub use sqlx;
 #[doc(inline)]
-pub use worker::{BootError, Worker, WorkerContext};
+pub use views::{Templates, Views};
+#[doc(inline)]
+pub use worker::{BootError, Module, Worker, WorkerContext};

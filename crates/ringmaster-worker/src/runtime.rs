@@ -20,6 +20,8 @@ use ringmaster_proto::{BootPhase, Channel, MasterMsg, PROTOCOL_VERSION, WorkerMs
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::boot;
+use crate::context::AppContext;
 use crate::handoff::{self, Handoff};
 use crate::serve::{self, DrainRx};
 use crate::{Worker, WorkerContext};
@@ -107,26 +109,26 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
     tokio::spawn(on_signals(drain_tx.clone(), cfg.drain_timeout).in_current_span());
     phases.push(phase("connect_master", t));
 
-    let t = Instant::now();
-    let ctx = WorkerContext {
+    let identity = WorkerContext {
         group: handoff.group.as_str().into(),
         slot: handoff.slot,
         generation: handoff.generation,
         pid,
         config: cfg.clone(),
     };
-    let built = match worker {
-        Some(w) => w.router(&ctx).map_err(|e| e.to_string()),
-        None => Err(format!(
+    let Some(worker) = worker else {
+        let reason = format!(
             "this binary has no worker implementation named {:?}",
             cfg.worker.as_deref().unwrap_or("")
-        )),
+        );
+        return fatal(outbox, writer, reason).await;
     };
-    let app = match built {
-        Ok(app) => app,
-        Err(reason) => return fatal(outbox, writer, reason).await,
+    let booted = match boot::boot(&*worker, identity, Arc::new(handoff.config.clone())).await {
+        Ok(b) => b,
+        Err(e) => return fatal(outbox, writer, e.to_string()).await,
     };
-    phases.push(phase("build_app", t));
+    phases.extend(booted.phases);
+    let (app, ctx) = (booted.app, booted.ctx);
 
     let t = Instant::now();
     let listener = match handoff::take_listener() {
@@ -155,7 +157,20 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         }
     }
     drop(outbox);
+    close_backends(&ctx).await;
     ExitCode::SUCCESS
+}
+
+/// Closes the backends after a drain, bounded: a stuck pool must not keep
+/// a drained worker alive.
+async fn close_backends(ctx: &AppContext) {
+    let close = ctx.backends_close();
+    if tokio::time::timeout(Duration::from_secs(2), close)
+        .await
+        .is_err()
+    {
+        tracing::warn!("backends did not close within 2 s; exiting anyway");
+    }
 }
 
 fn phase(name: &str, started: Instant) -> BootPhase {

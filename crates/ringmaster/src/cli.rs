@@ -1,15 +1,16 @@
-//! The command line of the master role: `serve` and `check`.
+//! The command line of the master role: `serve`, `check`, `routes` and
+//! `migrate`; and the one-off migrate role the master starts.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use ringmaster_config::{Config, EXIT_CONFIG};
 use ringmaster_master::{MasterError, ServeOptions};
-use ringmaster_worker::Worker;
+use ringmaster_worker::{Backends, Worker};
 
-/// The file `serve` reads when `--config` is not given and it exists.
+/// The file read when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "ringmaster.toml";
 
 #[derive(Debug, Parser)]
@@ -19,20 +20,23 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The configuration file (default: ./ringmaster.toml if it exists).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start the master: bind the groups' addresses and run their workers.
-    Serve {
-        /// The configuration file (default: ./ringmaster.toml if it exists).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
-    /// Validate the configuration and print the groups it defines.
-    Check {
-        /// The configuration file (default: ./ringmaster.toml if it exists).
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-    },
+    /// Start the master: bind the groups' addresses, run migrations, run the workers.
+    Serve(ConfigArg),
+    /// Validate the configuration and connect to every configured backend.
+    Check(ConfigArg),
+    /// Print every group's route table: method, path, module.
+    Routes(ConfigArg),
+    /// Run the pending migrations of every module, then exit.
+    Migrate(ConfigArg),
 }
 
 pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
@@ -44,10 +48,38 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
         }
     };
     let known: Vec<String> = workers.iter().map(|w| w.name().to_string()).collect();
+    let (Command::Serve(arg) | Command::Check(arg) | Command::Routes(arg) | Command::Migrate(arg)) =
+        &cli.command;
+    let path = config_path(arg.config.clone());
+    let config = match load(path.as_deref(), &known) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     match cli.command {
-        Command::Serve { config } => serve(config, known),
-        Command::Check { config } => check(config, &known),
+        Command::Serve(_) => serve(config, path, known, has_migrations(workers)),
+        Command::Check(_) => check(&config, path.as_deref()),
+        Command::Routes(_) => routes(&config, workers),
+        Command::Migrate(_) => migrate(&config, workers),
     }
+}
+
+/// The migrate role: the master started this process to run migrations
+/// with its resolved configuration.
+pub(crate) fn migrate_role(workers: &[Arc<dyn Worker>]) -> ExitCode {
+    let text = std::env::var(ringmaster_worker::ENV_CONFIG).unwrap_or_default();
+    match Config::from_toml_str(&text, ringmaster_worker::ENV_CONFIG) {
+        Ok(config) => migrate(&config, workers),
+        Err(e) => {
+            eprintln!("error: the configuration from the master is invalid: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn has_migrations(workers: &[Arc<dyn Worker>]) -> bool {
+    workers
+        .iter()
+        .any(|w| w.modules().iter().any(|m| !m.migrations().is_empty()))
 }
 
 fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
@@ -72,13 +104,20 @@ fn load(path: Option<&Path>, known: &[String]) -> Result<Config, ExitCode> {
     Ok(config)
 }
 
-fn serve(config: Option<PathBuf>, known: Vec<String>) -> ExitCode {
-    let path = config_path(config);
-    let config = match load(path.as_deref(), &known) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let opts = ServeOptions::new(config, known).config_path(path);
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("error: cannot start a runtime: {e}");
+            ExitCode::FAILURE
+        })
+}
+
+fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>, migrate: bool) -> ExitCode {
+    let opts = ServeOptions::new(config, known)
+        .config_path(path)
+        .migrate(migrate);
     match ringmaster_master::serve(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (MasterError::Config(_) | MasterError::Worker(_))) => {
@@ -92,17 +131,10 @@ fn serve(config: Option<PathBuf>, known: Vec<String>) -> ExitCode {
     }
 }
 
-fn check(config: Option<PathBuf>, known: &[String]) -> ExitCode {
-    let path = config_path(config);
-    let config = match load(path.as_deref(), known) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    let origin = path
-        .as_deref()
-        .map_or("defaults and environment".into(), |p| {
-            p.display().to_string()
-        });
+fn check(config: &Config, path: Option<&Path>) -> ExitCode {
+    let origin = path.map_or("defaults and environment".into(), |p| {
+        p.display().to_string()
+    });
     println!("configuration OK ({origin})");
     for (name, g) in &config.groups {
         println!(
@@ -113,5 +145,61 @@ fn check(config: Option<PathBuf>, known: &[String]) -> ExitCode {
             g.worker.as_deref().unwrap_or("")
         );
     }
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let mut failed = 0;
+    for name in config.backends.keys() {
+        let url = config.backend(name).redacted_url();
+        match runtime.block_on(Backends::open(std::slice::from_ref(name), config)) {
+            Ok(b) => {
+                println!("  backend {name}: {url} OK");
+                runtime.block_on(b.close());
+            }
+            Err(e) => {
+                println!("  backend {name}: FAILED: {e}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        eprintln!("error: {failed} backend(s) unreachable");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
+}
+
+fn routes(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
+    println!("{:<8} {:<7} {:<32} MODULE", "GROUP", "METHOD", "PATH");
+    for (name, group) in &config.groups {
+        let Some(worker) = workers
+            .iter()
+            .find(|w| Some(w.name()) == group.worker.as_deref())
+        else {
+            continue;
+        };
+        for r in ringmaster_worker::routes(worker.as_ref()) {
+            println!("{name:<8} {:<7} {:<32} {}", r.method, r.path, r.module);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn migrate(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match runtime.block_on(ringmaster_worker::migrate(workers, config)) {
+        Ok(n) => {
+            tracing::info!(applied = n, "migrations up to date");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "migrations failed");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

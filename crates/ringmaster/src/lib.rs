@@ -43,15 +43,23 @@ use std::sync::Arc;
 pub use axum;
 #[doc(inline)]
 pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
+pub use ringmaster_worker::sqlx;
 #[doc(inline)]
-pub use ringmaster_worker::{BootError, Worker, WorkerContext};
+pub use ringmaster_worker::{
+    AppContext, AppError, BootError, Booted, Controller, Db, Init, Migration, Module, RouteInfo,
+    Templates, Views, Worker, WorkerContext, boot, middleware, migrate, on_db, routes,
+};
 
 /// What an application author imports: `use ringmaster::prelude::*;`.
 pub mod prelude {
     pub use crate::Cluster;
-    pub use axum::Router;
-    pub use axum::routing::{delete, get, post, put};
-    pub use ringmaster_worker::{BootError, Worker, WorkerContext};
+    pub use axum::extract::{Json, Path, Query, State};
+    pub use axum::response::{Html, IntoResponse, Redirect};
+    pub use axum::{Router, http::StatusCode};
+    pub use ringmaster_worker::{
+        AppContext, AppError, BootError, Controller, Db, Init, Migration, Module, Templates,
+        Worker, WorkerContext,
+    };
 }
 
 /// The application: its worker implementations and the entry point.
@@ -89,6 +97,9 @@ impl Cluster {
         logging::init();
         if ringmaster_worker::is_worker_process() {
             return ringmaster_worker::run(&self.workers);
+        }
+        if ringmaster_worker::is_migrate_process() {
+            return cli::migrate_role(&self.workers);
         }
         cli::main(&self.workers)
     }

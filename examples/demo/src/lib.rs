@@ -1,201 +1,87 @@
-//! The ringmaster demo application: a concrete worker serving the
-//! TechEmpower-style routes `/plaintext` and `/json`, plus `/healthz`.
+//! The ringmaster demo application: two concrete workers.
 //!
-//! Two switches exist for ringmaster's own cluster tests, read from the
-//! environment the workers inherit from the master:
-//! - `RINGMASTER_DEMO_TEST_ROUTES=1` mounts `/__test/sleep?ms=N` (a slow
-//!   request) and `/__test/wedge` (blocks every runtime thread, so the
-//!   worker stops heartbeating);
-//! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
-//! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot.
+//! - `web` (modules `links`, `hello`, `health`): the URL shortener with its
+//!   HTML page, and the TechEmpower-style `/plaintext`, `/json`, `/db`;
+//! - `api` (modules `api`, `health`): a JSON-only view of the links, on
+//!   another port.
+//!
+//! Both store in the `main` backend: the embedded SQLite file `main.db`
+//! unless `[backends.main]` says otherwise (e.g. a `postgres://` URL).
+//!
+//! # Layout
+//! - `links`, `hello`, `api`, `health`: the modules.
 
-use std::time::Duration;
+pub mod api;
+pub mod health;
+pub mod hello;
+pub mod links;
 
-use ringmaster::axum::Json;
-use ringmaster::axum::extract::Query;
-use ringmaster::axum::http::header;
-use ringmaster::axum::response::IntoResponse;
+use std::cell::Cell;
+use std::hash::{BuildHasher, Hasher};
+
 use ringmaster::prelude::*;
-use serde::{Deserialize, Serialize};
 
-/// Mounts the test-only routes.
-pub const ENV_TEST_ROUTES: &str = "RINGMASTER_DEMO_TEST_ROUTES";
-/// Makes every worker fail at boot.
-pub const ENV_FAIL_BOOT: &str = "RINGMASTER_DEMO_FAIL_BOOT";
-/// Makes every worker hang at boot (never report ready).
-pub const ENV_HANG_BOOT: &str = "RINGMASTER_DEMO_HANG_BOOT";
+/// The `web` worker: links, hello and health.
+pub struct Web;
 
-/// The demo's concrete worker.
-pub struct Demo;
-
-impl Worker for Demo {
+impl Worker for Web {
     fn name(&self) -> &str {
-        "demo"
+        "web"
     }
 
-    fn router(&self, ctx: &WorkerContext) -> Result<Router, BootError> {
-        if std::env::var_os(ENV_FAIL_BOOT).is_some_and(|v| v == "1") {
-            return Err(format!("{ENV_FAIL_BOOT}=1 is set: failing on purpose").into());
-        }
-        if std::env::var_os(ENV_HANG_BOOT).is_some_and(|v| v == "1") {
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
-        let test_routes = std::env::var_os(ENV_TEST_ROUTES).is_some_and(|v| v == "1");
-        Ok(app(Health::of(ctx), test_routes))
+    fn modules(&self) -> Vec<Box<dyn Module>> {
+        vec![
+            Box::new(links::Links),
+            Box::new(hello::Hello),
+            Box::new(health::Health),
+        ]
     }
 }
 
-/// What `/healthz` reports: which worker answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Health {
-    /// Always `"ok"` when the worker answers.
-    pub status: String,
-    /// The worker's group.
-    pub group: String,
-    /// The worker's slot.
-    pub slot: usize,
-    /// The slot's generation.
-    pub generation: u64,
-    /// The worker's pid.
-    pub pid: u32,
-}
+/// The `api` worker: the JSON API and health.
+pub struct ApiWorker;
 
-impl Health {
-    /// The health record of the worker described by `ctx`.
-    pub fn of(ctx: &WorkerContext) -> Self {
-        Health {
-            status: "ok".into(),
-            group: ctx.group.to_string(),
-            slot: ctx.slot,
-            generation: ctx.generation,
-            pid: ctx.pid,
-        }
+impl Worker for ApiWorker {
+    fn name(&self) -> &str {
+        "api"
+    }
+
+    fn modules(&self) -> Vec<Box<dyn Module>> {
+        vec![Box::new(api::Api), Box::new(health::Health)]
     }
 }
 
-/// The benchmark routes alone: `/plaintext` and `/json`.
-pub fn bench_routes() -> Router {
-    Router::new()
-        .route("/plaintext", get(plaintext))
-        .route("/json", get(json))
+/// The benchmark routes alone (`/plaintext`, `/json`), for the
+/// single-process baseline in `bench/`.
+pub fn bench_routes() -> ringmaster::axum::Router {
+    ringmaster::axum::Router::new()
+        .route(
+            "/plaintext",
+            ringmaster::axum::routing::get(hello::plaintext),
+        )
+        .route("/json", ringmaster::axum::routing::get(hello::json))
 }
 
-/// The demo app: the benchmark routes, `/healthz`, and the test routes when
-/// `test_routes` is set.
-pub fn app(health: Health, test_routes: bool) -> Router {
-    let mut router = bench_routes().route("/healthz", get(move || async move { Json(health) }));
-    if test_routes {
-        router = router
-            .route("/__test/sleep", get(sleep))
-            .route("/__test/wedge", get(wedge));
-    }
-    router
+thread_local! {
+    static RNG: Cell<u64> = Cell::new({
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(std::process::id() as u64);
+        h.finish() | 1
+    });
 }
 
-async fn plaintext() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain")], "Hello, World!")
-}
-
-#[derive(Serialize)]
-struct Message {
-    message: &'static str,
-}
-
-async fn json() -> Json<Message> {
-    Json(Message {
-        message: "Hello, World!",
+/// A fast per-thread pseudo-random number (xorshift64*, randomly seeded);
+/// not for secrets.
+pub fn random_u64() -> u64 {
+    RNG.with(|rng| {
+        let mut x = rng.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        rng.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     })
 }
 
-#[derive(Deserialize)]
-struct SleepParams {
-    ms: u64,
-}
-
-async fn sleep(Query(p): Query<SleepParams>) -> String {
-    tokio::time::sleep(Duration::from_millis(p.ms)).await;
-    format!("slept {} ms", p.ms)
-}
-
-/// Blocks every thread of the worker's runtime for good: tasks injected from
-/// outside the runtime land in its global queue, and each idle runtime
-/// thread that picks one up blocks in it. Heartbeats stop with them.
-async fn wedge() -> &'static str {
-    let handle = tokio::runtime::Handle::current();
-    std::thread::spawn(move || {
-        for _ in 0..64 {
-            handle.spawn(async {
-                loop {
-                    std::thread::sleep(Duration::from_secs(3600));
-                }
-            });
-        }
-    });
-    "wedging"
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use ringmaster::axum::body::{Body, to_bytes};
-    use ringmaster::axum::http::{Request, StatusCode};
-    use tower::ServiceExt;
-
-    fn health() -> Health {
-        Health {
-            status: "ok".into(),
-            group: "web".into(),
-            slot: 1,
-            generation: 2,
-            pid: 3,
-        }
-    }
-
-    async fn get(app: Router, path: &str) -> (StatusCode, Option<String>, String) {
-        let res = app
-            .oneshot(Request::get(path).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        let status = res.status();
-        let ctype = res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap().to_string());
-        let body = to_bytes(res.into_body(), 1 << 20).await.unwrap();
-        (status, ctype, String::from_utf8(body.to_vec()).unwrap())
-    }
-
-    #[tokio::test]
-    async fn plaintext_says_hello() {
-        let (status, ctype, body) = get(app(health(), false), "/plaintext").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(ctype.as_deref(), Some("text/plain"));
-        assert_eq!(body, "Hello, World!");
-    }
-
-    #[tokio::test]
-    async fn json_says_hello() {
-        let (status, ctype, body) = get(app(health(), false), "/json").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(ctype.as_deref(), Some("application/json"));
-        assert_eq!(body, r#"{"message":"Hello, World!"}"#);
-    }
-
-    #[tokio::test]
-    async fn healthz_names_the_worker() {
-        let (status, _, body) = get(app(health(), false), "/healthz").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(serde_json::from_str::<Health>(&body).unwrap(), health());
-    }
-
-    #[tokio::test]
-    async fn test_routes_exist_only_when_asked_for() {
-        let (status, _, _) = get(app(health(), false), "/__test/sleep?ms=1").await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
-        let (status, _, body) = get(app(health(), true), "/__test/sleep?ms=1").await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(body, "slept 1 ms");
-    }
-}
+mod tests;

@@ -3,5 +3,8 @@
 use ringmaster::prelude::*;
 
 fn main() -> std::process::ExitCode {
-    Cluster::new().worker(ringmaster_demo::Demo).run()
+    Cluster::new()
+        .worker(ringmaster_demo::Web)
+        .worker(ringmaster_demo::ApiWorker)
+        .run()
 }

@@ -9,7 +9,10 @@
 //! # Layout
 //! - this file: the state, the loop, spawning and worker events;
 //! - `policy`: deadlines, restarts with backoff, reload, scaling, stopping.
+//! - `migration`: the migrate process before workers start and before a
+//!   reload, retried with backoff at start-up.
 
+mod migration;
 mod policy;
 
 use std::collections::HashMap;
@@ -121,6 +124,11 @@ pub(crate) struct Supervisor {
     events_tx: mpsc::Sender<WorkerEvent>,
     events_rx: mpsc::Receiver<WorkerEvent>,
     reload: Option<policy::Reload>,
+    /// A reload waiting for its migrate process: the new configuration and
+    /// the outcome to come.
+    migrating: Option<migration::Migrating>,
+    /// Start-up migrations failed: when to try again, and how often they did.
+    migrate_retry: Option<(Instant, u32)>,
     stopping: Option<Stop>,
 }
 
@@ -144,6 +152,8 @@ impl Supervisor {
             events_tx,
             events_rx,
             reload: None,
+            migrating: None,
+            migrate_retry: None,
             stopping: None,
         })
     }
@@ -174,10 +184,13 @@ impl Supervisor {
                 group.listeners.addr()
             );
         }
-        for g in 0..self.groups.len() {
-            for s in 0..self.groups[g].slots.len() {
-                self.start_slot(g, s);
-            }
+        if self.opts.migrate {
+            // Workers start once the schema is up to date; until then the
+            // sockets are bound and connections wait in their queues.
+            let config = self.opts.config.clone();
+            self.spawn_migration(config, migration::Purpose::Startup);
+        } else {
+            self.start_all();
         }
         tokio::pin!(shutdown);
         let mut shutdown_done = false;
@@ -189,6 +202,10 @@ impl Supervisor {
                 () = &mut shutdown, if !shutdown_done => {
                     shutdown_done = true;
                     self.stop(Stop::Graceful);
+                }
+                Some(result) = migration::done(&mut self.migrating) => {
+                    self.migrating = None;
+                    self.after_migration(result);
                 }
                 () = tokio::time::sleep_until(wake) => {}
             }
@@ -213,6 +230,15 @@ impl Supervisor {
             Signal::Hup => self.start_reload(),
             Signal::Ttin => self.scale_by(1),
             Signal::Ttou => self.scale_by(-1),
+        }
+    }
+
+    /// Starts every slot of every group.
+    fn start_all(&mut self) {
+        for g in 0..self.groups.len() {
+            for s in 0..self.groups[g].slots.len() {
+                self.start_slot(g, s);
+            }
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ringmaster_config::Config;
 use tokio::time::Instant;
 
+use super::migration::Purpose;
 use super::{Phase, Slot, Stop, Supervisor, Worker, resolve_workers};
 use crate::spawn::WorkerCommand;
 
@@ -56,6 +57,11 @@ impl Supervisor {
                 }
             }
         }
+        if let Some((at, _)) = self.migrate_retry
+            && self.migrating.is_none()
+        {
+            wake = wake.min(at);
+        }
         wake
     }
 
@@ -101,6 +107,7 @@ impl Supervisor {
         if self.stopping.is_some() {
             return;
         }
+        self.retry_migration(now);
         for g in 0..self.groups.len() {
             for s in 0..self.groups[g].slots.len() {
                 let slot = &self.groups[g].slots[s];
@@ -178,7 +185,7 @@ impl Supervisor {
         if self.stopping.is_some() {
             return;
         }
-        if self.reload.is_some() {
+        if self.reload.is_some() || self.migrating.is_some() {
             tracing::warn!("a reload is already in progress; this HUP is ignored");
             return;
         }
@@ -193,6 +200,17 @@ impl Supervisor {
                 return;
             }
         };
+        if self.opts.migrate {
+            // Migrations of the binary now on disk run before its workers do;
+            // the loop goes on supervising meanwhile.
+            tracing::info!("reload: running migrations first");
+            self.spawn_migration(config, Purpose::Reload);
+            return;
+        }
+        self.begin_rolling(config);
+    }
+
+    pub(super) fn begin_rolling(&mut self, config: Config) {
         // The slots that exist now are replaced one by one; slots that the
         // new configuration adds start with the new binary and settings
         // anyway, and slots it removes leave the queue as they go.

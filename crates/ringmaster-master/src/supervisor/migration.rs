@@ -1,0 +1,122 @@
+//! Running the migrate process from the supervisor's loop: before the first
+//! workers start (retried with backoff while it fails, so a database that
+//! is down delays the start instead of stopping the master) and before a
+//! reload's new workers (a failure aborts that reload).
+
+use std::time::Duration;
+
+use ringmaster_config::Config;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Supervisor;
+
+/// First delay before retrying failed start-up migrations; doubles.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// Longest delay between start-up migration attempts.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// Why migrations run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// Before the first workers.
+    Startup,
+    /// Before a reload rolls.
+    Reload,
+}
+
+/// A migrate process in flight.
+pub(super) struct Migrating {
+    purpose: Purpose,
+    config: Config,
+    done: oneshot::Receiver<Result<(), String>>,
+}
+
+/// What a finished migration reports to the loop.
+pub(super) struct Finished {
+    purpose: Purpose,
+    config: Config,
+    outcome: Result<(), String>,
+}
+
+/// Completes when the migrate process in flight finishes; pending forever
+/// when none runs (for `select!`).
+pub(super) async fn done(migrating: &mut Option<Migrating>) -> Option<Finished> {
+    match migrating {
+        Some(m) => {
+            let outcome = (&mut m.done)
+                .await
+                .unwrap_or_else(|_| Err("the migrate task ended without a result".into()));
+            Some(Finished {
+                purpose: m.purpose,
+                config: m.config.clone(),
+                outcome,
+            })
+        }
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    /// Starts the migrate process for `config` in a task.
+    pub(super) fn spawn_migration(&mut self, config: Config, purpose: Purpose) {
+        let (tx, rx) = oneshot::channel();
+        let exe = self.exe.clone();
+        let toml = config.to_toml_string().map_err(|e| e.to_string());
+        tokio::spawn(async move {
+            let result = match toml {
+                Ok(toml) => crate::migrate::run(&exe, &toml, crate::migrate::MIGRATE_TIMEOUT).await,
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(result);
+        });
+        self.migrating = Some(Migrating {
+            purpose,
+            config,
+            done: rx,
+        });
+    }
+
+    /// A migrate process finished.
+    pub(super) fn after_migration(&mut self, finished: Finished) {
+        if self.stopping.is_some() {
+            return;
+        }
+        match (finished.purpose, finished.outcome) {
+            (Purpose::Startup, Ok(())) => {
+                self.migrate_retry = None;
+                self.start_all();
+            }
+            (Purpose::Startup, Err(e)) => {
+                let attempts = self.migrate_retry.map_or(0, |(_, n)| n) + 1;
+                let delay = RETRY_FIRST
+                    .saturating_mul(1 << (attempts - 1).min(5))
+                    .min(RETRY_MAX);
+                tracing::error!(
+                    error = %e,
+                    attempts,
+                    retry_in_ms = delay.as_millis() as u64,
+                    "migrations failed; no worker starts until they pass. \\
+                     The master keeps the sockets and retries; fix the cause (see above) or stop it"
+                );
+                self.migrate_retry = Some((Instant::now() + delay, attempts));
+            }
+            (Purpose::Reload, Ok(())) => self.begin_rolling(finished.config),
+            (Purpose::Reload, Err(e)) => tracing::error!(
+                error = %e,
+                "reload aborted: migrations failed; the running workers are kept"
+            ),
+        }
+    }
+
+    /// Retries start-up migrations when their time has come.
+    pub(super) fn retry_migration(&mut self, now: Instant) {
+        if let Some((at, _)) = self.migrate_retry
+            && now >= at
+            && self.migrating.is_none()
+        {
+            let config = self.opts.config.clone();
+            self.spawn_migration(config, Purpose::Startup);
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Backend connections: SQLite, PostgreSQL (sqlx pools) and Redis
+//! (a multiplexed connection manager).
+//!
+//! A worker opens the backends its modules declare, and only those, each
+//! with the configured connect timeout and a health probe (`SELECT 1`,
+//! `PING`). A failure names the backend and its URL with any password
+//! redacted, and stops the boot.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ringmaster_config::{BackendConfig, BackendKind, Config};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+use crate::error::AppError;
+
+/// How long SQLite waits for a lock held by another process (worker).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// An SQL backend: the pool of its kind.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Db {
+    /// An SQLite file, in WAL mode with a busy timeout so that several
+    /// worker processes share it.
+    Sqlite(sqlx::SqlitePool),
+    /// A PostgreSQL server.
+    Postgres(sqlx::PgPool),
+}
+
+impl Db {
+    /// `"sqlite"` or `"postgres"`.
+    pub fn kind(&self) -> BackendKind {
+        match self {
+            Db::Sqlite(_) => BackendKind::Sqlite,
+            Db::Postgres(_) => BackendKind::Postgres,
+        }
+    }
+
+    async fn probe(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
+        }
+    }
+
+    /// Closes the pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+/// A Redis backend: a multiplexed connection that reconnects by itself.
+pub type Redis = redis::aio::ConnectionManager;
+
+/// A backend that could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("backend \"{name}\" ({url}) {what}: {cause}; {hint}")]
+pub struct BackendError {
+    /// The backend's name.
+    pub name: String,
+    /// Its URL, password redacted.
+    pub url: String,
+    what: &'static str,
+    cause: String,
+    hint: String,
+}
+
+impl BackendError {
+    fn new(
+        name: &str,
+        cfg: &BackendConfig,
+        what: &'static str,
+        cause: impl std::fmt::Display,
+    ) -> Self {
+        let hint = match cfg.kind() {
+            Ok(BackendKind::Sqlite) => format!(
+                "check that the directory exists and is writable, or fix backends.{name}.url"
+            ),
+            Ok(_) => format!("start the service or fix backends.{name}.url"),
+            Err(_) => format!("fix backends.{name}.url"),
+        };
+        BackendError {
+            name: name.to_string(),
+            url: cfg.redacted_url(),
+            what,
+            cause: redact_cause(&cause.to_string(), cfg),
+            hint,
+        }
+    }
+}
+
+/// Driver messages may quote the URL; never let a password through.
+fn redact_cause(cause: &str, cfg: &BackendConfig) -> String {
+    if cfg.url != cfg.redacted_url() {
+        cause.replace(&cfg.url, &cfg.redacted_url())
+    } else {
+        cause.to_string()
+    }
+}
+
+/// The open backends of one worker, by name.
+#[derive(Debug, Clone, Default)]
+pub struct Backends {
+    sql: HashMap<String, Db>,
+    redis: HashMap<String, Redis>,
+}
+
+impl Backends {
+    /// Opens and probes each backend in `names` (duplicates once), with
+    /// the settings of `config`.
+    pub async fn open(names: &[String], config: &Config) -> Result<Backends, BackendError> {
+        let mut backends = Backends::default();
+        for name in names {
+            if backends.sql.contains_key(name) || backends.redis.contains_key(name) {
+                continue;
+            }
+            let cfg = config.backend(name);
+            let kind = cfg
+                .kind()
+                .map_err(|e| BackendError::new(name, &cfg, "has an invalid URL", e))?;
+            let started = std::time::Instant::now();
+            match kind {
+                BackendKind::Redis => {
+                    let conn = open_redis(name, &cfg).await?;
+                    backends.redis.insert(name.clone(), conn);
+                }
+                _ => {
+                    let db = open_sql(name, &cfg, kind).await?;
+                    backends.sql.insert(name.clone(), db);
+                }
+            }
+            tracing::info!(
+                backend = %name,
+                url = %cfg.redacted_url(),
+                ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                "backend connected"
+            );
+        }
+        Ok(backends)
+    }
+
+    /// The SQL backend `name`.
+    pub fn db(&self, name: &str) -> Result<&Db, AppError> {
+        self.sql.get(name).ok_or_else(|| {
+            AppError::internal(format!(
+                "no SQL backend \"{name}\" is open in this worker; declare it in the module's backends()"
+            ))
+        })
+    }
+
+    /// The Redis backend `name`.
+    pub fn redis(&self, name: &str) -> Result<Redis, AppError> {
+        self.redis.get(name).cloned().ok_or_else(|| {
+            AppError::internal(format!(
+                "no Redis backend \"{name}\" is open in this worker; declare it in the module's backends()"
+            ))
+        })
+    }
+
+    /// Names of the open backends.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.sql.keys().chain(self.redis.keys()).cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Closes every pool.
+    pub async fn close(&self) {
+        for db in self.sql.values() {
+            db.close().await;
+        }
+    }
+}
+
+async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<Db, BackendError> {
+    let timeout = cfg.connect_timeout;
+    let connect = async {
+        let db = match kind {
+            BackendKind::Sqlite => {
+                let options = SqliteConnectOptions::from_str(&cfg.url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(cfg.pool_size)
+                    .acquire_timeout(timeout)
+                    .connect_with(options)
+                    .await?;
+                Db::Sqlite(pool)
+            }
+            _ => {
+                let pool = PgPoolOptions::new()
+                    .max_connections(cfg.pool_size)
+                    .acquire_timeout(timeout)
+                    .connect(&cfg.url)
+                    .await?;
+                Db::Postgres(pool)
+            }
+        };
+        db.probe().await?;
+        Ok::<Db, sqlx::Error>(db)
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(BackendError::new(name, cfg, "is unreachable", e)),
+        Err(_) => Err(BackendError::new(
+            name,
+            cfg,
+            "is unreachable",
+            format!("no connection within connect_timeout ({timeout:?})"),
+        )),
+    }
+}
+
+async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendError> {
+    let timeout = cfg.connect_timeout;
+    let client = redis::Client::open(cfg.url.as_str())
+        .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
+    let connect = async {
+        let mut conn = redis::aio::ConnectionManager::new(client).await?;
+        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
+        Ok::<Redis, redis::RedisError>(conn)
+    };
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(BackendError::new(name, cfg, "is unreachable", e)),
+        Err(_) => Err(BackendError::new(
+            name,
+            cfg,
+            "is unreachable",
+            format!("no connection within connect_timeout ({timeout:?})"),
+        )),
+    }
+}
+
+/// Runs the same sqlx code against whichever pool a [`Db`] holds, so one
+/// query serves SQLite and PostgreSQL (write parameters `$1`, `$2`, ... in
+/// order: both databases read them). An unknown kind is a 500.
+///
+/// ```
+/// # async fn f(db: &ringmaster_worker::Db) -> Result<(), ringmaster_worker::AppError> {
+/// let (n,): (i64,) = ringmaster_worker::on_db!(db, |pool| {
+///     ringmaster_worker::sqlx::query_as("SELECT 1 + $1").bind(1_i64).fetch_one(pool).await
+/// })?;
+/// # Ok(()) }
+/// ```
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::Db::Sqlite($pool) => $body.map_err($crate::AppError::from),
+            $crate::Db::Postgres($pool) => $body.map_err($crate::AppError::from),
+            #[allow(unreachable_patterns)]
+            _ => Err($crate::AppError::internal("unsupported database kind")),
+        }
+    };
+}

@@ -1,0 +1,187 @@
+//! The bootstrap of a worker's app, in exactly this order (each phase timed):
+//!
+//! 1. `load_config`: the group's configuration and that of the backends its
+//!    modules declare;
+//! 2. `connect_backends`: open those, and only those, each with a connect
+//!    timeout and a health probe;
+//! 3. `build_app`: the views and the app with its fallback; the common
+//!    middleware is prepared here and wraps the finished app;
+//! 4. `mount_controllers`: each module's `init`, then every module's
+//!    controllers (the route table `routes` prints);
+//! 5. `configure`: the concrete worker's own set-up.
+//!
+//! The runtime then serves on the inherited listener and reports `Ready`.
+//! [`boot`] is also what app tests call, without any process around it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::routing::MethodRouter;
+use ringmaster_config::Config;
+use ringmaster_proto::BootPhase;
+
+use crate::backend::Backends;
+use crate::context::{AppContext, Init};
+use crate::controller::RouteInfo;
+use crate::error::AppError;
+use crate::middleware;
+use crate::views::Views;
+use crate::worker::{BootError, Module, Worker, WorkerContext};
+
+/// A booted app: the router to serve, its context and how boot went.
+#[non_exhaustive]
+pub struct Booted {
+    /// The app, with the common middleware, ready to serve.
+    pub app: Router,
+    /// The handlers' state.
+    pub ctx: AppContext,
+    /// The boot phases in the order they ran, with their durations.
+    pub phases: Vec<BootPhase>,
+    /// The route table.
+    pub routes: Vec<RouteInfo>,
+}
+
+/// Times one phase.
+struct Phases(Vec<BootPhase>, Instant);
+
+impl Phases {
+    fn new() -> Self {
+        Phases(Vec::new(), Instant::now())
+    }
+
+    fn done(&mut self, name: &str) {
+        let now = Instant::now();
+        self.0.push(BootPhase {
+            name: name.to_string(),
+            micros: (now - self.1).as_micros() as u64,
+        });
+        self.1 = now;
+    }
+}
+
+/// Boots `worker`'s app for the worker described by `identity`.
+pub async fn boot(
+    worker: &dyn Worker,
+    identity: WorkerContext,
+    config: Arc<Config>,
+) -> Result<Booted, BootError> {
+    let mut phases = Phases::new();
+
+    // 1. The group's config is in `identity`; the backends' come from `config`.
+    let modules = worker.modules();
+    let mut needed: Vec<String> = Vec::new();
+    for module in &modules {
+        for name in module.backends() {
+            if !needed.iter().any(|n| n == name) {
+                needed.push(name.to_string());
+            }
+        }
+    }
+    for name in &needed {
+        let cfg = config.backend(name);
+        cfg.kind()
+            .map_err(|e| format!("backend \"{name}\" ({}): {e}", cfg.redacted_url()))?;
+    }
+    phases.done("load_config");
+
+    // 2.
+    let backends = Backends::open(&needed, &config).await?;
+    phases.done("connect_backends");
+
+    // 3.
+    let templates: Vec<_> = modules.iter().map(|m| m.templates()).collect();
+    let views = Views::new(&templates, config.server.dev)
+        .map_err(|e| format!("a template does not compile: {e:#}"))?;
+    let app: Router<AppContext> =
+        Router::new().fallback(|| async { AppError::not_found("no route matches this path") });
+    phases.done("build_app");
+
+    // 4.
+    let mut init = Init::new(identity.clone(), config.clone(), backends);
+    for module in &modules {
+        module
+            .init(&mut init)
+            .map_err(|e| format!("module {} failed to initialize: {e}", module.name()))?;
+    }
+    let ctx = init.finish(views);
+    let (app, routes) = mount(app, &modules)?;
+    phases.done("mount_controllers");
+
+    // 5.
+    let app = worker.configure(app, &ctx)?;
+    phases.done("configure");
+
+    let app = middleware::common(app.with_state(ctx.clone()), &identity.config);
+    Ok(Booted {
+        app,
+        ctx,
+        phases: phases.0,
+        routes,
+    })
+}
+
+/// The route table of `worker`, without booting it (no backend is opened).
+pub fn routes(worker: &dyn Worker) -> Vec<RouteInfo> {
+    let mut out = Vec::new();
+    for module in worker.modules() {
+        for controller in module.controllers() {
+            for (method, path) in controller.paths() {
+                out.push(RouteInfo {
+                    method,
+                    path,
+                    module: module.name().to_string(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Mounts every module's controllers; two modules defining the same method
+/// and path is a boot error, not a panic.
+fn mount(
+    mut app: Router<AppContext>,
+    modules: &[Box<dyn Module>],
+) -> Result<(Router<AppContext>, Vec<RouteInfo>), BootError> {
+    let mut table: Vec<RouteInfo> = Vec::new();
+    let mut by_path: Vec<(String, MethodRouter<AppContext>)> = Vec::new();
+    for module in modules {
+        for controller in module.controllers() {
+            for route in controller.routes {
+                if let Some(other) = table
+                    .iter()
+                    .find(|r| r.path == route.path && r.method == route.method.as_str())
+                {
+                    return Err(format!(
+                        "{} {} is defined by module {} and by module {}",
+                        route.method,
+                        route.path,
+                        other.module,
+                        module.name()
+                    )
+                    .into());
+                }
+                table.push(RouteInfo {
+                    method: route.method.to_string(),
+                    path: route.path.clone(),
+                    module: module.name().to_string(),
+                });
+                match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+                    Some((_, existing)) => {
+                        let merged = std::mem::take(existing).merge(route.router);
+                        *existing = merged;
+                    }
+                    None => by_path.push((route.path, route.router)),
+                }
+            }
+        }
+    }
+    for (path, router) in by_path {
+        // axum panics on a malformed path; report it as a boot error.
+        app = std::panic::catch_unwind(AssertUnwindSafe(|| app.route(&path, router)))
+            .map_err(|_| format!("the route path {path:?} is not valid axum syntax"))?;
+    }
+    Ok((app, table))
+}

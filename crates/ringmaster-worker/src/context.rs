@@ -1,0 +1,132 @@
+//! The state every handler can reach: `State(ctx): State<AppContext>`.
+//!
+//! It holds the worker's identity and configuration, the backends its
+//! modules declared (opened and probed at boot), the views, and typed
+//! values that modules put in at [`Module::init`](crate::Module::init).
+
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ringmaster_config::Config;
+
+use crate::backend::{Backends, Db, Redis};
+use crate::error::AppError;
+use crate::views::Views;
+use crate::worker::WorkerContext;
+
+/// The handlers' state: cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct AppContext {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    worker: WorkerContext,
+    config: Arc<Config>,
+    backends: Backends,
+    views: Views,
+    values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for AppContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppContext")
+            .field("worker", &self.inner.worker)
+            .field("backends", &self.inner.backends)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppContext {
+    /// Who this worker is, and its group's configuration.
+    pub fn worker(&self) -> &WorkerContext {
+        &self.inner.worker
+    }
+
+    /// The whole cluster configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The SQL backend `name`. An error (500) if no module declared it.
+    pub fn db(&self, name: &str) -> Result<&Db, AppError> {
+        self.inner.backends.db(name)
+    }
+
+    /// The Redis backend `name` (a cheap clone of a multiplexed, reconnecting
+    /// connection). An error (500) if no module declared it.
+    pub fn redis(&self, name: &str) -> Result<Redis, AppError> {
+        self.inner.backends.redis(name)
+    }
+
+    /// The templates of every module.
+    pub fn views(&self) -> &Views {
+        &self.inner.views
+    }
+
+    /// Closes every backend pool (after a drain).
+    pub(crate) async fn backends_close(&self) {
+        self.inner.backends.close().await;
+    }
+
+    /// The value of type `T` a module's `init` put in, if any.
+    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner
+            .values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| v.downcast_ref())
+    }
+}
+
+/// What [`Module::init`](crate::Module::init) gets: the backends, the
+/// configuration, and a place for typed shared state.
+pub struct Init {
+    pub(crate) worker: WorkerContext,
+    pub(crate) config: Arc<Config>,
+    pub(crate) backends: Backends,
+    pub(crate) values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+}
+
+impl Init {
+    pub(crate) fn new(worker: WorkerContext, config: Arc<Config>, backends: Backends) -> Self {
+        Init {
+            worker,
+            config,
+            backends,
+            values: HashMap::new(),
+        }
+    }
+
+    /// Who this worker is.
+    pub fn worker(&self) -> &WorkerContext {
+        &self.worker
+    }
+
+    /// The whole cluster configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The SQL backend `name`, if a module declared it.
+    pub fn db(&self, name: &str) -> Option<&Db> {
+        self.backends.db(name).ok()
+    }
+
+    /// Makes `value` reachable from handlers through [`AppContext::get`].
+    pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.values.insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    pub(crate) fn finish(self, views: Views) -> AppContext {
+        AppContext {
+            inner: Arc::new(Inner {
+                worker: self.worker,
+                config: self.config,
+                backends: self.backends,
+                views,
+                values: self.values,
+            }),
+        }
+    }
+}

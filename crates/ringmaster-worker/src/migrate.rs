@@ -1,0 +1,199 @@
+//! Schema migrations: each module lists its own, per backend, with SQL for
+//! SQLite and for PostgreSQL. They run once, in a one-off process the
+//! master starts before any worker (and again before a reload's new
+//! workers), or through the `migrate` command; never in every worker.
+//!
+//! Applied migrations are recorded in `ringmaster_migrations`
+//! (module, version); each runs in its own transaction with its record.
+
+use std::collections::BTreeMap;
+
+use ringmaster_config::Config;
+
+use crate::backend::{BackendError, Backends, Db};
+use crate::worker::Worker;
+
+/// One migration of one module.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Migration {
+    /// The backend it applies to.
+    pub backend: &'static str,
+    /// Ordering key within the module; never reuse or reorder one.
+    pub version: i64,
+    /// A short description.
+    pub name: &'static str,
+    /// The SQL for SQLite (several statements allowed).
+    pub sqlite: &'static str,
+    /// The SQL for PostgreSQL.
+    pub postgres: &'static str,
+}
+
+impl Migration {
+    /// A migration with the same SQL for both databases.
+    pub const fn new(
+        backend: &'static str,
+        version: i64,
+        name: &'static str,
+        sql: &'static str,
+    ) -> Self {
+        Migration {
+            backend,
+            version,
+            name,
+            sqlite: sql,
+            postgres: sql,
+        }
+    }
+
+    /// A migration whose SQL differs between SQLite and PostgreSQL.
+    pub const fn per_database(
+        backend: &'static str,
+        version: i64,
+        name: &'static str,
+        sqlite: &'static str,
+        postgres: &'static str,
+    ) -> Self {
+        Migration {
+            backend,
+            version,
+            name,
+            sqlite,
+            postgres,
+        }
+    }
+}
+
+/// A migration run that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MigrateError {
+    /// A backend could not be opened.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// A migration failed; nothing of it was applied.
+    #[error("migration {module} {version} ({name}) on backend \"{backend}\" failed: {cause}")]
+    Failed {
+        /// The module.
+        module: String,
+        /// The migration's version.
+        version: i64,
+        /// The migration's name.
+        name: String,
+        /// The backend.
+        backend: String,
+        /// The database's error.
+        cause: String,
+    },
+    /// A backend that migrations name is not an SQL database.
+    #[error(
+        "module {module} has migrations for backend \"{backend}\", which is not an SQL database"
+    )]
+    NotSql {
+        /// The module.
+        module: String,
+        /// The backend.
+        backend: String,
+    },
+}
+
+/// Runs the pending migrations of every module of every worker that a group
+/// of `config` runs; returns how many were applied.
+pub async fn migrate(
+    workers: &[std::sync::Arc<dyn Worker>],
+    config: &Config,
+) -> Result<usize, MigrateError> {
+    // Module name -> its migrations, once even if several groups run it.
+    let mut modules: BTreeMap<String, Vec<Migration>> = BTreeMap::new();
+    for group in config.groups.values() {
+        let Some(worker) = workers
+            .iter()
+            .find(|w| Some(w.name()) == group.worker.as_deref())
+        else {
+            continue;
+        };
+        for module in worker.modules() {
+            let migrations = module.migrations();
+            if !migrations.is_empty() {
+                modules.insert(module.name().to_string(), migrations);
+            }
+        }
+    }
+    let names: Vec<String> = modules
+        .values()
+        .flatten()
+        .map(|m| m.backend.to_string())
+        .collect();
+    let backends = Backends::open(&names, config).await?;
+    let mut applied = 0;
+    for (module, mut migrations) in modules {
+        migrations.sort_by_key(|m| m.version);
+        for m in migrations {
+            let db = backends.db(m.backend).map_err(|_| MigrateError::NotSql {
+                module: module.clone(),
+                backend: m.backend.to_string(),
+            })?;
+            if apply(db, &module, &m)
+                .await
+                .map_err(|e| MigrateError::Failed {
+                    module: module.clone(),
+                    version: m.version,
+                    name: m.name.to_string(),
+                    backend: m.backend.to_string(),
+                    cause: e.to_string(),
+                })?
+            {
+                tracing::info!(module = %module, version = m.version, name = m.name, "migration applied");
+                applied += 1;
+            }
+        }
+    }
+    backends.close().await;
+    Ok(applied)
+}
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS ringmaster_migrations (\
+    module TEXT NOT NULL, version BIGINT NOT NULL, name TEXT NOT NULL, \
+    PRIMARY KEY (module, version))";
+
+/// Applies one migration unless it is recorded; returns whether it ran.
+async fn apply(db: &Db, module: &str, m: &Migration) -> Result<bool, sqlx::Error> {
+    macro_rules! run {
+        ($pool:expr, $sql:expr, $check:literal, $record:literal) => {{
+            let mut tx = $pool.begin().await?;
+            sqlx::raw_sql(CREATE_TABLE).execute(&mut *tx).await?;
+            let done: Option<(i64,)> = sqlx::query_as($check)
+                .bind(module)
+                .bind(m.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if done.is_some() {
+                tx.rollback().await?;
+                return Ok(false);
+            }
+            sqlx::raw_sql($sql).execute(&mut *tx).await?;
+            sqlx::query($record)
+                .bind(module)
+                .bind(m.version)
+                .bind(m.name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(true)
+        }};
+    }
+    match db {
+        Db::Sqlite(pool) => run!(
+            pool,
+            m.sqlite,
+            "SELECT version FROM ringmaster_migrations WHERE module = ?1 AND version = ?2",
+            "INSERT INTO ringmaster_migrations (module, version, name) VALUES (?1, ?2, ?3)"
+        ),
+        Db::Postgres(pool) => run!(
+            pool,
+            m.postgres,
+            "SELECT version FROM ringmaster_migrations WHERE module = $1 AND version = $2",
+            "INSERT INTO ringmaster_migrations (module, version, name) VALUES ($1, $2, $3)"
+        ),
+    }
+}

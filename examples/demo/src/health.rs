@@ -1,0 +1,113 @@
+//! Module `health`: `/healthz` (which worker answered) in every group, and
+//! the switches ringmaster's own cluster tests use, read from the
+//! environment the workers inherit from the master:
+//! - `RINGMASTER_DEMO_TEST_ROUTES=1` mounts `/__test/sleep?ms=N` (a slow
+//!   request), `/__test/wedge` (blocks every runtime thread, so the worker
+//!   stops heartbeating) and `/__test/panic`;
+//! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
+//! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot.
+
+use std::time::Duration;
+
+use ringmaster::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Mounts the test-only routes.
+pub const ENV_TEST_ROUTES: &str = "RINGMASTER_DEMO_TEST_ROUTES";
+/// Makes every worker fail at boot.
+pub const ENV_FAIL_BOOT: &str = "RINGMASTER_DEMO_FAIL_BOOT";
+/// Makes every worker hang at boot (never report ready).
+pub const ENV_HANG_BOOT: &str = "RINGMASTER_DEMO_HANG_BOOT";
+
+fn switch(name: &str) -> bool {
+    std::env::var_os(name).is_some_and(|v| v == "1")
+}
+
+/// The health module.
+pub struct Health;
+
+impl Module for Health {
+    fn name(&self) -> &str {
+        "health"
+    }
+
+    fn controllers(&self) -> Vec<Controller> {
+        let mut c = Controller::new("/").get("/healthz", healthz);
+        if switch(ENV_TEST_ROUTES) {
+            c = c
+                .get("/__test/sleep", sleep)
+                .get("/__test/wedge", wedge)
+                .get("/__test/panic", panic);
+        }
+        vec![c]
+    }
+
+    fn init(&self, _init: &mut Init) -> Result<(), BootError> {
+        if switch(ENV_FAIL_BOOT) {
+            return Err(format!("{ENV_FAIL_BOOT}=1 is set: failing on purpose").into());
+        }
+        if switch(ENV_HANG_BOOT) {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `/healthz` reports: which worker answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Always `"ok"` when the worker answers.
+    pub status: String,
+    /// The worker's group.
+    pub group: String,
+    /// The worker's slot.
+    pub slot: usize,
+    /// The slot's generation.
+    pub generation: u64,
+    /// The worker's pid.
+    pub pid: u32,
+}
+
+async fn healthz(State(ctx): State<AppContext>) -> Json<Status> {
+    let w = ctx.worker();
+    Json(Status {
+        status: "ok".into(),
+        group: w.group.to_string(),
+        slot: w.slot,
+        generation: w.generation,
+        pid: w.pid,
+    })
+}
+
+#[derive(Deserialize)]
+struct SleepParams {
+    ms: u64,
+}
+
+async fn sleep(Query(p): Query<SleepParams>) -> String {
+    tokio::time::sleep(Duration::from_millis(p.ms)).await;
+    format!("slept {} ms", p.ms)
+}
+
+async fn panic() -> &'static str {
+    panic!("the demo's /__test/panic route panics on purpose")
+}
+
+/// Blocks every thread of the worker's runtime for good: tasks injected from
+/// outside the runtime land in its global queue, and each idle runtime
+/// thread that picks one up blocks in it. Heartbeats stop with them.
+async fn wedge() -> &'static str {
+    let handle = tokio::runtime::Handle::current();
+    std::thread::spawn(move || {
+        for _ in 0..64 {
+            handle.spawn(async {
+                loop {
+                    std::thread::sleep(Duration::from_secs(3600));
+                }
+            });
+        }
+    });
+    "wedging"
+}

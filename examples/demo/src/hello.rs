@@ -1,0 +1,93 @@
+//! Module `hello`: the TechEmpower-style routes `/plaintext`, `/json` and
+//! `/db` (one row by random id from the 10,000-row `world` table).
+
+use ringmaster::on_db;
+use ringmaster::prelude::*;
+use ringmaster::sqlx;
+use serde::Serialize;
+
+use crate::random_u64;
+
+/// The backend `/db` reads.
+pub const BACKEND: &str = "main";
+/// Rows in `world`.
+pub const WORLD_ROWS: u64 = 10_000;
+
+/// The hello module.
+pub struct Hello;
+
+impl Module for Hello {
+    fn name(&self) -> &str {
+        "hello"
+    }
+
+    fn backends(&self) -> Vec<&'static str> {
+        vec![BACKEND]
+    }
+
+    fn controllers(&self) -> Vec<Controller> {
+        vec![
+            Controller::new("/")
+                .get("/plaintext", plaintext)
+                .get("/json", json)
+                .get("/db", db),
+        ]
+    }
+
+    fn migrations(&self) -> Vec<Migration> {
+        vec![Migration::per_database(
+            BACKEND,
+            1,
+            "create and fill world",
+            "CREATE TABLE world (id INTEGER PRIMARY KEY, randomnumber INTEGER NOT NULL);\
+             WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10000) \
+             INSERT INTO world (id, randomnumber) SELECT x, abs(random()) % 10000 + 1 FROM n;",
+            "CREATE TABLE world (id INTEGER PRIMARY KEY, randomnumber INTEGER NOT NULL);\
+             INSERT INTO world (id, randomnumber) \
+             SELECT x, floor(random() * 10000 + 1)::int FROM generate_series(1, 10000) AS x;",
+        )]
+    }
+}
+
+/// `GET /plaintext`.
+pub async fn plaintext() -> impl IntoResponse {
+    (
+        [(ringmaster::axum::http::header::CONTENT_TYPE, "text/plain")],
+        "Hello, World!",
+    )
+}
+
+#[derive(Serialize)]
+struct Message {
+    message: &'static str,
+}
+
+/// `GET /json`.
+pub async fn json() -> Json<impl Serialize> {
+    Json(Message {
+        message: "Hello, World!",
+    })
+}
+
+/// A row of `world`, as TechEmpower names its fields.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct World {
+    /// The row id.
+    pub id: i32,
+    /// Its number.
+    #[serde(rename = "randomNumber")]
+    pub random_number: i32,
+}
+
+/// `GET /db`.
+pub async fn db(State(ctx): State<AppContext>) -> Result<Json<World>, AppError> {
+    let id = (random_u64() % WORLD_ROWS + 1) as i32;
+    let db = ctx.db(BACKEND)?;
+    let (id, random_number): (i32, i32) = on_db!(db, |pool| {
+        sqlx::query_as("SELECT id, randomnumber FROM world WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+    })?;
+    Ok(Json(World { id, random_number }))
+}

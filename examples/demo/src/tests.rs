@@ -1,0 +1,312 @@
+//! App-level tests: every controller through `tower::ServiceExt::oneshot`,
+//! no socket, on a fresh SQLite file with the migrations applied.
+
+use std::sync::Arc;
+
+use ringmaster::axum::body::{Body, to_bytes};
+use ringmaster::axum::http::{Request, StatusCode, header};
+use ringmaster::prelude::*;
+use ringmaster::{Config, boot};
+use tower::ServiceExt;
+
+use crate::links::Link;
+
+/// A booted app of `worker` on a fresh SQLite database.
+async fn app(worker: &dyn Worker, group: &str) -> (ringmaster::axum::Router, std::path::PathBuf) {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ringmaster-demo-test-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!(
+        "[groups.{group}]\nworker = \"{}\"\n[backends.main]\nurl = \"sqlite://{}/main.db\"\n",
+        worker.name(),
+        dir.display()
+    );
+    let config = Config::from_toml_str(&toml, "test").unwrap();
+    let workers: Vec<Arc<dyn Worker>> = vec![Arc::new(crate::Web), Arc::new(crate::ApiWorker)];
+    ringmaster::migrate(&workers, &config).await.unwrap();
+    let identity = WorkerContext::standalone(group, config.group(group).unwrap().clone());
+    let booted = boot(worker, identity, Arc::new(config)).await.unwrap();
+    (booted.app, dir)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: ringmaster::axum::http::HeaderMap,
+    body: String,
+}
+
+async fn call(app: &ringmaster::axum::Router, req: Request<Body>) -> Reply {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = to_bytes(res.into_body(), 1 << 20).await.unwrap();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
+}
+
+fn post_json(path: &str, json: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json.to_string()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn hello_routes() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let r = call(&app, get("/plaintext")).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, "Hello, World!")
+    );
+    assert_eq!(r.headers[header::CONTENT_TYPE], "text/plain");
+    let r = call(&app, get("/json")).await;
+    assert_eq!(r.body, r#"{"message":"Hello, World!"}"#);
+    for _ in 0..20 {
+        let r = call(&app, get("/db")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+        let w: crate::hello::World = serde_json::from_str(&r.body).unwrap();
+        assert!((1..=10_000).contains(&w.id));
+        assert!((1..=10_000).contains(&w.random_number));
+    }
+}
+
+#[tokio::test]
+async fn links_flow_create_follow_count_delete() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let r = call(
+        &app,
+        post_json("/links", r#"{"url":"https://example.com/x"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let link: Link = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(link.url, "https://example.com/x");
+    for _ in 0..3 {
+        let r = call(&app, get(&format!("/l/{}", link.code))).await;
+        assert_eq!(r.status, StatusCode::FOUND);
+        assert_eq!(r.headers[header::LOCATION], "https://example.com/x");
+    }
+    let page = call(
+        &app,
+        Request::get("/")
+            .header(header::ACCEPT, "text/html")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&link.code), "{}", page.body);
+    assert!(page.body.contains(">3<"), "clicks shown: {}", page.body);
+    let r = call(
+        &app,
+        Request::delete(format!("/links/{}", link.code))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = call(&app, get(&format!("/l/{}", link.code))).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(err["error"]["status"], 404);
+}
+
+#[tokio::test]
+async fn invalid_links_get_422_with_a_reason() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let r = call(&app, post_json("/links", r#"{"url":"ftp://example.com"}"#)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(
+        err["error"]["message"].as_str().unwrap().contains("http"),
+        "{}",
+        r.body
+    );
+    let r = call(&app, post_json("/links", r#"{"nope":1}"#)).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .contains("json")
+    );
+}
+
+#[tokio::test]
+async fn the_page_escapes_html() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let r = call(
+        &app,
+        post_json("/links", r#"{"url":"https://e.com/<script>"}"#),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let page = call(&app, get("/")).await;
+    assert!(page.body.contains("&lt;script&gt;"), "{}", page.body);
+    assert!(!page.body.contains("<script>"));
+}
+
+#[tokio::test]
+async fn errors_are_json_for_apis_and_html_for_browsers() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let r = call(&app, get("/nowhere")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .contains("application/json")
+    );
+    let r = call(
+        &app,
+        Request::get("/nowhere")
+            .header(header::ACCEPT, "text/html,application/xhtml+xml")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert!(
+        r.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .contains("text/html")
+    );
+    assert!(r.body.contains("<h1>404 Not Found</h1>"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn request_ids_are_generated_or_echoed() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let r = call(&app, get("/plaintext")).await;
+    let generated = r.headers["x-request-id"].to_str().unwrap().to_string();
+    assert!(!generated.is_empty());
+    let r = call(&app, get("/plaintext")).await;
+    assert_ne!(r.headers["x-request-id"].to_str().unwrap(), generated);
+    let r = call(
+        &app,
+        Request::get("/plaintext")
+            .header("x-request-id", "abc-123")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.headers["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn oversized_bodies_get_413() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let big = format!(r#"{{"url":"https://e.com/{}"}}"#, "a".repeat(3 << 20));
+    let r = call(&app, post_json("/links", &big)).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+}
+
+#[tokio::test]
+async fn responses_are_compressed_for_clients_that_ask() {
+    let (app, _dir) = app(&crate::Web, "web").await;
+    for i in 0..30 {
+        let json = format!(r#"{{"url":"https://example.com/{i}/{}"}}"#, "x".repeat(100));
+        call(&app, post_json("/links", &json)).await;
+    }
+    let r = call(
+        &app,
+        Request::get("/")
+            .header(header::ACCEPT_ENCODING, "gzip")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.headers[header::CONTENT_ENCODING], "gzip");
+}
+
+#[tokio::test]
+async fn api_serves_links_as_json_only() {
+    let (web, dir) = app(&crate::Web, "web").await;
+    let r = call(
+        &web,
+        post_json("/links", r#"{"url":"https://example.org"}"#),
+    )
+    .await;
+    let link: Link = serde_json::from_str(&r.body).unwrap();
+    // The api worker on the same database.
+    let toml = format!(
+        "[groups.api]\nworker = \"api\"\n[backends.main]\nurl = \"sqlite://{}/main.db\"\n",
+        dir.display()
+    );
+    let config = Config::from_toml_str(&toml, "test").unwrap();
+    let identity = WorkerContext::standalone("api", config.group("api").unwrap().clone());
+    let api = boot(&crate::ApiWorker, identity, Arc::new(config))
+        .await
+        .unwrap()
+        .app;
+    let r = call(&api, get(&format!("/api/links/{}", link.code))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(serde_json::from_str::<Link>(&r.body).unwrap(), link);
+    let r = call(&api, get("/api/links")).await;
+    assert_eq!(
+        serde_json::from_str::<Vec<Link>>(&r.body).unwrap(),
+        vec![link]
+    );
+    let r = call(&api, get("/links")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::NOT_FOUND,
+        "the api group has no HTML pages"
+    );
+}
+
+#[tokio::test]
+async fn boot_runs_its_phases_in_order() {
+    let dir = std::env::temp_dir().join(format!("ringmaster-demo-boot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let toml = format!(
+        "[groups.web]\nworker = \"web\"\n[backends.main]\nurl = \"sqlite://{}/main.db\"\n",
+        dir.display()
+    );
+    let config = Config::from_toml_str(&toml, "test").unwrap();
+    let identity = WorkerContext::standalone("web", config.group("web").unwrap().clone());
+    let booted = boot(&crate::Web, identity, Arc::new(config)).await.unwrap();
+    let names: Vec<&str> = booted.phases.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "load_config",
+            "connect_backends",
+            "build_app",
+            "mount_controllers",
+            "configure"
+        ]
+    );
+    let routes: Vec<String> = booted
+        .routes
+        .iter()
+        .map(|r| format!("{} {} {}", r.method, r.path, r.module))
+        .collect();
+    assert!(
+        routes.contains(&"POST /links links".to_string()),
+        "{routes:?}"
+    );
+    assert!(routes.contains(&"GET /db hello".to_string()), "{routes:?}");
+}
+
+#[tokio::test]
+async fn a_panicking_handler_gives_500_and_the_app_keeps_serving() {
+    // SAFETY: tests in this binary read this switch only at controller build.
+    unsafe { std::env::set_var(crate::health::ENV_TEST_ROUTES, "1") };
+    let (app, _dir) = app(&crate::Web, "web").await;
+    let r = call(&app, get("/__test/panic")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(r.body.contains("internal server error"));
+    let r = call(&app, get("/plaintext")).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
