@@ -7,8 +7,12 @@
 //! # Layout
 //! - [`ClusterProc`]: the master process guard;
 //! - process helpers: [`children_of`], [`ppid_of`], [`alive`], [`exe_inode`];
-//! - HTTP helpers: [`get`], [`get_timeout`], [`health_pid`], [`Response`].
+//! - HTTP helpers: [`get`], [`get_timeout`], [`health_pid`], [`Response`],
+//!   [`request`] (any method, with a body), [`KeepAlive`];
+//! - [`pg`]: a uniquely named PostgreSQL database per test.
 #![warn(missing_docs)]
+
+pub mod pg;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -400,6 +404,59 @@ impl KeepAlive {
         let body = String::from_utf8_lossy(&body).into_owned();
         Ok((Response { status, body }, keep))
     }
+}
+
+/// One request with any method and an optional JSON body, over a fresh
+/// connection; the response head's `Location` is kept in the body's place
+/// for redirects (status 3xx).
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = json.unwrap_or("");
+    let ctype = if json.is_some() {
+        "Content-Type: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP head in {text:?}")))?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    if (300..400).contains(&status) {
+        let location = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("location: ")
+                    .or_else(|| l.strip_prefix("Location: "))
+            })
+            .unwrap_or("")
+            .to_string();
+        return Ok(Response {
+            status,
+            body: location,
+        });
+    }
+    Ok(Response {
+        status,
+        body: body.to_string(),
+    })
 }
 
 /// One GET over a fresh connection (`Connection: close`).

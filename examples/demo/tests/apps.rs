@@ -1,0 +1,237 @@
+//! Cluster tests of the demo's applications with the real binary: the
+//! links flow end to end on SQLite and on PostgreSQL, two groups on two
+//! ports, backends that are down or misconfigured, and the `routes` and
+//! `check` commands.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use ringmaster_testkit::pg::TestDatabase;
+use support::{ClusterProc, alive, get, request};
+
+/// Two groups, `web` and `api`, on free ports, with extra TOML appended.
+fn two_groups(extra: &str) -> String {
+    format!(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 2\n\
+         [groups.api]\nlisten = \"127.0.0.1:0\"\ncount = 1\n{extra}\n"
+    )
+}
+
+/// Creates a link through `web`, follows it `clicks` times (fresh
+/// connections, so both workers serve), reads it back through `api`,
+/// deletes it, and checks that it is gone.
+fn links_flow(cluster: &ClusterProc) {
+    let (web, api) = (cluster.addrs[0].1, cluster.addrs[1].1);
+    assert_eq!(cluster.addrs[0].0, "web");
+    assert_eq!(cluster.addrs[1].0, "api");
+    let r = request(
+        web,
+        "POST",
+        "/links",
+        Some(r#"{"url":"https://example.com/ringmaster"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let link: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let code = link["code"].as_str().unwrap().to_string();
+    let mut served_by = std::collections::HashSet::new();
+    for _ in 0..10 {
+        let r = request(web, "GET", &format!("/l/{code}"), None).unwrap();
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (302, "https://example.com/ringmaster")
+        );
+        served_by.insert(support::health_pid(web).unwrap());
+    }
+    let r = get(api, &format!("/api/links/{code}")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        seen["clicks"], 10,
+        "every click counted, whichever worker served it"
+    );
+    let r = request(web, "DELETE", &format!("/links/{code}"), None).unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        request(web, "GET", &format!("/l/{code}"), None)
+            .unwrap()
+            .status,
+        404
+    );
+    assert_eq!(get(api, &format!("/api/links/{code}")).unwrap().status, 404);
+    let r = request(
+        web,
+        "POST",
+        "/links",
+        Some(r#"{"url":"javascript:alert(1)"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(get(web, "/db").unwrap().status, 200);
+}
+
+#[test]
+fn links_flow_on_the_embedded_sqlite() {
+    let cluster = support::start(&two_groups(""), &[]);
+    cluster.wait_workers(3);
+    links_flow(&cluster);
+    assert!(
+        cluster.log().contains("url=sqlite://main.db"),
+        "{}",
+        cluster.log()
+    );
+}
+
+#[test]
+fn links_flow_on_postgresql() {
+    let db = TestDatabase::create();
+    let cluster = support::start(
+        &two_groups(&format!("[backends.main]\nurl = \"{}\"\n", db.url)),
+        &[],
+    );
+    cluster.wait_workers(3);
+    links_flow(&cluster);
+    assert!(
+        cluster.log().contains(&format!("url={}", db.url)),
+        "{}",
+        cluster.log()
+    );
+}
+
+#[test]
+fn a_group_that_needs_only_sqlite_serves_while_postgresql_is_down() {
+    let cluster = support::start(
+        &two_groups("[backends.reports]\nurl = \"postgres://ringmaster@127.0.0.1:1/reports\"\n"),
+        &[],
+    );
+    cluster.wait_workers(3);
+    links_flow(&cluster);
+    assert!(
+        !cluster.log().contains("backend=reports"),
+        "{}",
+        cluster.log()
+    );
+}
+
+#[test]
+fn a_bad_backend_url_is_a_clear_error_while_the_master_keeps_running() {
+    // The api group has no migrations: its workers open the backend at boot,
+    // fail, say why, and are restarted with backoff.
+    let mut cluster = support::start(
+        "[groups.api]\nlisten = \"127.0.0.1:0\"\ncount = 1\nrestart_backoff = \"50ms\"\n\
+         [backends.main]\nurl = \"postgres://ringmaster:s3cret@127.0.0.1:1/nope\"\nconnect_timeout = \"1s\"\n",
+        &[],
+    );
+    cluster.wait_log(Duration::from_secs(15), "three failed boots", |log| {
+        log.matches("worker exited; restarting").count() >= 3
+    });
+    let log = cluster.log();
+    assert!(
+        log.contains(
+            "backend \"main\" (postgres://ringmaster:***@127.0.0.1:1/nope) is unreachable"
+        ),
+        "{log}"
+    );
+    assert!(log.contains("fix backends.main.url"), "{log}");
+    assert!(!log.contains("s3cret"), "the password leaked:\n{log}");
+    assert!(log.contains("strikes=3"), "{log}");
+    assert!(
+        cluster.try_wait().is_none(),
+        "the master must keep running\n{log}"
+    );
+    assert!(alive(cluster.pid()));
+}
+
+#[test]
+fn failing_migrations_hold_the_workers_back_and_are_retried() {
+    let mut cluster = support::start(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n\
+         [backends.main]\nurl = \"postgres://ringmaster:s3cret@127.0.0.1:1/nope\"\nconnect_timeout = \"500ms\"\n",
+        &[],
+    );
+    cluster.wait_log(Duration::from_secs(15), "two migration attempts", |log| {
+        log.matches("migrations failed; no worker starts").count() >= 2
+    });
+    let log = cluster.log();
+    assert!(!log.contains("worker spawned"), "{log}");
+    assert!(!log.contains("s3cret"), "the password leaked:\n{log}");
+    assert!(
+        log.contains("postgres://ringmaster:***@127.0.0.1:1/nope"),
+        "{log}"
+    );
+    assert!(
+        cluster.try_wait().is_none(),
+        "the master must keep running\n{log}"
+    );
+}
+
+#[test]
+fn routes_prints_every_groups_table() {
+    let out = Command::new(support::demo_exe())
+        .args(["routes", "--config"])
+        .arg(write_config(&two_groups("")))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "web      GET     /l/{code}",
+        "web      POST    /links",
+        "web      GET     /db",
+        "api      GET     /api/links/{code}",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
+}
+
+#[test]
+fn check_connects_to_every_configured_backend() {
+    let db = TestDatabase::create();
+    let redis = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let good = two_groups(&format!(
+        "[backends.main]\nurl = \"{}\"\n[backends.cache]\nurl = \"{redis}\"\n",
+        db.url
+    ));
+    let out = Command::new(support::demo_exe())
+        .args(["check", "--config"])
+        .arg(write_config(&good))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "check failed; is Redis running (redis-server --daemonize yes) at {redis}?\n{text}"
+    );
+    assert!(
+        text.contains("backend main:") && text.contains("backend cache:"),
+        "{text}"
+    );
+
+    let bad = two_groups(
+        "[backends.cache]\nurl = \"redis://127.0.0.1:1\"\nconnect_timeout = \"500ms\"\n",
+    );
+    let out = Command::new(support::demo_exe())
+        .args(["check", "--config"])
+        .arg(write_config(&bad))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(text.contains("backend cache: FAILED"), "{text}");
+    assert!(
+        text.contains("backend \"cache\" (redis://127.0.0.1:1) is unreachable"),
+        "{text}"
+    );
+}
+
+fn write_config(text: &str) -> std::path::PathBuf {
+    let path = support::scratch_dir().join("ringmaster.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
