@@ -1,22 +1,62 @@
-//! A single-process axum server serving the demo's `/plaintext` and `/json`
-//! with the same handlers, on a multi-threaded tokio runtime: the baseline
-//! that `bench/http.sh` measures the cluster against.
+//! A single-process axum server with the demo's handlers, on one
+//! multi-threaded tokio runtime: the baseline `bench/http.sh` and
+//! `bench/db.sh` measure the cluster against.
 //!
-//! Usage: `baseline ADDR` (e.g. `baseline 127.0.0.1:3100`).
+//! Usage: `baseline ADDR [DB_URL] [--bare]`
+//!
+//! - `DB_URL` (`sqlite://...` or `postgres://...`, already migrated with
+//!   `ringmaster-demo migrate`): also serve `/db`, the same query through
+//!   the same sqlx pool settings as a worker;
+//! - `--bare`: without ringmaster's common middleware (request id, trace
+//!   span, compression, error pages, panic catcher, timeout, body limit),
+//!   which the baseline has by default so that both sides do the same work.
 
-fn main() -> std::io::Result<()> {
-    let addr = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "127.0.0.1:3100".to_string());
+use std::sync::Arc;
+
+use ringmaster::{Config, GroupConfig, WorkerContext};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let bare = args.iter().any(|a| a == "--bare");
+    let mut positional = args.iter().filter(|a| !a.starts_with("--"));
+    let addr = positional
+        .next()
+        .cloned()
+        .unwrap_or_else(|| "127.0.0.1:3100".into());
+    let db_url = positional.next().cloned();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        let app = match db_url {
+            // Boot the demo's `web` worker in this one process: the same
+            // handlers, pool and query as the cluster's workers.
+            Some(url) => {
+                let toml =
+                    format!("[groups.web]\nworker = \"web\"\n[backends.main]\nurl = \"{url}\"\n");
+                let config = Config::from_toml_str(&toml, "baseline")?;
+                let group = config.group("web").cloned().unwrap_or_default();
+                let identity = WorkerContext::standalone("web", group);
+                let booted = ringmaster::boot(&ringmaster_demo::Web, identity, Arc::new(config))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if bare {
+                    return Err("--bare is not available with DB_URL".into());
+                }
+                booted.app
+            }
+            None if bare => ringmaster_demo::bench_routes(),
+            None => ringmaster::middleware::common(
+                ringmaster_demo::bench_routes(),
+                &GroupConfig::default(),
+            ),
+        };
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         eprintln!("baseline listening on http://{}", listener.local_addr()?);
         let listener = ringmaster::axum::serve::ListenerExt::tap_io(listener, |tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        ringmaster::axum::serve(listener, ringmaster_demo::bench_routes()).await
+        ringmaster::axum::serve(listener, app).await?;
+        Ok::<(), Box<dyn std::error::Error>>(())
     })
 }

@@ -11,17 +11,28 @@
 //!
 //! struct Hello;
 //!
-//! impl Worker for Hello {
+//! impl Module for Hello {
 //!     fn name(&self) -> &str {
 //!         "hello"
 //!     }
-//!     fn router(&self, _ctx: &WorkerContext) -> Result<Router, BootError> {
-//!         Ok(Router::new().route("/", get(|| async { "Hello, World!" })))
+//!     fn controllers(&self) -> Vec<Controller> {
+//!         vec![Controller::new("/").get("/", || async { "Hello, World!" })]
+//!     }
+//! }
+//!
+//! struct Web;
+//!
+//! impl Worker for Web {
+//!     fn name(&self) -> &str {
+//!         "web"
+//!     }
+//!     fn modules(&self) -> Vec<Box<dyn Module>> {
+//!         vec![Box::new(Hello)]
 //!     }
 //! }
 //!
 //! fn main() -> std::process::ExitCode {
-//!     Cluster::new().worker(Hello).run()
+//!     Cluster::new().worker(Web).run()
 //! }
 //! ```
 //!
@@ -29,9 +40,10 @@
 //!
 //! - [`Cluster`]: the builder and the command line (`cli`).
 //! - [`prelude`]: what an application author imports.
-//! - Re-exports: [`Worker`], [`WorkerContext`], [`BootError`],
-//!   [`Config`], and [`axum`] itself, so an application uses the same
-//!   version ringmaster serves with.
+//! - Re-exports: the worker framework ([`Worker`], [`Module`],
+//!   [`Controller`], [`AppContext`], [`AppError`], [`Db`], [`Migration`],
+//!   [`Templates`], [`on_db!`]), [`Config`], and [`axum`] and [`sqlx`]
+//!   themselves, so an application uses the versions ringmaster serves with.
 #![warn(missing_docs)]
 
 mod cli;
@@ -75,14 +87,15 @@ impl Cluster {
     }
 
     /// Registers a concrete worker; groups select it by [`Worker::name`]
-    /// (`groups.NAME.worker`), or use it by default when it is the only one.
+    /// (`groups.NAME.worker`), or use it by default when it is the only one
+    /// or is named like the group.
     ///
     /// ```
     /// # use ringmaster::prelude::*;
     /// # struct Api;
     /// # impl Worker for Api {
     /// #     fn name(&self) -> &str { "api" }
-    /// #     fn router(&self, _: &WorkerContext) -> Result<Router, BootError> { Ok(Router::new()) }
+    /// #     fn modules(&self) -> Vec<Box<dyn Module>> { Vec::new() }
     /// # }
     /// let cluster = Cluster::new().worker(Api);
     /// ```
@@ -91,8 +104,9 @@ impl Cluster {
         self
     }
 
-    /// Runs the binary: the worker role when a master started this process,
-    /// otherwise the command line (`serve`, `check`). Returns the exit code.
+    /// Runs the binary: the worker or migrate role when a master started
+    /// this process, otherwise the command line (`serve`, `check`,
+    /// `routes`, `migrate`). Returns the exit code.
     pub fn run(self) -> ExitCode {
         logging::init();
         if ringmaster_worker::is_worker_process() {

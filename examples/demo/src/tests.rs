@@ -13,12 +13,21 @@ use crate::links::Link;
 
 /// A booted app of `worker` on a fresh SQLite database.
 async fn app(worker: &dyn Worker, group: &str) -> (ringmaster::axum::Router, std::path::PathBuf) {
+    app_with(worker, group, "").await
+}
+
+/// Same, with extra keys for the group.
+async fn app_with(
+    worker: &dyn Worker,
+    group: &str,
+    group_keys: &str,
+) -> (ringmaster::axum::Router, std::path::PathBuf) {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("ringmaster-demo-test-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let toml = format!(
-        "[groups.{group}]\nworker = \"{}\"\n[backends.main]\nurl = \"sqlite://{}/main.db\"\n",
+        "[groups.{group}]\nworker = \"{}\"\n{group_keys}\n[backends.main]\nurl = \"sqlite://{}/main.db\"\n",
         worker.name(),
         dir.display()
     );
@@ -308,5 +317,19 @@ async fn a_panicking_handler_gives_500_and_the_app_keeps_serving() {
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(r.body.contains("internal server error"));
     let r = call(&app, get("/plaintext")).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_slow_request_gets_408_at_request_timeout() {
+    // SAFETY: tests in this binary read this switch only at controller build.
+    unsafe { std::env::set_var(crate::health::ENV_TEST_ROUTES, "1") };
+    let (app, _dir) = app_with(&crate::Web, "web", "request_timeout = \"100ms\"").await;
+    let started = std::time::Instant::now();
+    let r = call(&app, get("/__test/sleep?ms=5000")).await;
+    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{}", r.body);
+    assert!(r.body.contains("request_timeout"), "{}", r.body);
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let r = call(&app, get("/__test/sleep?ms=10")).await;
     assert_eq!(r.status, StatusCode::OK);
 }
