@@ -53,6 +53,11 @@ impl Phases {
 
     fn done(&mut self, name: &str) {
         let now = Instant::now();
+        tracing::debug!(
+            phase = name,
+            us = (now - self.1).as_micros() as u64,
+            "boot phase done"
+        );
         self.0.push(BootPhase {
             name: name.to_string(),
             micros: (now - self.1).as_micros() as u64,

@@ -23,8 +23,20 @@ fn switch(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
 }
 
-/// The health module.
-pub struct Health;
+/// The health module; `test_routes` mounts the test-only routes.
+pub struct Health {
+    /// Mount `/__test/sleep`, `/__test/wedge` and `/__test/panic`.
+    pub test_routes: bool,
+}
+
+impl Health {
+    /// The module with the test routes as `RINGMASTER_DEMO_TEST_ROUTES` says.
+    pub fn from_env() -> Self {
+        Health {
+            test_routes: switch(ENV_TEST_ROUTES),
+        }
+    }
+}
 
 impl Module for Health {
     fn name(&self) -> &str {
@@ -33,7 +45,7 @@ impl Module for Health {
 
     fn controllers(&self) -> Vec<Controller> {
         let mut c = Controller::new("/").get("/healthz", healthz);
-        if switch(ENV_TEST_ROUTES) {
+        if self.test_routes {
             c = c
                 .get("/__test/sleep", sleep)
                 .get("/__test/wedge", wedge)

@@ -33,7 +33,7 @@ impl Worker for Web {
         vec![
             Box::new(links::Links),
             Box::new(hello::Hello),
-            Box::new(health::Health),
+            Box::new(health::Health::from_env()),
         ]
     }
 }
@@ -47,7 +47,7 @@ impl Worker for ApiWorker {
     }
 
     fn modules(&self) -> Vec<Box<dyn Module>> {
-        vec![Box::new(api::Api), Box::new(health::Health)]
+        vec![Box::new(api::Api), Box::new(health::Health::from_env())]
     }
 }
 

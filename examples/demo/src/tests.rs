@@ -11,6 +11,23 @@ use tower::ServiceExt;
 
 use crate::links::Link;
 
+/// The `web` worker with the test routes on, whatever the environment says.
+struct TestWeb;
+
+impl Worker for TestWeb {
+    fn name(&self) -> &str {
+        "web"
+    }
+
+    fn modules(&self) -> Vec<Box<dyn Module>> {
+        vec![
+            Box::new(crate::links::Links),
+            Box::new(crate::hello::Hello),
+            Box::new(crate::health::Health { test_routes: true }),
+        ]
+    }
+}
+
 /// A booted app of `worker` on a fresh SQLite database.
 async fn app(worker: &dyn Worker, group: &str) -> (ringmaster::axum::Router, std::path::PathBuf) {
     app_with(worker, group, "").await
@@ -79,6 +96,12 @@ async fn hello_routes() {
     assert_eq!(r.headers[header::CONTENT_TYPE], "text/plain");
     let r = call(&app, get("/json")).await;
     assert_eq!(r.body, r#"{"message":"Hello, World!"}"#);
+    let r = call(&app, get("/healthz")).await;
+    let status: crate::health::Status = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        (status.status.as_str(), status.group.as_str()),
+        ("ok", "web")
+    );
     for _ in 0..20 {
         let r = call(&app, get("/db")).await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
@@ -310,9 +333,7 @@ async fn boot_runs_its_phases_in_order() {
 
 #[tokio::test]
 async fn a_panicking_handler_gives_500_and_the_app_keeps_serving() {
-    // SAFETY: tests in this binary read this switch only at controller build.
-    unsafe { std::env::set_var(crate::health::ENV_TEST_ROUTES, "1") };
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&TestWeb, "web").await;
     let r = call(&app, get("/__test/panic")).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(r.body.contains("internal server error"));
@@ -322,9 +343,7 @@ async fn a_panicking_handler_gives_500_and_the_app_keeps_serving() {
 
 #[tokio::test]
 async fn a_slow_request_gets_408_at_request_timeout() {
-    // SAFETY: tests in this binary read this switch only at controller build.
-    unsafe { std::env::set_var(crate::health::ENV_TEST_ROUTES, "1") };
-    let (app, _dir) = app_with(&crate::Web, "web", "request_timeout = \"100ms\"").await;
+    let (app, _dir) = app_with(&TestWeb, "web", "request_timeout = \"100ms\"").await;
     let started = std::time::Instant::now();
     let r = call(&app, get("/__test/sleep?ms=5000")).await;
     assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{}", r.body);
