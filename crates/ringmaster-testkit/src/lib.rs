@@ -407,16 +407,37 @@ impl KeepAlive {
 }
 
 /// One request with any method and an optional JSON body, over a fresh
-/// connection; the response head's `Location` is kept in the body's place
-/// for redirects (status 3xx).
+/// connection (`Connection: close`). For a redirect (3xx) the `Location`
+/// header stands in the body's place.
 pub fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     json: Option<&str>,
 ) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    exchange(addr, method, path, json, Duration::from_secs(10))
+}
+
+/// One GET over a fresh connection (`Connection: close`).
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
+    get_timeout(addr, path, Duration::from_secs(10))
+}
+
+/// One GET with a connect and read timeout.
+pub fn get_timeout(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<Response> {
+    exchange(addr, "GET", path, None, timeout)
+}
+
+fn exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    json: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_nodelay(true)?;
     let body = json.unwrap_or("");
     let ctype = if json.is_some() {
         "Content-Type: application/json\r\n"
@@ -439,55 +460,19 @@ pub fn request(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    if (300..400).contains(&status) {
-        let location = head
-            .lines()
+    let body = if (300..400).contains(&status) {
+        head.lines()
             .find_map(|l| {
-                l.strip_prefix("location: ")
-                    .or_else(|| l.strip_prefix("Location: "))
+                l.split_once(':')
+                    .filter(|(name, _)| name.eq_ignore_ascii_case("location"))
+                    .map(|(_, v)| v.trim())
             })
             .unwrap_or("")
-            .to_string();
-        return Ok(Response {
-            status,
-            body: location,
-        });
-    }
-    Ok(Response {
-        status,
-        body: body.to_string(),
-    })
-}
-
-/// One GET over a fresh connection (`Connection: close`).
-pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<Response> {
-    get_timeout(addr, path, Duration::from_secs(10))
-}
-
-/// One GET with a read timeout.
-pub fn get_timeout(addr: SocketAddr, path: &str, timeout: Duration) -> std::io::Result<Response> {
-    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    s.set_nodelay(true)?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no HTTP head in {text:?}")))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    Ok(Response {
-        status,
-        body: body.to_string(),
-    })
+            .to_string()
+    } else {
+        body.to_string()
+    };
+    Ok(Response { status, body })
 }
 
 /// The pid in a `/healthz` body.

@@ -178,9 +178,30 @@ impl Backends {
     }
 }
 
+/// Runs `connect` within the backend's connect timeout; any failure names
+/// the backend and its redacted URL.
+async fn within<T, E: std::fmt::Display>(
+    name: &str,
+    cfg: &BackendConfig,
+    connect: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, BackendError> {
+    match tokio::time::timeout(cfg.connect_timeout, connect).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(BackendError::new(name, cfg, "is unreachable", e)),
+        Err(_) => Err(BackendError::new(
+            name,
+            cfg,
+            "is unreachable",
+            format!(
+                "no connection within connect_timeout ({:?})",
+                cfg.connect_timeout
+            ),
+        )),
+    }
+}
+
 async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<Db, BackendError> {
-    let timeout = cfg.connect_timeout;
-    let connect = async {
+    within(name, cfg, async {
         let db = match kind {
             BackendKind::Sqlite => {
                 let options = SqliteConnectOptions::from_str(&cfg.url)?
@@ -190,7 +211,7 @@ async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<
                     .busy_timeout(SQLITE_BUSY_TIMEOUT);
                 let pool = SqlitePoolOptions::new()
                     .max_connections(cfg.pool_size)
-                    .acquire_timeout(timeout)
+                    .acquire_timeout(cfg.connect_timeout)
                     .connect_with(options)
                     .await?;
                 Db::Sqlite(pool)
@@ -198,7 +219,7 @@ async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<
             _ => {
                 let pool = PgPoolOptions::new()
                     .max_connections(cfg.pool_size)
-                    .acquire_timeout(timeout)
+                    .acquire_timeout(cfg.connect_timeout)
                     .connect(&cfg.url)
                     .await?;
                 Db::Postgres(pool)
@@ -206,38 +227,19 @@ async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<
         };
         db.probe().await?;
         Ok::<Db, sqlx::Error>(db)
-    };
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(db)) => Ok(db),
-        Ok(Err(e)) => Err(BackendError::new(name, cfg, "is unreachable", e)),
-        Err(_) => Err(BackendError::new(
-            name,
-            cfg,
-            "is unreachable",
-            format!("no connection within connect_timeout ({timeout:?})"),
-        )),
-    }
+    })
+    .await
 }
 
 async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendError> {
-    let timeout = cfg.connect_timeout;
     let client = redis::Client::open(cfg.url.as_str())
         .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
-    let connect = async {
+    within(name, cfg, async {
         let mut conn = redis::aio::ConnectionManager::new(client).await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok::<Redis, redis::RedisError>(conn)
-    };
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(BackendError::new(name, cfg, "is unreachable", e)),
-        Err(_) => Err(BackendError::new(
-            name,
-            cfg,
-            "is unreachable",
-            format!("no connection within connect_timeout ({timeout:?})"),
-        )),
-    }
+    })
+    .await
 }
 
 /// Runs the same sqlx code against whichever pool a [`Db`] holds, so one
