@@ -415,6 +415,34 @@ impl Config {
         })
     }
 
+    /// Decides which worker implementation each group runs, among the names
+    /// `known` that the binary registered: the group's `worker` key, else the
+    /// only implementation, else the one named like the group. Writes the
+    /// choice into `groups.NAME.worker`; the error says which key to set.
+    pub fn resolve_workers(&mut self, known: &[String]) -> Result<(), String> {
+        for (name, group) in self.groups.iter_mut() {
+            let chosen = match &group.worker {
+                Some(w) if known.iter().any(|k| k == w) => w.clone(),
+                Some(w) => {
+                    return Err(format!(
+                        "groups.{name}.worker = \"{w}\" is not a worker this binary knows; known: {}",
+                        known.join(", ")
+                    ));
+                }
+                None if known.len() == 1 => known[0].clone(),
+                None if known.iter().any(|k| k == name) => name.clone(),
+                None => {
+                    return Err(format!(
+                        "group \"{name}\" does not say which worker it runs; set groups.{name}.worker to one of: {}",
+                        known.join(", ")
+                    ));
+                }
+            };
+            group.worker = Some(chosen);
+        }
+        Ok(())
+    }
+
     /// The group named `name`, if configured.
     pub fn group(&self, name: &str) -> Option<&GroupConfig> {
         self.groups.get(name)

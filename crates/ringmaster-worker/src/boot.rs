@@ -75,7 +75,7 @@ pub async fn boot(
     let mut phases = Phases::new();
 
     // 1. The group's config is in `identity`; the backends' come from `config`.
-    let modules = worker.modules();
+    let modules = guard("modules()", || Ok(worker.modules()))?;
     let mut needed: Vec<String> = Vec::new();
     for module in &modules {
         for name in module.backends() {
@@ -106,16 +106,18 @@ pub async fn boot(
     // 4.
     let mut init = Init::new(identity.clone(), config.clone(), backends);
     for module in &modules {
-        module
-            .init(&mut init)
-            .map_err(|e| format!("module {} failed to initialize: {e}", module.name()))?;
+        guard(&format!("module {}'s init", module.name()), || {
+            module
+                .init(&mut init)
+                .map_err(|e| format!("module {} failed to initialize: {e}", module.name()).into())
+        })?;
     }
     let ctx = init.finish(views);
-    let (app, routes) = mount(app, &modules)?;
+    let (app, routes) = guard("mounting the controllers", || mount(app, &modules))?;
     phases.done("mount_controllers");
 
     // 5.
-    let app = worker.configure(app, &ctx)?;
+    let app = guard("configure", || worker.configure(app, &ctx))?;
     phases.done("configure");
 
     let app = middleware::common(app.with_state(ctx.clone()), &identity.config);
@@ -125,6 +127,22 @@ pub async fn boot(
         phases: phases.0,
         routes,
     })
+}
+
+/// Runs user code of the boot; a panic becomes a boot error with its
+/// message, which the master logs, instead of an exit with no reason.
+fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, BootError>) -> Result<T, BootError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            Err(format!("{what} panicked: {message}").into())
+        }
+    }
 }
 
 /// The route table of `worker`, without booting it (no backend is opened).
@@ -184,9 +202,9 @@ fn mount(
         }
     }
     for (path, router) in by_path {
-        // axum panics on a malformed path; report it as a boot error.
-        app = std::panic::catch_unwind(AssertUnwindSafe(|| app.route(&path, router)))
-            .map_err(|_| format!("the route path {path:?} is not valid axum syntax"))?;
+        // axum panics on a malformed or conflicting path: `guard` (around
+        // the whole mount) reports its message.
+        app = app.route(&path, router);
     }
     Ok((app, table))
 }

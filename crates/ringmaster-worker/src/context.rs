@@ -113,6 +113,11 @@ impl Init {
         self.backends.db(name).ok()
     }
 
+    /// The Redis backend `name`, if a module declared it.
+    pub fn redis(&self, name: &str) -> Option<Redis> {
+        self.backends.redis(name).ok()
+    }
+
     /// Makes `value` reachable from handlers through [`AppContext::get`].
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
         self.values.insert(TypeId::of::<T>(), Box::new(value));

@@ -55,6 +55,7 @@ pub use error::AppError;
 pub use handoff::{Handoff, HandoffError, is_migrate_process, is_worker_process};
 #[doc(inline)]
 pub use migrate::{MigrateError, Migration, migrate};
+pub use redis;
 #[doc(inline)]
 pub use ringmaster_proto::handoff::ENV_CONFIG;
 #[doc(inline)]

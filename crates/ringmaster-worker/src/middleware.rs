@@ -5,10 +5,12 @@
 //! 2. compression of responses (gzip) for clients that accept it;
 //! 3. [`Essentials`], one layer for three jobs that every request pays for:
 //!    the request id (`x-request-id` taken from the request or generated,
-//!    and echoed), error rendering (every response with status >= 400
-//!    becomes JSON for API clients and an HTML page for browsers), and the
-//!    request timeout (`groups.NAME.request_timeout`, then 408), whose timer
-//!    is armed only if the handler does not answer at once;
+//!    and echoed, and recorded in the request span), error rendering (every
+//!    response with status >= 400 becomes JSON for API clients and an HTML
+//!    page for browsers, keeping its headers), and the request timeout
+//!    (`groups.NAME.request_timeout`, then 503: the server was too slow,
+//!    not the client), whose timer is armed only if the handler does not
+//!    answer at once;
 //! 4. a panic catcher: a panicking handler gives 500, is logged, and the
 //!    worker keeps serving;
 //! 5. a body size limit (`groups.NAME.body_limit`, then 413).
@@ -51,12 +53,13 @@ pub fn common<S: Clone + Send + Sync + 'static>(router: Router<S>, cfg: &GroupCo
     // costs one box per request instead of one per layer.
     let stack = tower::ServiceBuilder::new()
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            let id = req
-                .headers()
-                .get(&X_REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            // `Essentials`, inside, records the id it takes or generates.
+            tracing::debug_span!(
+                "request",
+                method = %req.method(),
+                path = %req.uri().path(),
+                request_id = tracing::field::Empty
+            )
         }))
         .layer(CompressionLayer::new())
         .layer(Essentials::layer(cfg.request_timeout))
@@ -153,6 +156,9 @@ where
                 id
             }
         };
+        if let Ok(text) = id.to_str() {
+            tracing::Span::current().record("request_id", text);
+        }
         let html = wants_html(req.headers());
         EssentialsFuture {
             inner: self.inner.call(req),
@@ -160,6 +166,7 @@ where
             timeout: self.timeout,
             id: Some(id),
             html,
+            rendering: None,
         }
     }
 }
@@ -175,6 +182,8 @@ pin_project_lite::pin_project! {
         timeout: Duration,
         id: Option<HeaderValue>,
         html: bool,
+        // Error responses that need their body read to be rendered.
+        rendering: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
     }
 }
 
@@ -188,6 +197,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        if let Some(rendering) = this.rendering {
+            let response = std::task::ready!(rendering.as_mut().poll(cx));
+            return Poll::Ready(Ok(with_id(response, this.id.take())));
+        }
         let response = match this.inner.poll(cx) {
             Poll::Ready(Ok(response)) => response.map(Body::new),
             Poll::Ready(Err(never)) => match never {},
@@ -200,17 +213,32 @@ where
                     return Poll::Pending;
                 }
                 json_error(
-                    StatusCode::REQUEST_TIMEOUT,
+                    StatusCode::SERVICE_UNAVAILABLE,
                     "the request took longer than request_timeout",
                 )
             }
         };
-        let mut response = render_error(response, *this.html);
-        if let Some(id) = this.id.take() {
-            response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        let done = response.status().as_u16() < 400
+            || (!*this.html && response.extensions().get::<ErrorInfo>().is_some());
+        if done {
+            return Poll::Ready(Ok(with_id(response, this.id.take())));
         }
-        Poll::Ready(Ok(response))
+        let mut rendering = Box::pin(render_error(response, *this.html));
+        match rendering.as_mut().poll(cx) {
+            Poll::Ready(response) => Poll::Ready(Ok(with_id(response, this.id.take()))),
+            Poll::Pending => {
+                *this.rendering = Some(rendering);
+                Poll::Pending
+            }
+        }
     }
+}
+
+fn with_id(mut response: Response, id: Option<HeaderValue>) -> Response {
+    if let Some(id) = id {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    }
+    response
 }
 
 fn wants_html(headers: &HeaderMap) -> bool {
@@ -230,30 +258,55 @@ fn on_panic(payload: Box<dyn Any + Send + 'static>) -> Response {
     json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
 }
 
+/// The largest error body read to become the message of a rendered error.
+const MAX_ERROR_BODY: usize = 4096;
+
 /// Renders an error response (status >= 400) the same way whoever made
-/// it: JSON for API clients, an HTML page for browsers.
-fn render_error(response: Response, wants_html: bool) -> Response {
+/// it: JSON for API clients, an HTML page for browsers. The message is the
+/// `AppError`'s, else the body's text (an extractor's rejection says what
+/// was wrong), else the status's reason. The response's headers are kept
+/// (`WWW-Authenticate`, `Retry-After`, CORS...), but for the body's own; a
+/// JSON error body made by the app is left as it is for API clients.
+async fn render_error(response: Response, wants_html: bool) -> Response {
     let status = response.status();
-    if status.as_u16() < 400 {
-        return response;
-    }
-    let message = match response.extensions().get::<ErrorInfo>() {
+    let (parts, body) = response.into_parts();
+    let message = match parts.extensions.get::<ErrorInfo>() {
         Some(info) => info.0.clone(),
-        None => status.canonical_reason().unwrap_or("error").to_lowercase(),
+        None => {
+            let json = parts
+                .headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|t| t.contains("json"));
+            if json && !wants_html {
+                return Response::from_parts(parts, body);
+            }
+            match axum::body::to_bytes(body, MAX_ERROR_BODY).await {
+                Ok(text) if !text.is_empty() => String::from_utf8_lossy(&text).trim().to_string(),
+                _ => status.canonical_reason().unwrap_or("error").to_lowercase(),
+            }
+        }
     };
-    if wants_html {
+    let mut rendered = if wants_html {
         let mut page = Response::new(Body::from(error_page(status, &message)));
         *page.status_mut() = status;
         page.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/html; charset=utf-8"),
         );
-        return page;
+        page
+    } else {
+        json_error(status, &message)
+    };
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE
+            && name != header::CONTENT_LENGTH
+            && name != header::CONTENT_ENCODING
+        {
+            rendered.headers_mut().append(name.clone(), value.clone());
+        }
     }
-    if response.extensions().get::<ErrorInfo>().is_some() {
-        return response;
-    }
-    json_error(status, &message)
+    rendered
 }
 
 fn error_page(status: StatusCode, message: &str) -> String {

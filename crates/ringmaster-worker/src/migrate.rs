@@ -85,6 +85,12 @@ pub enum MigrateError {
         /// The database's error.
         cause: String,
     },
+    /// The configuration does not say which worker a group runs.
+    #[error("{0}")]
+    Workers(String),
+    /// Two modules of the same name bring different migrations.
+    #[error("two modules named {0} bring different migrations; rename one")]
+    NameClash(String),
     /// A backend that migrations name is not an SQL database.
     #[error(
         "module {module} has migrations for backend \"{backend}\", which is not an SQL database"
@@ -159,8 +165,13 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS ringmaster_migrations (\
 /// Applies one migration unless it is recorded; returns whether it ran.
 async fn apply(db: &Db, module: &str, m: &Migration) -> Result<bool, sqlx::Error> {
     macro_rules! run {
-        ($pool:expr, $sql:expr, $check:literal, $record:literal) => {{
+        ($pool:expr, $lock:expr, $sql:expr, $check:literal, $record:literal) => {{
             let mut tx = $pool.begin().await?;
+            // One runner at a time (several hosts, or `migrate` by hand
+            // during a reload): the others wait here, then see the record.
+            if let Some(lock) = $lock {
+                sqlx::raw_sql(lock).execute(&mut *tx).await?;
+            }
             sqlx::raw_sql(CREATE_TABLE).execute(&mut *tx).await?;
             let done: Option<(i64,)> = sqlx::query_as($check)
                 .bind(module)
@@ -185,12 +196,14 @@ async fn apply(db: &Db, module: &str, m: &Migration) -> Result<bool, sqlx::Error
     match db {
         Db::Sqlite(pool) => run!(
             pool,
+            None::<&'static str>,
             m.sqlite,
             "SELECT version FROM ringmaster_migrations WHERE module = ?1 AND version = ?2",
             "INSERT INTO ringmaster_migrations (module, version, name) VALUES (?1, ?2, ?3)"
         ),
         Db::Postgres(pool) => run!(
             pool,
+            Some("SELECT pg_advisory_xact_lock(7262696)"),
             m.postgres,
             "SELECT version FROM ringmaster_migrations WHERE module = $1 AND version = $2",
             "INSERT INTO ringmaster_migrations (module, version, name) VALUES ($1, $2, $3)"

@@ -60,6 +60,8 @@ struct ViewsInner {
     env: Environment<'static>,
     /// In dev mode: the directories to read templates from at each render.
     dev_dirs: Option<Vec<&'static str>>,
+    /// Every embedded template, the fallback of dev mode.
+    embedded: Vec<(&'static str, &'static str)>,
 }
 
 impl std::fmt::Debug for Views {
@@ -81,8 +83,16 @@ impl Views {
             }
         }
         let dev_dirs = dev.then(|| templates.iter().filter_map(|t| t.dir).collect());
+        let embedded = templates
+            .iter()
+            .flat_map(|t| t.embedded.iter().copied())
+            .collect();
         Ok(Views {
-            inner: Arc::new(ViewsInner { env, dev_dirs }),
+            inner: Arc::new(ViewsInner {
+                env,
+                dev_dirs,
+                embedded,
+            }),
         })
     }
 
@@ -98,6 +108,7 @@ impl Views {
             None => render(&self.inner.env),
             Some(dirs) => {
                 let dirs = dirs.clone();
+                let embedded = self.inner.embedded.clone();
                 let mut env = Environment::new();
                 env.set_loader(move |name| {
                     for dir in &dirs {
@@ -106,7 +117,11 @@ impl Views {
                             return Ok(Some(source));
                         }
                     }
-                    Ok(None)
+                    // A template whose module has no directory: as embedded.
+                    Ok(embedded
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, source)| source.to_string()))
                 });
                 render(&env)
             }
@@ -151,5 +166,8 @@ mod tests {
         std::fs::write(dir.join("c.html"), "two").unwrap();
         assert_eq!(views.render("c.html", ()).unwrap().0, "two");
         let _ = std::fs::remove_dir_all(&dir);
+        // Embedded templates without a directory still render in dev mode.
+        let views = Views::new(&[Templates::embedded(&[("d.html", "embedded")])], true).unwrap();
+        assert_eq!(views.render("d.html", ()).unwrap().0, "embedded");
     }
 }

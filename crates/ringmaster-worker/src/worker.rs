@@ -126,6 +126,8 @@ pub trait Module: Send + Sync + 'static {
 
     /// Runs once per worker after its backends are open and before the
     /// controllers are mounted: put shared state into the context here.
+    /// It is synchronous: state that needs a query is best loaded lazily
+    /// by the handlers (async `init` may come later).
     fn init(&self, _init: &mut Init) -> Result<(), BootError> {
         Ok(())
     }

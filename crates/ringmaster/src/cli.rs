@@ -56,7 +56,7 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
         Err(code) => return code,
     };
     match cli.command {
-        Command::Serve(_) => serve(config, path, known, has_migrations(workers)),
+        Command::Serve(_) => serve(config, path, known),
         Command::Check(_) => check(&config, path.as_deref()),
         Command::Routes(_) => routes(&config, workers),
         Command::Migrate(_) => migrate(&config, workers),
@@ -74,12 +74,6 @@ pub(crate) fn migrate_role(workers: &[Arc<dyn Worker>]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn has_migrations(workers: &[Arc<dyn Worker>]) -> bool {
-    workers
-        .iter()
-        .any(|w| w.modules().iter().any(|m| !m.migrations().is_empty()))
 }
 
 fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
@@ -114,10 +108,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>, migrate: bool) -> ExitCode {
+fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode {
+    // Always: the binary on disk at a reload decides whether it has any
+    // migrations, not the one the master started from.
     let opts = ServeOptions::new(config, known)
         .config_path(path)
-        .migrate(migrate);
+        .migrate(true);
     match ringmaster_master::serve(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (MasterError::Config(_) | MasterError::Worker(_))) => {

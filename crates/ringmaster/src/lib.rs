@@ -55,12 +55,12 @@ use std::sync::Arc;
 pub use axum;
 #[doc(inline)]
 pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
-pub use ringmaster_worker::sqlx;
 #[doc(inline)]
 pub use ringmaster_worker::{
     AppContext, AppError, BootError, Booted, Controller, Db, Init, Migration, Module, RouteInfo,
     Templates, Views, Worker, WorkerContext, boot, middleware, migrate, on_db, routes,
 };
+pub use ringmaster_worker::{redis, sqlx};
 
 /// What an application author imports: `use ringmaster::prelude::*;`.
 pub mod prelude {

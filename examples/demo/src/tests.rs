@@ -26,6 +26,23 @@ impl Worker for TestWeb {
             Box::new(crate::health::Health { test_routes: true }),
         ]
     }
+
+    fn configure(
+        &self,
+        router: ringmaster::axum::Router<AppContext>,
+        _ctx: &AppContext,
+    ) -> Result<ringmaster::axum::Router<AppContext>, BootError> {
+        Ok(router.route(
+            "/__test/auth",
+            ringmaster::axum::routing::get(|| async {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Basic realm=\"demo\"")],
+                    "log in first",
+                )
+            }),
+        ))
+    }
 }
 
 /// A booted app of `worker` on a fresh SQLite database.
@@ -342,13 +359,33 @@ async fn a_panicking_handler_gives_500_and_the_app_keeps_serving() {
 }
 
 #[tokio::test]
-async fn a_slow_request_gets_408_at_request_timeout() {
+async fn a_slow_request_gets_503_at_request_timeout() {
     let (app, _dir) = app_with(&TestWeb, "web", "request_timeout = \"100ms\"").await;
     let started = std::time::Instant::now();
     let r = call(&app, get("/__test/sleep?ms=5000")).await;
-    assert_eq!(r.status, StatusCode::REQUEST_TIMEOUT, "{}", r.body);
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
     assert!(r.body.contains("request_timeout"), "{}", r.body);
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     let r = call(&app, get("/__test/sleep?ms=10")).await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rendered_errors_keep_their_headers_and_message() {
+    let (app, _dir) = app(&TestWeb, "web").await;
+    let r = call(&app, get("/__test/auth")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Basic realm=\"demo\"");
+    let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(err["error"]["message"], "log in first");
+    let r = call(
+        &app,
+        Request::get("/__test/auth")
+            .header(header::ACCEPT, "text/html")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Basic realm=\"demo\"");
+    assert!(r.body.contains("log in first"), "{}", r.body);
 }

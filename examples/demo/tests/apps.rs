@@ -235,3 +235,41 @@ fn write_config(text: &str) -> std::path::PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+#[test]
+fn hup_while_migrations_fail_retries_them_with_the_fixed_config() {
+    let bad = "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 2\n\
+               [backends.main]\nurl = \"postgres://ringmaster@127.0.0.1:1/nope\"\nconnect_timeout = \"300ms\"\n";
+    let cluster = support::start(bad, &[]);
+    cluster.wait_log(Duration::from_secs(10), "a failed migration", |log| {
+        log.contains("migrations failed; no worker starts")
+    });
+    // Scaling while no worker may run is refused, not queued behind them.
+    cluster.signal(libc::SIGTTIN);
+    cluster.wait_log(Duration::from_secs(10), "TTIN refused", |log| {
+        log.contains("scaling is ignored")
+    });
+    // The operator fixes the backend (the embedded SQLite) and sends HUP.
+    let addr = cluster.addr();
+    std::fs::write(
+        cluster.config_path(),
+        format!("[groups.web]\nlisten = \"{addr}\"\ncount = 2\n"),
+    )
+    .unwrap();
+    cluster.signal(libc::SIGHUP);
+    let workers = cluster.wait_workers(2);
+    std::thread::sleep(Duration::from_millis(1500)); // past the next scheduled retry
+    assert_eq!(
+        cluster.worker_pids(),
+        workers,
+        "no slot got a second worker\n{}",
+        cluster.log()
+    );
+    assert_eq!(
+        cluster.log().matches("worker spawned").count(),
+        2,
+        "{}",
+        cluster.log()
+    );
+    assert_eq!(get(addr, "/plaintext").unwrap().status, 200);
+}

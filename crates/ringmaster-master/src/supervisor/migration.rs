@@ -32,6 +32,13 @@ pub(super) struct Migrating {
     done: oneshot::Receiver<Result<(), String>>,
 }
 
+impl Migrating {
+    /// Whether these are the start-up migrations.
+    pub(super) fn is_startup(&self) -> bool {
+        self.purpose == Purpose::Startup
+    }
+}
+
 /// What a finished migration reports to the loop.
 pub(super) struct Finished {
     purpose: Purpose,
@@ -105,6 +112,30 @@ impl Supervisor {
             (Purpose::Reload, Err(e)) => tracing::error!(
                 error = %e,
                 "reload aborted: migrations failed; the running workers are kept"
+            ),
+        }
+    }
+
+    /// HUP while the first workers wait for migrations: re-read the
+    /// configuration (the operator may have fixed a backend URL) and try
+    /// again now.
+    pub(super) fn retry_startup_migrations(&mut self) {
+        if self.migrating.is_some() {
+            tracing::warn!("start-up migrations are running; this HUP is ignored");
+            return;
+        }
+        match self.reread_config() {
+            Ok(config) => {
+                self.apply_config(config);
+                tracing::info!(
+                    "HUP: retrying the start-up migrations with the configuration re-read"
+                );
+                let config = self.opts.config.clone();
+                self.spawn_migration(config, Purpose::Startup);
+            }
+            Err(e) => tracing::error!(
+                error = %e,
+                "the configuration is invalid; fix it and send HUP again"
             ),
         }
     }

@@ -227,7 +227,13 @@ impl Supervisor {
                 Some(_) => self.stop(Stop::Immediate),
             },
             Signal::Quit => self.stop(Stop::Immediate),
+            Signal::Hup if self.awaiting_startup_migrations() => self.retry_startup_migrations(),
             Signal::Hup => self.start_reload(),
+            Signal::Ttin | Signal::Ttou if self.awaiting_startup_migrations() => {
+                tracing::warn!(
+                    "no worker runs until the start-up migrations pass; scaling is ignored until then"
+                );
+            }
             Signal::Ttin => self.scale_by(1),
             Signal::Ttou => self.scale_by(-1),
         }
@@ -242,9 +248,22 @@ impl Supervisor {
         }
     }
 
-    /// Starts the serving worker of slot `s` of group `g`. A process that
-    /// cannot even be started counts a strike, like one that failed at boot.
+    /// Whether the first workers still wait for start-up migrations.
+    fn awaiting_startup_migrations(&self) -> bool {
+        self.migrate_retry.is_some()
+            || self
+                .migrating
+                .as_ref()
+                .is_some_and(migration::Migrating::is_startup)
+    }
+
+    /// Starts the serving worker of slot `s` of group `g`, unless it has
+    /// one. A process that cannot even be started counts a strike, like one
+    /// that failed at boot.
     fn start_slot(&mut self, g: usize, s: usize) {
+        if self.groups[g].slots[s].current.is_some() {
+            return;
+        }
         match self.spawn(g, s) {
             Some(serial) => self.groups[g].slots[s].current = Some(serial),
             None => {
@@ -512,27 +531,8 @@ fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterError> {
 }
 
 /// Resolves which worker implementation each group runs, writing it into
-/// the configuration handed to the workers.
+/// the configuration handed to the workers (see
+/// [`Config::resolve_workers`]).
 pub fn resolve_workers(config: &mut Config, known: &[String]) -> Result<(), String> {
-    for (name, group) in config.groups.iter_mut() {
-        let chosen = match &group.worker {
-            Some(w) if known.iter().any(|k| k == w) => w.clone(),
-            Some(w) => {
-                return Err(format!(
-                    "groups.{name}.worker = \"{w}\" is not a worker this binary knows; known: {}",
-                    known.join(", ")
-                ));
-            }
-            None if known.len() == 1 => known[0].clone(),
-            None if known.iter().any(|k| k == name) => name.clone(),
-            None => {
-                return Err(format!(
-                    "group \"{name}\" does not say which worker it runs; set groups.{name}.worker to one of: {}",
-                    known.join(", ")
-                ));
-            }
-        };
-        group.worker = Some(chosen);
-    }
-    Ok(())
+    config.resolve_workers(known)
 }

@@ -229,7 +229,7 @@ impl Supervisor {
         self.advance_reload();
     }
 
-    fn reread_config(&self) -> Result<Config, String> {
+    pub(super) fn reread_config(&self) -> Result<Config, String> {
         let mut config =
             Config::load_from_env(self.opts.config_path.as_deref()).map_err(|e| e.to_string())?;
         resolve_workers(&mut config, &self.opts.known_workers)?;
@@ -239,7 +239,7 @@ impl Supervisor {
     /// Takes a re-read configuration: settings of existing groups change
     /// now (counts through scaling); sockets and the set of groups stay
     /// until the master restarts.
-    fn apply_config(&mut self, mut config: Config) {
+    pub(super) fn apply_config(&mut self, mut config: Config) {
         config.groups.retain(|name, _| {
             let known = self.groups.iter().any(|g| &g.name == name);
             if !known {
@@ -349,9 +349,12 @@ impl Supervisor {
                 tracing::error!(group = %self.groups[g].name, error = %e, "cannot bind sockets for new slots; the group keeps its size");
                 return;
             }
+            let start = !self.awaiting_startup_migrations();
             for s in current..count {
                 self.groups[g].slots.push(Slot::default());
-                self.start_slot(g, s);
+                if start {
+                    self.start_slot(g, s);
+                }
             }
             return;
         }
