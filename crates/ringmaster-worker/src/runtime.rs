@@ -1,9 +1,10 @@
 //! Boot, serve, heartbeat and drain: the life of one worker process.
 //!
-//! Boot phases, each timed and reported in `Ready`:
-//! 1. `connect_master`: take the IPC socket and say `Hello`;
-//! 2. `build_app`: the concrete worker builds its router;
-//! 3. `listen`: take the inherited listener.
+//! Boot phases, each timed and reported in `Ready`: `connect_master` (take
+//! the IPC socket and say `Hello`), then the app's phases from
+//! [`boot`](crate::boot) (`load_config`, `connect_backends`, `build_app`,
+//! `mount_controllers`, `configure`), then `listen` (take the inherited
+//! listener). A failure is sent to the master as `Fatal`, then exit 1.
 //!
 //! Then the worker serves and heartbeats on the same runtime, so a wedged
 //! runtime stops heartbeating and the master replaces it. It drains (stops
@@ -150,14 +151,16 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
 
     tokio::select! {
         () = serve::serve(listener, app, drain_rx.clone()) => {
+            // Every request is done: the pools can close cleanly.
+            close_backends(&ctx).await;
             tracing::info!("drained; exiting");
         }
         () = drain_deadline(drain_rx) => {
+            // Requests still hold connections: closing the pools would wait
+            // for them; the master kills overrunning workers 1 s from now.
             tracing::warn!("drain grace period over with requests still in flight; exiting anyway");
         }
     }
-    drop(outbox);
-    close_backends(&ctx).await;
     ExitCode::SUCCESS
 }
 
