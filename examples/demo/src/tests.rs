@@ -389,3 +389,72 @@ async fn rendered_errors_keep_their_headers_and_message() {
     assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Basic realm=\"demo\"");
     assert!(r.body.contains("log in first"), "{}", r.body);
 }
+
+/// Records what each boot hook saw, in the order the hooks ran.
+#[derive(Clone, Default)]
+struct Trace(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Trace {
+    fn push(&self, s: impl Into<String>) {
+        self.0.lock().unwrap().push(s.into());
+    }
+}
+
+struct Probe(Trace);
+
+impl Module for Probe {
+    fn name(&self) -> &str {
+        "probe"
+    }
+    fn backends(&self) -> Vec<&'static str> {
+        vec!["main"]
+    }
+    fn controllers(&self) -> Vec<Controller> {
+        self.0.push("controllers");
+        vec![Controller::new("/probe").get("/", || async { "probe" })]
+    }
+    fn init(&self, init: &mut Init) -> Result<(), BootError> {
+        // Backends are open before any module's init runs.
+        self.0
+            .push(format!("init db_open={}", init.db("main").is_some()));
+        Ok(())
+    }
+}
+
+struct ProbeWorker(Trace);
+
+impl Worker for ProbeWorker {
+    fn name(&self) -> &str {
+        "web"
+    }
+    fn modules(&self) -> Vec<Box<dyn Module>> {
+        self.0.push("modules");
+        vec![Box::new(Probe(self.0.clone()))]
+    }
+    fn configure(
+        &self,
+        router: ringmaster::axum::Router<AppContext>,
+        ctx: &AppContext,
+    ) -> Result<ringmaster::axum::Router<AppContext>, BootError> {
+        // configure comes last: the controllers are mounted, the context is built.
+        self.0
+            .push(format!("configure db={}", ctx.db("main").is_ok()));
+        Ok(router)
+    }
+}
+
+#[tokio::test]
+async fn boot_hooks_run_in_the_documented_order_with_backends_open() {
+    let trace = Trace::default();
+    let (app, _dir) = app(&ProbeWorker(trace.clone()), "web").await;
+    assert_eq!(
+        *trace.0.lock().unwrap(),
+        [
+            "modules",
+            "init db_open=true",
+            "controllers",
+            "configure db=true"
+        ]
+    );
+    assert_eq!(call(&app, get("/probe")).await.body, "probe");
+}
