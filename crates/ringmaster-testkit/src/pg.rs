@@ -59,6 +59,27 @@ impl TestDatabase {
     }
 }
 
+impl TestDatabase {
+    /// How many sessions on this database are encrypted (`pg_stat_ssl`).
+    pub fn ssl_sessions(&self) -> i64 {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        runtime().block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .unwrap_or_else(|e| panic!("PostgreSQL is not reachable at {admin}: {e}"));
+            let (n,): (i64,) = sqlx::query_as(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.datname = $1 AND s.ssl",
+            )
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot read pg_stat_ssl: {e}"));
+            n
+        })
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
         let (admin, name) = (self.admin.clone(), self.name.clone());

@@ -273,3 +273,22 @@ fn hup_while_migrations_fail_retries_them_with_the_fixed_config() {
     );
     assert_eq!(get(addr, "/plaintext").unwrap().status, 200);
 }
+
+#[test]
+fn postgresql_over_tls_when_the_url_asks_for_it() {
+    let db = TestDatabase::create();
+    let cluster = support::start(
+        &two_groups(&format!(
+            "[backends.main]\nurl = \"{}?sslmode=require\"\n",
+            db.url
+        )),
+        &[],
+    );
+    cluster.wait_workers(3);
+    links_flow(&cluster);
+    assert!(
+        db.ssl_sessions() > 0,
+        "no encrypted session to {}; is ssl on in postgresql.conf?",
+        db.name
+    );
+}
