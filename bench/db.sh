@@ -9,11 +9,7 @@
 # a database ringmaster_bench_PID is created and dropped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-5}
-duration=${2:-10s}
-cargo build --release -q -p ringmaster-demo -p ringmaster-bench
-work=$(mktemp -d)
-source bench/lib.sh
+source bench/lib.sh "$@"
 admin=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}
 pgdb=ringmaster_bench_$$
 psql "$admin" -qc "CREATE DATABASE $pgdb"

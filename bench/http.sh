@@ -8,11 +8,7 @@
 # Needs wrk (Debian: apt-get install wrk) and taskset; PIN: see bench/lib.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rounds=${1:-5}
-duration=${2:-10s}
-cargo build --release -q -p ringmaster-demo -p ringmaster-bench
-work=$(mktemp -d)
-source bench/lib.sh
+source bench/lib.sh "$@"
 
 start_baseline baseline
 start_baseline bare --bare

@@ -1,12 +1,17 @@
-# Shared by bench/http.sh and bench/db.sh: start servers, run wrk in rounds,
-# print medians and ratios to the first server. Source it; set `work`.
+# Shared by bench/http.sh and bench/db.sh: build, start servers, run wrk in
+# rounds, print medians and ratios to the first server. Source it from the
+# repository root with the script's arguments: [ROUNDS] [DURATION].
 #
 # PIN=1 (default): servers on CPU 0, wrk on CPU 1. On a 2-core machine the
 # load generator would otherwise take half the CPU the servers compete for,
 # and the figures then measure the scheduler more than the servers.
 # PIN=0: everything shares every CPU (noisier).
 
+rounds=${1:-5}
+duration=${2:-10s}
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
+cargo build --release -q -p ringmaster-demo -p ringmaster-bench
+work=$(mktemp -d)
 if [ "${PIN:-1}" = 1 ]; then srv="taskset -c 0"; gen="taskset -c 1"; else srv=""; gen=""; fi
 pids=()
 cleanup() {
