@@ -30,13 +30,6 @@ use std::path::PathBuf;
 
 use ringmaster_config::{Config, ConfigError};
 
-/// Resolves which worker implementation each group of `config` runs, among
-/// the names `known` that the binary registered: the group's `worker` key,
-/// else the only implementation, else the one named like the group. Writes
-/// the choice into the configuration; the error says which key to set.
-#[doc(inline)]
-pub use supervisor::resolve_workers;
-
 /// Everything [`serve`] needs.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -131,7 +124,9 @@ impl Master {
     /// Must be called inside a tokio runtime (it creates channels and
     /// sockets registered with it).
     pub fn bind(mut opts: ServeOptions) -> Result<Self, MasterError> {
-        resolve_workers(&mut opts.config, &opts.known_workers).map_err(MasterError::Worker)?;
+        opts.config
+            .resolve_workers(&opts.known_workers)
+            .map_err(MasterError::Worker)?;
         let exe = match opts.exe.clone() {
             Some(exe) => exe,
             None => current_exe().map_err(MasterError::Exe)?,

@@ -54,6 +54,11 @@ pub(crate) async fn serve(listener: std::net::TcpListener, app: Router, drain: D
     let draining = Arc::new(AtomicBool::new(false));
     let started = drain_started(drain.clone());
     tokio::pin!(started);
+    let serve_one = |connections: &mut JoinSet<()>, tcp: TcpStream| {
+        let _ = tcp.set_nodelay(true);
+        let conn = connection(tcp, app.clone(), drain.clone(), draining.clone());
+        connections.spawn(conn.in_current_span());
+    };
     loop {
         tokio::select! {
             biased;
@@ -62,11 +67,7 @@ pub(crate) async fn serve(listener: std::net::TcpListener, app: Router, drain: D
                 break;
             }
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => {
-                    let _ = tcp.set_nodelay(true);
-                    let conn = connection(tcp, app.clone(), drain.clone(), draining.clone());
-                    connections.spawn(conn.in_current_span());
-                }
+                Ok((tcp, _peer)) => serve_one(&mut connections, tcp),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -82,15 +83,12 @@ pub(crate) async fn serve(listener: std::net::TcpListener, app: Router, drain: D
     match listener.into_std() {
         Ok(std_listener) => {
             while let Ok((tcp, _peer)) = std_listener.accept() {
-                let Ok(tcp) = tcp
+                if let Ok(tcp) = tcp
                     .set_nonblocking(true)
                     .and_then(|()| TcpStream::from_std(tcp))
-                else {
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
-                let conn = connection(tcp, app.clone(), drain.clone(), draining.clone());
-                connections.spawn(conn.in_current_span());
+                {
+                    serve_one(&mut connections, tcp);
+                }
             }
         }
         Err(e) => tracing::debug!(error = %e, "cannot sweep the accept queue"),

@@ -91,7 +91,7 @@ fn load(path: Option<&Path>, known: &[String]) -> Result<Config, ExitCode> {
         ExitCode::from(EXIT_CONFIG)
     };
     let mut config = Config::load_from_env(path).map_err(|e| fail(&e))?;
-    ringmaster_master::resolve_workers(&mut config, known).map_err(|e| {
+    config.resolve_workers(known).map_err(|e| {
         let origin = path.map_or("configuration".into(), |p| p.display().to_string());
         fail(&format!("{origin}: {e}"))
     })?;

@@ -99,6 +99,8 @@ struct SleepParams {
 }
 
 async fn sleep(Query(p): Query<SleepParams>) -> String {
+    // Tests wait for this line to know the request is in a worker.
+    tracing::info!(ms = p.ms, "test sleep started");
     tokio::time::sleep(Duration::from_millis(p.ms)).await;
     format!("slept {} ms", p.ms)
 }

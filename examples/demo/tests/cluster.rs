@@ -64,6 +64,31 @@ impl Load {
         }
     }
 
+    /// Waits until `n` more requests have succeeded (the load is flowing).
+    fn wait_ok(&self, n: u64) {
+        let target = self.ok.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ok.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the load made no progress");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits until `pid` has answered `/healthz` after `since`.
+    fn wait_answer_from(&self, pid: u32, since: Instant) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .pids
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, p)| *p == pid && *t > since)
+        {
+            assert!(Instant::now() < deadline, "worker {pid} never answered");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
     fn finish(mut self) -> (u64, Vec<String>, Vec<(Instant, u32)>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
@@ -79,6 +104,15 @@ impl Drop for Load {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Waits until a worker logged that a `/__test/sleep` request started.
+fn wait_sleep_started(cluster: &support::ClusterProc) {
+    cluster.wait_log(
+        Duration::from_secs(10),
+        "the slow request to start",
+        |log| log.contains("test sleep started"),
+    );
 }
 
 #[test]
@@ -105,9 +139,10 @@ fn a_killed_worker_is_replaced_within_a_second_while_the_other_serves() {
         );
         let before = cluster.wait_workers(2);
         let load = Load::start(cluster.addr(), "/healthz");
-        std::thread::sleep(Duration::from_millis(200));
         let victim = before[0];
         let survivor = before[1];
+        let started = Instant::now();
+        load.wait_answer_from(survivor, started);
         let killed_at = Instant::now();
         // SAFETY: kill a worker of this test's cluster.
         unsafe { libc::kill(victim as i32, libc::SIGKILL) };
@@ -132,7 +167,8 @@ fn a_killed_worker_is_replaced_within_a_second_while_the_other_serves() {
             );
             std::thread::sleep(Duration::from_millis(5));
         };
-        std::thread::sleep(Duration::from_millis(100));
+        load.wait_answer_from(survivor, killed_at);
+        load.wait_ok(11);
         let (ok, failed, pids) = load.finish();
         // The one request the victim may have accepted when it was killed is
         // lost with it (the client is sequential: at most one in flight);
@@ -213,8 +249,7 @@ fn sigterm_finishes_the_request_in_flight_then_everything_exits_0() {
     let workers = cluster.wait_workers(2);
     let addr = cluster.addr();
     let slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=1000"));
-    // Let the request reach a worker before the signal.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_sleep_started(&cluster);
     cluster.signal(libc::SIGTERM);
     let r = slow.join().unwrap().expect("the slow request completes");
     assert_eq!((r.status, r.body.as_str()), (200, "slept 1000 ms"));
@@ -412,7 +447,7 @@ fn sigquit_stops_at_once() {
     let workers = cluster.wait_workers(2);
     let addr = cluster.addr();
     let _slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=30000"));
-    std::thread::sleep(Duration::from_millis(200));
+    wait_sleep_started(&cluster);
     cluster.signal(libc::SIGQUIT);
     let status = cluster.wait_exit(Duration::from_secs(5));
     assert!(status.success(), "{}", cluster.log());
@@ -578,7 +613,7 @@ fn a_request_longer_than_drain_timeout_does_not_hold_up_the_stop() {
     cluster.wait_workers(1);
     let addr = cluster.addr();
     let slow = std::thread::spawn(move || get(addr, "/__test/sleep?ms=20000"));
-    std::thread::sleep(Duration::from_millis(300));
+    wait_sleep_started(&cluster);
     let stopped_at = Instant::now();
     cluster.signal(libc::SIGTERM);
     let status = cluster.wait_exit(Duration::from_secs(5));
@@ -602,14 +637,14 @@ fn ttou_under_load_fails_no_request() {
     let cluster = support::start(&web_config("count = 3"), &[]);
     cluster.wait_workers(3);
     let load = Load::start_n(cluster.addr(), "/plaintext", 4);
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_ok(200);
     cluster.signal(libc::SIGTTOU);
     cluster.wait_log(
         Duration::from_secs(10),
         "the removed worker to exit",
         |log| log.contains("worker exited group=web slot=2"),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    load.wait_ok(200);
     let (ok, failed, _) = load.finish();
     assert!(
         failed.is_empty(),

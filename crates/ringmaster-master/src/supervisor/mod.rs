@@ -20,7 +20,7 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use ringmaster_config::{Config, GroupConfig};
+use ringmaster_config::GroupConfig;
 use ringmaster_proto::{MasterMsg, PROTOCOL_VERSION, WorkerMsg};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -70,6 +70,17 @@ struct Worker {
     killed_at: Option<Instant>,
     /// What the worker said in its `Fatal` message, if it sent one.
     fatal: Option<String>,
+}
+
+impl Worker {
+    /// Why it exited, as far as the master knows: its kill's reason, else
+    /// what it said in `Fatal`, else `default`.
+    fn exit_reason<'a>(&'a self, default: &'a str) -> &'a str {
+        self.killed_for
+            .as_deref()
+            .or(self.fatal.as_deref())
+            .unwrap_or(default)
+    }
 }
 
 /// One place in a group: at most one serving worker at a time, plus its
@@ -426,11 +437,7 @@ impl Supervisor {
         slot.current = None;
         let (strikes, delay) = backoff.on_exit(slot.strikes, ready_for);
         slot.strikes = strikes;
-        let reason = w
-            .killed_for
-            .as_deref()
-            .or(w.fatal.as_deref())
-            .unwrap_or("unexpected exit");
+        let reason = w.exit_reason("unexpected exit");
         let group = &self.groups[w.group].name;
         tracing::warn!(
             group = %group,
@@ -528,11 +535,4 @@ fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterError> {
         listeners,
         slots: (0..cfg.count).map(|_| Slot::default()).collect(),
     })
-}
-
-/// Resolves which worker implementation each group runs, writing it into
-/// the configuration handed to the workers (see
-/// [`Config::resolve_workers`]).
-pub fn resolve_workers(config: &mut Config, known: &[String]) -> Result<(), String> {
-    config.resolve_workers(known)
 }

@@ -8,7 +8,7 @@ use ringmaster_config::Config;
 use tokio::time::Instant;
 
 use super::migration::Purpose;
-use super::{Phase, Slot, Stop, Supervisor, Worker, resolve_workers};
+use super::{Phase, Slot, Stop, Supervisor, Worker};
 use crate::spawn::WorkerCommand;
 
 /// Strikes in a row after which a slot is reported as crash-looping.
@@ -154,11 +154,7 @@ impl Supervisor {
     /// replacement that failed to boot. The reload stops; the running
     /// workers are kept.
     pub(super) fn on_replacement_failed(&mut self, serial: u64, w: &Worker, how: &str) {
-        let reason = w
-            .killed_for
-            .as_deref()
-            .or(w.fatal.as_deref())
-            .unwrap_or("exited before it was ready");
+        let reason = w.exit_reason("exited before it was ready");
         let group = &self.groups[w.group].name;
         let is_pending =
             matches!(&self.reload, Some(Reload { pending: Some((_, _, p)), .. }) if *p == serial);
@@ -232,7 +228,7 @@ impl Supervisor {
     pub(super) fn reread_config(&self) -> Result<Config, String> {
         let mut config =
             Config::load_from_env(self.opts.config_path.as_deref()).map_err(|e| e.to_string())?;
-        resolve_workers(&mut config, &self.opts.known_workers)?;
+        config.resolve_workers(&self.opts.known_workers)?;
         Ok(config)
     }
 
@@ -373,8 +369,9 @@ impl Supervisor {
         if let Some(serial) = orphaned_replacement {
             self.drain(serial);
         }
-        // The slots' sockets close before their workers drain: their queues
-        // see no new connections from here on (see listener::truncate_slots).
+        // The master's copies of the slots' sockets close first; the draining
+        // worker holds the last copy, sweeps its accept queue and closes it
+        // (see `serve` in the worker, and listener::truncate_slots).
         self.groups[g].listeners.truncate_slots(count);
         for slot in removed {
             if let Some(serial) = slot.current {
