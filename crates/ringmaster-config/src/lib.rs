@@ -17,6 +17,9 @@
 //! [server]
 //! control_socket = "ringmaster.sock"
 //! dev = false             # true: templates read from disk, reloaded on change
+//! ipc_queue = 1024        # IPC messages queued per worker (and in the master's inbox)
+//! ipc_stall_timeout = "10s"   # a worker whose IPC queue stays full this long is restarted
+//! ipc_max_pending = 4096  # requests between workers awaiting a reply
 //!
 //! [groups.web]            # groups keep file order; no groups = one "web" group
 //! count = 4               # default: number of CPUs
@@ -116,6 +119,18 @@ pub struct ServerConfig {
     /// Development mode: templates are read from disk and reloaded on
     /// change. Default `false`.
     pub dev: bool,
+    /// How many IPC messages the master queues for one worker (and in its
+    /// own inbox) before it drops messages for that worker. Default 1024.
+    #[serde(deserialize_with = "fields::uint")]
+    pub ipc_queue: usize,
+    /// How long a worker's IPC queue may stay full before the master
+    /// restarts that worker as stalled. Default 10s.
+    #[serde(with = "duration::serde")]
+    pub ipc_stall_timeout: Duration,
+    /// How many requests between workers may await a reply at once; more
+    /// are refused at once. Default 4096.
+    #[serde(deserialize_with = "fields::uint")]
+    pub ipc_max_pending: usize,
 }
 
 impl Default for ServerConfig {
@@ -123,6 +138,9 @@ impl Default for ServerConfig {
         Self {
             control_socket: PathBuf::from("ringmaster.sock"),
             dev: false,
+            ipc_queue: 1024,
+            ipc_stall_timeout: Duration::from_secs(10),
+            ipc_max_pending: 4096,
         }
     }
 }

@@ -439,6 +439,20 @@ fn other_numeric_and_duration_checks() {
     }
     let err = from_str_err("[server]\ncontrol_socket = \"\"\n");
     assert_eq!(err.key(), Some("server.control_socket"));
+    for (body, key) in [
+        ("ipc_queue = 0", "server.ipc_queue"),
+        ("ipc_max_pending = 2000000", "server.ipc_max_pending"),
+        ("ipc_stall_timeout = \"0s\"", "server.ipc_stall_timeout"),
+        ("ipc_queue = \"many\"", "server.ipc_queue"),
+    ] {
+        let err = from_str_err(&format!("[server]\n{body}\n"));
+        assert_eq!(err.key(), Some(key), "{body}: {err}");
+    }
+    let config =
+        Config::from_toml_str("[server]\nipc_queue = 8\nipc_stall_timeout = \"2s\"\n", "x")
+            .expect("IPC settings parse");
+    assert_eq!(config.server.ipc_queue, 8);
+    assert_eq!(config.server.ipc_stall_timeout, Duration::from_secs(2));
     let config = Config::from_toml_str("[groups.web]\nrestart_backoff = \"0s\"\n", "x")
         .expect("zero backoff is allowed");
     assert_eq!(group(&config, "web").restart_backoff, Duration::ZERO);

@@ -15,7 +15,7 @@ const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
 
 use crate::backend::MAX_POOL_SIZE;
-use crate::{BackendConfig, Config, GroupConfig, MAX_WORKERS, duration};
+use crate::{BackendConfig, Config, GroupConfig, MAX_WORKERS, ServerConfig, duration};
 
 /// A failed check: the key at fault, other keys involved, and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,6 +60,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
             "expected a socket path such as \"ringmaster.sock\", got an empty string".to_owned(),
         ));
     }
+    validate_ipc(&config.server)?;
     for name in config.groups.keys() {
         if !is_valid_group_name(name) {
             return Err(violation(
@@ -90,6 +91,32 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
     }
     for (name, backend) in &config.backends {
         validate_backend(name, backend)?;
+    }
+    Ok(())
+}
+
+/// Largest accepted `server.ipc_queue` and `server.ipc_max_pending`.
+const MAX_IPC_QUEUE: usize = 1 << 20;
+
+/// Checks the IPC settings of `[server]`.
+fn validate_ipc(server: &ServerConfig) -> Result<(), Violation> {
+    let key = |field: &str| vec!["server".to_owned(), field.to_owned()];
+    for (field, value) in [
+        ("ipc_queue", server.ipc_queue),
+        ("ipc_max_pending", server.ipc_max_pending),
+    ] {
+        if value == 0 || value > MAX_IPC_QUEUE {
+            return Err(violation(
+                key(field),
+                format!("expected a number from 1 to {MAX_IPC_QUEUE}, got {value}"),
+            ));
+        }
+    }
+    if server.ipc_stall_timeout.is_zero() {
+        return Err(zero_duration(key("ipc_stall_timeout")));
+    }
+    if server.ipc_stall_timeout > MAX_DURATION {
+        return Err(too_long(key("ipc_stall_timeout"), server.ipc_stall_timeout));
     }
     Ok(())
 }

@@ -6,9 +6,13 @@
 //! [`IPC_FD`]. Between `fork` and `exec` the child only duplicates fds and
 //! sets `PR_SET_PDEATHSIG`: async-signal-safe calls, no allocation.
 //!
-//! Each worker gets a watcher task that owns its [`Child`] (the only place
-//! it is reaped) and its IPC channel, forwards what the worker says to the
-//! supervisor as [`WorkerEvent`]s and carries out [`WorkerCommand`]s.
+//! Each worker gets two tasks. The watcher owns its [`Child`] (the only
+//! place it is reaped) and the reading half of its IPC channel: it forwards
+//! what the worker says to the supervisor as [`WorkerEvent`]s and carries
+//! out [`WorkerCommand`]s. The writer owns the sending half and the
+//! worker's bounded queue of encoded frames, and writes them in batches: a
+//! worker that stops reading blocks only its own writer, never the watcher
+//! (which must still be able to kill and reap it) or the supervisor.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -17,14 +21,17 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
+use bytes::Bytes;
 use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD};
-use ringmaster_proto::{Channel, MasterMsg, WorkerMsg};
+use ringmaster_proto::{Channel, MasterMsg, Receiver, Sender, WorkerMsg};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
-/// Capacity of a worker's command queue; commands are rare (drain, kill).
+/// Capacity of a worker's command queue; commands are rare (kill).
 const COMMAND_QUEUE: usize = 16;
+/// The writer sends at most this many bytes of queued frames in one write.
+const WRITE_BATCH: usize = 64 * 1024;
 /// How long to wait, after a worker exited, for the messages it sent last.
 const LAST_WORDS: Duration = Duration::from_millis(100);
 
@@ -37,6 +44,17 @@ pub(crate) struct SpawnSpec<'a> {
     pub(crate) listener_fd: RawFd,
     pub(crate) config_toml: &'a str,
     pub(crate) master_pid: u32,
+    /// Capacity of the worker's queue of frames (`server.ipc_queue`).
+    pub(crate) queue: usize,
+}
+
+/// The master's handles on a started worker.
+pub(crate) struct WorkerLink {
+    pub(crate) pid: u32,
+    /// Commands to its watcher.
+    pub(crate) commands: mpsc::Sender<WorkerCommand>,
+    /// Encoded frames for it, written in order by its writer task.
+    pub(crate) frames: mpsc::Sender<Bytes>,
 }
 
 /// Something that happened to a worker, reported by its watcher task.
@@ -53,20 +71,17 @@ pub(crate) enum WorkerEvent {
 /// What the supervisor can ask of a worker's watcher.
 #[derive(Debug)]
 pub(crate) enum WorkerCommand {
-    /// Send a message over IPC.
-    Send(MasterMsg),
     /// SIGKILL the worker's process group: the worker leads its own group,
     /// so processes it started go too (a no-op once it has been reaped).
     Kill,
 }
 
-/// Starts a worker process and its watcher task; returns its pid and the
-/// sender of its command queue.
+/// Starts a worker process, its watcher and its writer.
 pub(crate) fn spawn_worker(
     spec: &SpawnSpec<'_>,
     serial: u64,
     events: mpsc::Sender<WorkerEvent>,
-) -> io::Result<(u32, mpsc::Sender<WorkerCommand>)> {
+) -> io::Result<WorkerLink> {
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
     let mut cmd = Command::new(spec.exe);
     // What `ps` shows: "ringmaster-demo worker web/0".
@@ -103,10 +118,38 @@ pub(crate) fn spawn_worker(
     drop(worker_end);
     let pid = child.id().unwrap_or(0);
     master_end.set_nonblocking(true)?;
-    let channel = Channel::new(UnixStream::from_std(master_end)?);
+    let channel = Channel::<MasterMsg, WorkerMsg>::new(UnixStream::from_std(master_end)?);
+    let (tx, rx) = channel.split();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    tokio::spawn(watch(serial, child, channel, command_rx, events));
-    Ok((pid, commands))
+    let (frames, frame_rx) = mpsc::channel(spec.queue.max(1));
+    tokio::spawn(watch(serial, child, rx, command_rx, events));
+    tokio::spawn(write(serial, tx, frame_rx));
+    Ok(WorkerLink {
+        pid,
+        commands,
+        frames,
+    })
+}
+
+/// Writes a worker's queued frames, as many as are waiting in one write.
+async fn write(serial: u64, mut tx: Sender<MasterMsg>, mut frames: mpsc::Receiver<Bytes>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH);
+    while let Some(first) = frames.recv().await {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH {
+            match frames.try_recv() {
+                Ok(frame) => batch.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = tx.write_frames(&batch).await {
+            // The worker is gone or closed its end; its exit is reported
+            // by the watcher.
+            tracing::debug!(serial, error = %e, "IPC to worker closed");
+            return;
+        }
+    }
 }
 
 /// Places each `(from, to)` fd at its number, without close-on-exec, and asks
@@ -142,11 +185,10 @@ fn remap_fds_and_tie_to_parent(map: &[(RawFd, RawFd); 2]) -> io::Result<()> {
 async fn watch(
     serial: u64,
     mut child: Child,
-    channel: Channel<MasterMsg, WorkerMsg>,
+    mut rx: Receiver<WorkerMsg>,
     mut commands: mpsc::Receiver<WorkerCommand>,
     events: mpsc::Sender<WorkerEvent>,
 ) {
-    let (mut tx, mut rx) = channel.split();
     let mut ipc_open = true;
     let mut commands_open = true;
     let status = loop {
@@ -164,11 +206,6 @@ async fn watch(
                 }
             },
             cmd = commands.recv(), if commands_open => match cmd {
-                Some(WorkerCommand::Send(msg)) => {
-                    if let Err(e) = tx.send(&msg).await {
-                        tracing::debug!(serial, error = %e, "message to worker not delivered");
-                    }
-                }
                 Some(WorkerCommand::Kill) => {
                     if let Some(pid) = child.id() {
                         // The child is not reaped yet (we are its only

@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
-use crate::frame::{FrameError, encode_frame, take_frame};
+use crate::frame::{FrameError, decode_frame, encode_frame};
 use crate::{MasterMsg, WorkerMsg};
 
 /// Receiving failed; the channel is unusable afterwards.
@@ -108,15 +108,33 @@ impl<S: Serialize> Sender<S> {
     /// Sends one message. Not cancel-safe: a cancelled send may leave half a
     /// frame on the socket, so don't race it in a `select!`.
     pub async fn send(&mut self, msg: &S) -> Result<(), SendError> {
-        self.buf.clear();
-        encode_frame(msg, &mut self.buf).map_err(SendError::Frame)?;
-        self.io.write_all(&self.buf).await.map_err(SendError::Io)
+        self.queue(msg)?;
+        self.flush().await
     }
 
-    /// Writes raw bytes, bypassing framing. Only for tests of the peer's
-    /// handling of garbage.
-    #[doc(hidden)]
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> Result<(), SendError> {
+    /// Encodes one message into the send buffer without writing it; a
+    /// message too large to frame is refused and leaves the buffer as it
+    /// was. [`flush`](Self::flush) writes everything queued in one go.
+    pub fn queue(&mut self, msg: &S) -> Result<(), SendError> {
+        encode_frame(msg, &mut self.buf).map_err(SendError::Frame)
+    }
+
+    /// Bytes queued and not yet written.
+    pub fn queued(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Writes every queued message. Not cancel-safe (see [`send`](Self::send)).
+    pub async fn flush(&mut self) -> Result<(), SendError> {
+        let result = self.io.write_all(&self.buf).await.map_err(SendError::Io);
+        self.buf.clear();
+        result
+    }
+
+    /// Writes bytes that are already whole frames (from [`encode_frame`]),
+    /// such as one message encoded once for many receivers. Bytes that are
+    /// not whole frames break the channel: the peer closes it.
+    pub async fn write_frames(&mut self, bytes: &[u8]) -> Result<(), SendError> {
         self.io.write_all(bytes).await.map_err(SendError::Io)
     }
 }
@@ -127,9 +145,7 @@ impl<R: DeserializeOwned> Receiver<R> {
     /// Cancel-safe: bytes already read stay buffered for the next call.
     pub async fn recv(&mut self) -> Result<Option<R>, RecvError> {
         loop {
-            if let Some(frame) = take_frame(&mut self.buf).map_err(RecvError::Frame)? {
-                let msg = postcard::from_bytes(&frame)
-                    .map_err(|e| RecvError::Frame(FrameError::Decode(e)))?;
+            if let Some(msg) = decode_frame(&mut self.buf).map_err(RecvError::Frame)? {
                 return Ok(Some(msg));
             }
             if self.buf.capacity() == self.buf.len() {
@@ -209,7 +225,7 @@ mod tests {
 
         let (mut master, worker) = pair().unwrap();
         let (mut tx, _rx) = worker.split();
-        tx.send_raw(&[0, 0, 0, 9, 1]).await.unwrap();
+        tx.write_frames(&[0, 0, 0, 9, 1]).await.unwrap();
         drop(tx);
         drop(_rx);
         assert!(matches!(master.recv().await, Err(RecvError::Truncated(5))));
@@ -219,13 +235,13 @@ mod tests {
     async fn garbage_and_oversized_frames_are_errors() {
         let (mut master, worker) = pair().unwrap();
         let (mut tx, _rx) = worker.split();
-        tx.send_raw(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
+        tx.write_frames(&[0, 0, 0, 2, 0xff, 0xff]).await.unwrap();
         assert!(matches!(master.recv().await, Err(RecvError::Frame(_))));
 
         let (mut master, worker) = pair().unwrap();
         let (mut tx, _rx) = worker.split();
         let len = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
-        tx.send_raw(&len).await.unwrap();
+        tx.write_frames(&len).await.unwrap();
         assert!(matches!(
             master.recv().await,
             Err(RecvError::Frame(FrameError::TooLarge { .. }))
@@ -240,7 +256,7 @@ mod tests {
         for _ in 0..1000 {
             encode_frame(&WorkerMsg::Heartbeat, &mut bytes).unwrap();
         }
-        tx.send_raw(&bytes).await.unwrap();
+        tx.write_frames(&bytes).await.unwrap();
         for _ in 0..1000 {
             assert_eq!(master.recv().await.unwrap(), Some(WorkerMsg::Heartbeat));
         }

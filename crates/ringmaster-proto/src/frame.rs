@@ -6,6 +6,7 @@
 
 use bytes::{Buf, BytesMut};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// The largest payload a frame may carry (1 MiB).
 pub const MAX_FRAME_LEN: usize = 1 << 20;
@@ -42,9 +43,10 @@ pub enum FrameError {
 pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), FrameError> {
     let start = out.len();
     out.extend_from_slice(&[0; HEADER_LEN]);
-    let mut buf = std::mem::take(out);
-    buf = postcard::to_extend(msg, buf).map_err(FrameError::Encode)?;
-    *out = buf;
+    if let Err(e) = postcard::to_extend(msg, Append(out)) {
+        out.truncate(start);
+        return Err(FrameError::Encode(e));
+    }
     let len = out.len() - start - HEADER_LEN;
     if len > MAX_FRAME_LEN {
         out.truncate(start);
@@ -53,6 +55,15 @@ pub fn encode_frame<T: Serialize>(msg: &T, out: &mut Vec<u8>) -> Result<(), Fram
     let len = u32::try_from(len).map_err(|_| FrameError::TooLarge { len })?;
     out[start..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
     Ok(())
+}
+
+/// Appends to a borrowed buffer, so a failed encoding can be undone.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
 }
 
 /// Takes one complete frame's payload off the front of `buf`, if there is one.
@@ -73,6 +84,31 @@ pub(crate) fn take_frame(buf: &mut BytesMut) -> Result<Option<BytesMut>, FrameEr
     }
     buf.advance(HEADER_LEN);
     Ok(Some(buf.split_to(len)))
+}
+
+/// Decodes the next complete frame at the front of `buf` as a `T`.
+///
+/// Returns `Ok(None)` when `buf` holds no complete frame yet (bytes are
+/// kept for the next call), and an error for an oversized length prefix
+/// (seen before the payload arrives) or a payload that is not a `T`. It
+/// never panics, whatever the bytes.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use ringmaster_proto::{decode_frame, encode_frame, WorkerMsg};
+/// let mut out = Vec::new();
+/// encode_frame(&WorkerMsg::Heartbeat, &mut out).unwrap();
+/// let mut buf = BytesMut::from(&out[..]);
+/// assert_eq!(decode_frame::<WorkerMsg>(&mut buf).unwrap(), Some(WorkerMsg::Heartbeat));
+/// assert_eq!(decode_frame::<WorkerMsg>(&mut buf).unwrap(), None);
+/// ```
+pub fn decode_frame<T: DeserializeOwned>(buf: &mut BytesMut) -> Result<Option<T>, FrameError> {
+    match take_frame(buf)? {
+        Some(frame) => postcard::from_bytes(&frame)
+            .map(Some)
+            .map_err(FrameError::Decode),
+        None => Ok(None),
+    }
 }
 
 #[cfg(test)]

@@ -28,6 +28,9 @@ mod message;
 #[doc(inline)]
 pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
 #[doc(inline)]
-pub use frame::{FrameError, MAX_FRAME_LEN, encode_frame};
+pub use frame::{FrameError, MAX_FRAME_LEN, decode_frame, encode_frame};
 #[doc(inline)]
-pub use message::{BootPhase, MasterMsg, PROTOCOL_VERSION, WorkerMsg};
+pub use message::{
+    Answer, BootPhase, ClusterStatus, GroupStatus, IpcStats, MasterMsg, Origin, PROTOCOL_VERSION,
+    ReplyError, Service, Target, WorkerInfo, WorkerMsg,
+};

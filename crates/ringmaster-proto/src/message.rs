@@ -1,14 +1,19 @@
-//! The messages, one enum per direction.
+//! The messages, one enum per direction, and the types they carry.
 //!
 //! Both enums are encoded with postcard: the variant is a varint index, so
 //! new variants are only ever appended. The worker's first message is
 //! [`WorkerMsg::Hello`] carrying [`PROTOCOL_VERSION`]; a master that speaks
-//! another version stops that worker.
+//! another version stops that worker. `docs/ipc.md` is the byte-level
+//! catalogue.
+//!
+//! Topic payloads are opaque bytes to the master: the Rust worker API
+//! encodes them with postcard, a worker in another language may use any
+//! encoding its peers agree on.
 
 use serde::{Deserialize, Serialize};
 
 /// Version of the message catalogue. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A message from a worker to its master.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +38,201 @@ pub enum WorkerMsg {
         /// What failed and what to do about it, for the operator.
         reason: String,
     },
+    /// Deliver messages published on `topic` to this worker from now on.
+    /// Idempotent; a replacement worker subscribes again at its boot.
+    Subscribe {
+        /// The topic name.
+        topic: String,
+    },
+    /// This worker answers requests on `topic` sent to its group.
+    Serve {
+        /// The request topic name.
+        topic: String,
+    },
+    /// Publish `payload` on `topic` to the subscribed workers in `to`.
+    Publish {
+        /// Which workers may receive it.
+        to: Target,
+        /// The topic name.
+        topic: String,
+        /// The message, opaque to the master.
+        payload: Vec<u8>,
+    },
+    /// Ask one worker of `group` serving `topic`; the master answers with
+    /// [`MasterMsg::Reply`] carrying the same `id`, within `timeout_ms`.
+    Request {
+        /// Chosen by the worker, unique among its own pending requests.
+        id: u64,
+        /// The group whose workers serve the topic.
+        group: String,
+        /// The request topic name.
+        topic: String,
+        /// How long the worker waits for the reply, in milliseconds.
+        timeout_ms: u64,
+        /// The request, opaque to the master.
+        payload: Vec<u8>,
+    },
+    /// The answer to a [`MasterMsg::Request`] this worker was given.
+    Reply {
+        /// The `id` of that [`MasterMsg::Request`].
+        id: u64,
+        /// The answer, or why the worker could not give one.
+        result: Result<Vec<u8>, String>,
+    },
+    /// Ask the master itself; it answers with [`MasterMsg::Answer`].
+    Call {
+        /// Chosen by the worker, unique among its own pending requests.
+        id: u64,
+        /// What to ask.
+        service: Service,
+    },
+}
+
+/// Which workers a publication may reach (each only if subscribed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Target {
+    /// Every worker of every group, the publisher included.
+    All,
+    /// Every worker of the named group.
+    Group(String),
+    /// The worker serving one slot of one group.
+    Slot {
+        /// The group name.
+        group: String,
+        /// The slot number (0-based).
+        slot: u32,
+    },
+}
+
+/// The worker a message came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// Its group.
+    pub group: String,
+    /// Its slot.
+    pub slot: u32,
+    /// Its process id.
+    pub pid: u32,
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} (pid {})", self.group, self.slot, self.pid)
+    }
+}
+
+/// A question to the master's own services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Service {
+    /// The cluster's status: groups and IPC counters ([`Answer::Status`]).
+    Status,
+    /// Every worker process ([`Answer::Workers`]).
+    Workers,
+}
+
+/// The master's answer to a [`WorkerMsg::Call`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Answer {
+    /// Answer to [`Service::Status`].
+    Status(ClusterStatus),
+    /// Answer to [`Service::Workers`].
+    Workers(Vec<WorkerInfo>),
+}
+
+/// The cluster as the master sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// The master's process id.
+    pub master_pid: u32,
+    /// Milliseconds since the master started.
+    pub uptime_ms: u64,
+    /// Every group, in configuration order.
+    pub groups: Vec<GroupStatus>,
+    /// Counters of the IPC pool.
+    pub ipc: IpcStats,
+}
+
+/// One group's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupStatus {
+    /// The group name.
+    pub name: String,
+    /// The address it listens on.
+    pub listen: String,
+    /// Configured number of workers.
+    pub count: u32,
+    /// Workers currently ready.
+    pub ready: u32,
+}
+
+/// Counters of the IPC pool since the master started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpcStats {
+    /// Messages the master received from workers and handled.
+    pub received: u64,
+    /// Messages queued for workers (each delivery counts once).
+    pub routed: u64,
+    /// Messages dropped because a worker's queue was full.
+    pub dropped: u64,
+    /// Requests awaiting a reply now.
+    pub pending_requests: u64,
+    /// Requests answered with a timeout or another error by the master.
+    pub failed_requests: u64,
+}
+
+/// One worker process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerInfo {
+    /// Its group.
+    pub group: String,
+    /// Its slot.
+    pub slot: u32,
+    /// How many workers the slot started before it.
+    pub generation: u64,
+    /// Its process id.
+    pub pid: u32,
+    /// `booting`, `ready` or `draining`.
+    pub phase: String,
+    /// Milliseconds since it was started.
+    pub uptime_ms: u64,
+}
+
+/// Why the master answered a request with an error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum ReplyError {
+    /// No reply within the request's timeout. `server` is the worker the
+    /// request went to, `None` when no worker of the group served the
+    /// topic during the whole timeout.
+    Timeout {
+        /// The worker that had the request, if any.
+        server: Option<Origin>,
+    },
+    /// The worker that had the request exited before replying.
+    ServerExited {
+        /// That worker.
+        server: Origin,
+    },
+    /// The serving worker answered with an error.
+    Failed {
+        /// That worker.
+        server: Origin,
+        /// Its message.
+        message: String,
+    },
+    /// Too many requests are pending in the master (`server.ipc_max_pending`).
+    Overloaded {
+        /// The limit.
+        limit: u64,
+    },
+    /// The serving worker's queue was full; the request was dropped.
+    Dropped {
+        /// That worker.
+        server: Origin,
+    },
 }
 
 /// One phase of a worker's boot and how long it took.
@@ -52,5 +252,40 @@ pub enum MasterMsg {
     Drain {
         /// The grace period in milliseconds; after it the worker exits anyway.
         grace_ms: u64,
+    },
+    /// A message published on a topic this worker subscribed to.
+    Deliver {
+        /// The topic name.
+        topic: String,
+        /// The publisher.
+        from: Origin,
+        /// The message as published.
+        payload: Vec<u8>,
+    },
+    /// A request on a topic this worker serves; answer with
+    /// [`WorkerMsg::Reply`] and the same `id`.
+    Request {
+        /// Chosen by the master.
+        id: u64,
+        /// The requesting worker.
+        from: Origin,
+        /// The request topic name.
+        topic: String,
+        /// The request as sent.
+        payload: Vec<u8>,
+    },
+    /// The outcome of this worker's [`WorkerMsg::Request`] with `id`.
+    Reply {
+        /// The worker's own request id.
+        id: u64,
+        /// The serving worker's answer, or why there is none.
+        result: Result<Vec<u8>, ReplyError>,
+    },
+    /// The master's answer to this worker's [`WorkerMsg::Call`] with `id`.
+    Answer {
+        /// The worker's own call id.
+        id: u64,
+        /// The answer.
+        answer: Answer,
     },
 }

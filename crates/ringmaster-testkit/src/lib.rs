@@ -311,13 +311,33 @@ pub fn alive(pid: u32) -> bool {
     ppid_of(pid).is_some()
 }
 
-/// A response: status and body.
+/// A response: status, headers and body.
 #[derive(Debug)]
 pub struct Response {
     /// The status code.
     pub status: u16,
+    /// The headers, in order, names as sent.
+    pub headers: Vec<(String, String)>,
     /// The body, as text.
     pub body: String,
+}
+
+impl Response {
+    /// The first header named `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Splits `Name: value` header lines.
+fn parse_headers<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<(String, String)> {
+    lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect()
 }
 
 /// An HTTP/1.1 client on one keep-alive connection, as a browser or a
@@ -383,6 +403,7 @@ impl KeepAlive {
             .ok_or_else(|| std::io::Error::other(format!("bad status line {status_line:?}")))?;
         let mut length = 0usize;
         let mut keep = true;
+        let mut head = Vec::new();
         loop {
             let mut line = String::new();
             reader.read_line(&mut line)?;
@@ -390,6 +411,7 @@ impl KeepAlive {
             if line.is_empty() {
                 break;
             }
+            head.push(line.to_string());
             let (name, value) = line.split_once(':').unwrap_or((line, ""));
             let value = value.trim();
             if name.eq_ignore_ascii_case("content-length") {
@@ -402,7 +424,15 @@ impl KeepAlive {
         let mut body = vec![0; length];
         reader.read_exact(&mut body)?;
         let body = String::from_utf8_lossy(&body).into_owned();
-        Ok((Response { status, body }, keep))
+        let headers = parse_headers(head.iter().map(String::as_str));
+        Ok((
+            Response {
+                status,
+                headers,
+                body,
+            },
+            keep,
+        ))
     }
 }
 
@@ -472,7 +502,12 @@ fn exchange(
     } else {
         body.to_string()
     };
-    Ok(Response { status, body })
+    let headers = parse_headers(head.lines().skip(1));
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// The pid in a `/healthz` body.

@@ -26,6 +26,7 @@ use crate::backend::Backends;
 use crate::context::{AppContext, Init};
 use crate::controller::RouteInfo;
 use crate::error::AppError;
+use crate::ipc::Ipc;
 use crate::middleware;
 use crate::views::Views;
 use crate::worker::{BootError, Module, Worker, WorkerContext};
@@ -66,11 +67,23 @@ impl Phases {
     }
 }
 
-/// Boots `worker`'s app for the worker described by `identity`.
+/// Boots `worker`'s app for the worker described by `identity`, outside a
+/// cluster: its [`Ipc`] is detached (see [`Ipc::detached`]).
 pub async fn boot(
     worker: &dyn Worker,
     identity: WorkerContext,
     config: Arc<Config>,
+) -> Result<Booted, BootError> {
+    let ipc = Ipc::detached(&identity.group, identity.slot);
+    boot_with(worker, identity, config, ipc).await
+}
+
+/// Boots with the IPC pool of a worker process.
+pub(crate) async fn boot_with(
+    worker: &dyn Worker,
+    identity: WorkerContext,
+    config: Arc<Config>,
+    ipc: Ipc,
 ) -> Result<Booted, BootError> {
     let mut phases = Phases::new();
 
@@ -104,7 +117,7 @@ pub async fn boot(
     phases.done("build_app");
 
     // 4.
-    let mut init = Init::new(identity.clone(), config.clone(), backends);
+    let mut init = Init::new(identity.clone(), config.clone(), backends, ipc);
     for module in &modules {
         guard(&format!("module {}'s init", module.name()), || {
             module

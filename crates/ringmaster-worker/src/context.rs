@@ -1,8 +1,9 @@
 //! The state every handler can reach: `State(ctx): State<AppContext>`.
 //!
 //! It holds the worker's identity and configuration, the backends its
-//! modules declared (opened and probed at boot), the views, and typed
-//! values that modules put in at [`Module::init`](crate::Module::init).
+//! modules declared (opened and probed at boot), the views, the IPC pool
+//! ([`Ipc`]), and typed values that modules put in at
+//! [`Module::init`](crate::Module::init).
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -12,6 +13,7 @@ use ringmaster_config::Config;
 
 use crate::backend::{Backends, Db, Redis};
 use crate::error::AppError;
+use crate::ipc::Ipc;
 use crate::views::Views;
 use crate::worker::WorkerContext;
 
@@ -25,6 +27,7 @@ struct Inner {
     worker: WorkerContext,
     config: Arc<Config>,
     backends: Backends,
+    ipc: Ipc,
     views: Views,
     values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
@@ -65,6 +68,12 @@ impl AppContext {
         &self.inner.views
     }
 
+    /// The IPC pool: topics, requests to other workers, the master's
+    /// services.
+    pub fn ipc(&self) -> &Ipc {
+        &self.inner.ipc
+    }
+
     /// Closes every backend pool (after a drain).
     pub(crate) async fn backends_close(&self) {
         self.inner.backends.close().await;
@@ -85,17 +94,30 @@ pub struct Init {
     pub(crate) worker: WorkerContext,
     pub(crate) config: Arc<Config>,
     pub(crate) backends: Backends,
+    pub(crate) ipc: Ipc,
     pub(crate) values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
 
 impl Init {
-    pub(crate) fn new(worker: WorkerContext, config: Arc<Config>, backends: Backends) -> Self {
+    pub(crate) fn new(
+        worker: WorkerContext,
+        config: Arc<Config>,
+        backends: Backends,
+        ipc: Ipc,
+    ) -> Self {
         Init {
             worker,
             config,
             backends,
+            ipc,
             values: HashMap::new(),
         }
+    }
+
+    /// The IPC pool: subscribe to topics and serve request topics here,
+    /// so every worker (replacements too) does before it serves.
+    pub fn ipc(&self) -> &Ipc {
+        &self.ipc
     }
 
     /// Who this worker is.
@@ -129,6 +151,7 @@ impl Init {
                 worker: self.worker,
                 config: self.config,
                 backends: self.backends,
+                ipc: self.ipc,
                 views,
                 values: self.values,
             }),

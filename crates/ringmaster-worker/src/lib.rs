@@ -23,6 +23,7 @@
 //! - `error`: [`AppError`], JSON or HTML for the client.
 //! - `views`: minijinja [`Views`] and module [`Templates`].
 //! - `migrate`: per-module [`Migration`]s, run once by [`migrate`].
+//! - `ipc`: [`Ipc`], the worker's end of the IPC pool (topics, requests).
 //! - `handoff`: reading what the master handed over (fds, environment).
 //! - `runtime`: the process's life: boot, heartbeat and drain.
 //! - `serve`: the accept loop and per-connection drain.
@@ -34,6 +35,7 @@ mod context;
 mod controller;
 mod error;
 mod handoff;
+mod ipc;
 pub mod middleware;
 mod migrate;
 mod runtime;
@@ -54,10 +56,14 @@ pub use error::AppError;
 #[doc(inline)]
 pub use handoff::{Handoff, HandoffError, is_migrate_process, is_worker_process};
 #[doc(inline)]
+pub use ipc::{Delivery, Ipc, IpcError, Subscription};
+#[doc(inline)]
 pub use migrate::{MigrateError, Migration, migrate};
 pub use redis;
 #[doc(inline)]
 pub use ringmaster_proto::handoff::ENV_CONFIG;
+#[doc(inline)]
+pub use ringmaster_proto::{ClusterStatus, GroupStatus, IpcStats, Origin, Target, WorkerInfo};
 #[doc(inline)]
 pub use runtime::run;
 pub use sqlx;

@@ -17,19 +17,24 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringmaster_proto::{BootPhase, Channel, MasterMsg, PROTOCOL_VERSION, WorkerMsg};
+use ringmaster_proto::{
+    BootPhase, Channel, MasterMsg, Origin, PROTOCOL_VERSION, Receiver, Sender, WorkerMsg,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::boot;
 use crate::context::AppContext;
 use crate::handoff::{self, Handoff};
+use crate::ipc::{Ipc, Outgoing};
 use crate::serve::{self, DrainRx};
 use crate::{Worker, WorkerContext};
 
 /// Capacity of the queue of messages to the master. Heartbeats that find
-/// it full are skipped, never waited for.
-const OUTBOX: usize = 64;
+/// it full are skipped, never waited for; publishers wait for room.
+const OUTBOX: usize = 1024;
+/// The writer sends at most this many bytes of queued messages at once.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// Runs this process as a worker: picks the implementation its group
 /// names among `workers`, boots, serves until told to drain, and returns
@@ -96,17 +101,20 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         return ExitCode::FAILURE;
     }
     // One writer task owns the socket's sending half; everyone else queues.
-    let (outbox, mut outbox_rx) = mpsc::channel::<WorkerMsg>(OUTBOX);
-    let writer = tokio::spawn(async move {
-        while let Some(msg) = outbox_rx.recv().await {
-            if tx.send(&msg).await.is_err() {
-                break;
-            }
-        }
-    });
+    let (outbox, outbox_rx) = mpsc::channel::<Outgoing>(OUTBOX);
+    let writer = tokio::spawn(write_master(tx, outbox_rx).in_current_span());
+    let ipc = Ipc::attached(
+        outbox.clone(),
+        Origin {
+            group: handoff.group.clone(),
+            slot: handoff.slot as u32,
+            pid,
+        },
+    );
     let (drain_tx, drain_rx) = watch::channel(None);
     let drain_tx = Arc::new(drain_tx);
-    tokio::spawn(read_master(rx, drain_tx.clone(), cfg.drain_timeout).in_current_span());
+    let reader = read_master(rx, ipc.clone(), drain_tx.clone(), cfg.drain_timeout);
+    tokio::spawn(reader.in_current_span());
     tokio::spawn(on_signals(drain_tx.clone(), cfg.drain_timeout).in_current_span());
     phases.push(phase("connect_master", t));
 
@@ -124,7 +132,8 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         );
         return fatal(outbox, writer, reason).await;
     };
-    let booted = match boot::boot(&*worker, identity, Arc::new(handoff.config.clone())).await {
+    let config = Arc::new(handoff.config.clone());
+    let booted = match boot::boot_with(&*worker, identity, config, ipc).await {
         Ok(b) => b,
         Err(e) => return fatal(outbox, writer, e.to_string()).await,
     };
@@ -146,7 +155,11 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     tokio::spawn(heartbeat(outbox.clone(), cfg.heartbeat_interval).in_current_span());
-    let _ = outbox.send(WorkerMsg::Ready { phases }).await;
+    // After the subscriptions `init` made: the master delivers to this
+    // worker before it counts it ready.
+    let _ = outbox
+        .send(Outgoing::Msg(WorkerMsg::Ready { phases }))
+        .await;
     tracing::debug!("worker serving");
 
     tokio::select! {
@@ -185,21 +198,52 @@ fn phase(name: &str, started: Instant) -> BootPhase {
 
 /// Tells the master why this worker cannot boot, then gives the exit code.
 async fn fatal(
-    outbox: mpsc::Sender<WorkerMsg>,
+    outbox: mpsc::Sender<Outgoing>,
     writer: tokio::task::JoinHandle<()>,
     reason: String,
 ) -> ExitCode {
     tracing::error!(reason = %reason, "worker cannot boot");
-    let _ = outbox.send(WorkerMsg::Fatal { reason }).await;
+    let _ = outbox
+        .send(Outgoing::Msg(WorkerMsg::Fatal { reason }))
+        .await;
     drop(outbox);
     let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
     ExitCode::FAILURE
 }
 
-/// Reads the master's messages; a drain request, or the master going away,
-/// starts a drain.
+/// Writes queued messages to the master, as many as are waiting in one
+/// write.
+async fn write_master(mut tx: Sender<WorkerMsg>, mut outbox: mpsc::Receiver<Outgoing>) {
+    while let Some(first) = outbox.recv().await {
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            match item {
+                Outgoing::Msg(msg) => {
+                    if let Err(e) = tx.queue(&msg) {
+                        tracing::error!(error = %e, "a message to the master cannot be sent; dropped");
+                    }
+                }
+                Outgoing::Raw(bytes) => {
+                    if tx.flush().await.is_err() || tx.write_frames(&bytes).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            if tx.queued() < WRITE_BATCH {
+                next = outbox.try_recv().ok();
+            }
+        }
+        if tx.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads the master's messages: IPC traffic goes to `ipc`; a drain
+/// request, or the master going away, starts a drain.
 async fn read_master(
-    mut rx: ringmaster_proto::Receiver<MasterMsg>,
+    mut rx: Receiver<MasterMsg>,
+    ipc: Ipc,
     drain: Arc<watch::Sender<Option<Duration>>>,
     default_grace: Duration,
 ) {
@@ -208,7 +252,11 @@ async fn read_master(
             Ok(Some(MasterMsg::Drain { grace_ms })) => {
                 start_drain(&drain, Duration::from_millis(grace_ms), "the master asked");
             }
-            Ok(Some(other)) => tracing::debug!(message = ?other, "unhandled master message"),
+            Ok(Some(msg)) => {
+                if let Some(other) = ipc.on_master_msg(msg) {
+                    tracing::debug!(message = ?other, "unhandled master message");
+                }
+            }
             Ok(None) => {
                 start_drain(&drain, default_grace, "the master is gone");
                 return;
@@ -260,12 +308,12 @@ async fn drain_deadline(mut rx: DrainRx) {
 }
 
 /// Sends a heartbeat every interval, from the serving runtime.
-async fn heartbeat(outbox: mpsc::Sender<WorkerMsg>, every: Duration) {
+async fn heartbeat(outbox: mpsc::Sender<Outgoing>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match outbox.try_send(WorkerMsg::Heartbeat) {
+        match outbox.try_send(Outgoing::Msg(WorkerMsg::Heartbeat)) {
             Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
             Err(mpsc::error::TrySendError::Closed(_)) => return,
         }

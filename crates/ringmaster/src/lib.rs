@@ -57,8 +57,9 @@ pub use axum;
 pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
 #[doc(inline)]
 pub use ringmaster_worker::{
-    AppContext, AppError, BootError, Booted, Controller, Db, Init, Migration, Module, RouteInfo,
-    Templates, Views, Worker, WorkerContext, boot, middleware, migrate, on_db, routes,
+    AppContext, AppError, BootError, Booted, ClusterStatus, Controller, Db, Delivery, GroupStatus,
+    Init, Ipc, IpcError, IpcStats, Migration, Module, Origin, RouteInfo, Subscription, Target,
+    Templates, Views, Worker, WorkerContext, WorkerInfo, boot, middleware, migrate, on_db, routes,
 };
 pub use ringmaster_worker::{redis, sqlx};
 
@@ -69,8 +70,8 @@ pub mod prelude {
     pub use axum::response::{Html, IntoResponse, Redirect};
     pub use axum::{Router, http::StatusCode};
     pub use ringmaster_worker::{
-        AppContext, AppError, BootError, Controller, Db, Init, Migration, Module, Templates,
-        Worker, WorkerContext,
+        AppContext, AppError, BootError, Controller, Db, Init, Migration, Module, Target,
+        Templates, Worker, WorkerContext,
     };
 }
 

@@ -3,7 +3,9 @@
 //! environment the workers inherit from the master:
 //! - `RINGMASTER_DEMO_TEST_ROUTES=1` mounts `/__test/sleep?ms=N` (a slow
 //!   request), `/__test/wedge` (blocks every runtime thread, so the worker
-//!   stops heartbeating) and `/__test/panic`;
+//!   stops heartbeating), `/__test/panic`, `/__test/ipc-garbage?kind=`
+//!   (`garbage` or `oversized`: the worker breaks its IPC socket) and
+//!   `/__test/ask?group=&timeout_ms=` (asks `api.stats` of a group);
 //! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
 //! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot.
 
@@ -44,12 +46,16 @@ impl Module for Health {
     }
 
     fn controllers(&self) -> Vec<Controller> {
-        let mut c = Controller::new("/").get("/healthz", healthz);
+        let mut c = Controller::new("/")
+            .get("/healthz", healthz)
+            .get("/cluster", cluster);
         if self.test_routes {
             c = c
                 .get("/__test/sleep", sleep)
                 .get("/__test/wedge", wedge)
-                .get("/__test/panic", panic);
+                .get("/__test/panic", panic)
+                .get("/__test/ipc-garbage", ipc_garbage)
+                .get("/__test/ask", ask);
         }
         vec![c]
     }
@@ -91,6 +97,67 @@ async fn healthz(State(ctx): State<AppContext>) -> Json<Status> {
         generation: w.generation,
         pid: w.pid,
     })
+}
+
+/// `GET /cluster`: the master's view of the cluster, asked over IPC.
+async fn cluster(State(ctx): State<AppContext>) -> Result<Json<serde_json::Value>, AppError> {
+    let unavailable = |e: ringmaster::IpcError| AppError::unavailable(e.to_string());
+    let status = ctx.ipc().status().await.map_err(unavailable)?;
+    let workers = ctx.ipc().workers().await.map_err(unavailable)?;
+    Ok(Json(
+        serde_json::json!({ "status": status, "workers": workers }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct GarbageParams {
+    kind: String,
+}
+
+/// Breaks this worker's IPC socket on purpose; the master must restart it.
+async fn ipc_garbage(
+    State(ctx): State<AppContext>,
+    Query(p): Query<GarbageParams>,
+) -> Result<&'static str, AppError> {
+    let bytes = match p.kind.as_str() {
+        // A 4-byte frame holding no valid message.
+        "garbage" => vec![0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff],
+        // A length prefix far above the 1 MiB limit.
+        "oversized" => (64u32 << 20).to_be_bytes().to_vec(),
+        other => {
+            return Err(AppError::unprocessable(format!(
+                "kind must be garbage or oversized, got {other:?}"
+            )));
+        }
+    };
+    ctx.ipc()
+        .send_raw_for_tests(bytes)
+        .await
+        .map_err(|e| AppError::internal(e.to_string()))?;
+    Ok("sent")
+}
+
+#[derive(Deserialize)]
+struct AskParams {
+    group: String,
+    timeout_ms: u64,
+}
+
+/// Asks one worker of `group` for its `api.stats`.
+async fn ask(
+    State(ctx): State<AppContext>,
+    Query(p): Query<AskParams>,
+) -> Result<Json<crate::api::ApiStats>, (StatusCode, String)> {
+    ctx.ipc()
+        .request(
+            &p.group,
+            crate::api::STATS_TOPIC,
+            &(),
+            Duration::from_millis(p.timeout_ms),
+        )
+        .await
+        .map(Json)
+        .map_err(|e| (StatusCode::GATEWAY_TIMEOUT, e.to_string()))
 }
 
 #[derive(Deserialize)]

@@ -36,6 +36,14 @@ impl Worker for Web {
             Box::new(health::Health::from_env()),
         ]
     }
+
+    fn configure(
+        &self,
+        router: Router<AppContext>,
+        ctx: &AppContext,
+    ) -> Result<Router<AppContext>, BootError> {
+        Ok(tag_responses(router, ctx))
+    }
 }
 
 /// The `api` worker: the JSON API and health.
@@ -49,6 +57,36 @@ impl Worker for ApiWorker {
     fn modules(&self) -> Vec<Box<dyn Module>> {
         vec![Box::new(api::Api), Box::new(health::Health::from_env())]
     }
+
+    fn configure(
+        &self,
+        router: Router<AppContext>,
+        ctx: &AppContext,
+    ) -> Result<Router<AppContext>, BootError> {
+        Ok(tag_responses(router, ctx))
+    }
+}
+
+/// The response header naming the worker that answered: `web/1 4242`
+/// (group/slot pid), handy to see the cluster spread requests.
+pub const WORKER_HEADER: &str = "x-ringmaster-worker";
+
+/// Adds [`WORKER_HEADER`] to every response.
+fn tag_responses(router: Router<AppContext>, ctx: &AppContext) -> Router<AppContext> {
+    use ringmaster::axum::http::HeaderValue;
+    use ringmaster::axum::response::Response;
+    let w = ctx.worker();
+    let value = format!("{}/{} {}", w.group, w.slot, w.pid);
+    let value = HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("unknown"));
+    router.layer(ringmaster::axum::middleware::map_response(
+        move |mut res: Response| {
+            let value = value.clone();
+            async move {
+                res.headers_mut().insert(WORKER_HEADER, value);
+                res
+            }
+        },
+    ))
 }
 
 /// The benchmark routes alone (`/plaintext`, `/json`), for the

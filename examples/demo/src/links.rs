@@ -2,6 +2,15 @@
 //! `GET /l/{code}` redirects and counts the click, `DELETE /links/{code}`
 //! removes it, `GET /` lists every link in an HTML page. Stored in the
 //! `main` backend: SQLite by default, PostgreSQL when its URL says so.
+//!
+//! Each worker keeps a [`Cache`] of code -> URL, so a redirect it has seen
+//! before needs no query: the click is counted in the background. A
+//! delete, on whichever worker, publishes the code on
+//! [`INVALIDATE_TOPIC`] and every worker drops it from its cache.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ringmaster::on_db;
 use ringmaster::prelude::*;
@@ -14,6 +23,10 @@ use crate::random_u64;
 pub const BACKEND: &str = "main";
 /// The longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
+/// The topic on which deleted codes are published to every worker.
+pub const INVALIDATE_TOPIC: &str = "links.invalidate";
+/// Entries a worker's cache holds at most; it starts over when full.
+const CACHE_MAX: usize = 10_000;
 const CODE_LEN: usize = 7;
 const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
@@ -48,6 +61,20 @@ impl Module for Links {
         .dir(concat!(env!("CARGO_MANIFEST_DIR"), "/templates"))
     }
 
+    fn init(&self, init: &mut Init) -> Result<(), BootError> {
+        let cache = Arc::new(Cache::default());
+        // Subscribed at boot: a replacement worker subscribes again itself.
+        let mut invalidations = init.ipc().subscribe::<String>(INVALIDATE_TOPIC);
+        let c = cache.clone();
+        tokio::spawn(async move {
+            while let Some(d) = invalidations.recv().await {
+                c.invalidate(&d.msg);
+            }
+        });
+        init.insert(cache);
+        Ok(())
+    }
+
     fn migrations(&self) -> Vec<Migration> {
         vec![Migration::new(
             BACKEND,
@@ -59,6 +86,59 @@ impl Module for Links {
                 clicks BIGINT NOT NULL DEFAULT 0)",
         )]
     }
+}
+
+/// One worker's cache of code -> URL.
+///
+/// A lookup that misses reads the database; its answer is cached only if
+/// no invalidation arrived meanwhile (`epoch`), so a delete racing with a
+/// read can never leave a stale entry behind.
+#[derive(Debug, Default)]
+pub struct Cache {
+    map: Mutex<HashMap<String, String>>,
+    epoch: AtomicU64,
+}
+
+impl Cache {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The cached URL of `code`.
+    pub fn get(&self, code: &str) -> Option<String> {
+        self.map().get(code).cloned()
+    }
+
+    /// Where invalidations are now; pass it to [`insert`](Self::insert).
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches `code -> url` read at `epoch`, unless an invalidation came since.
+    pub fn insert(&self, epoch: u64, code: String, url: String) {
+        let mut map = self.map();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        if map.len() >= CACHE_MAX {
+            map.clear();
+        }
+        map.insert(code, url);
+    }
+
+    /// Drops `code`.
+    pub fn invalidate(&self, code: &str) {
+        let mut map = self.map();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        map.remove(code);
+    }
+}
+
+fn cache(ctx: &AppContext) -> Result<&Arc<Cache>, AppError> {
+    ctx.get::<Arc<Cache>>()
+        .ok_or_else(|| AppError::internal("the links cache is missing: Links::init did not run"))
 }
 
 /// `POST /links` body.
@@ -141,7 +221,32 @@ async fn follow(
     State(ctx): State<AppContext>,
     Path(code): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
+    let cache = cache(&ctx)?;
     let db = ctx.db(BACKEND)?;
+    let redirect = |url| {
+        (
+            StatusCode::FOUND,
+            [(ringmaster::axum::http::header::LOCATION, url)],
+        )
+    };
+    if let Some(url) = cache.get(&code) {
+        // Counted in the background: the redirect does not wait for it.
+        let db = db.clone();
+        tokio::spawn(async move {
+            let counted = on_db!(&db, |pool| {
+                sqlx::query("UPDATE links SET clicks = clicks + 1 WHERE code = $1")
+                    .bind(&code)
+                    .execute(pool)
+                    .await
+                    .map(|_| ())
+            });
+            if let Err(e) = counted {
+                tracing::warn!(code, error = %e, "a click was not counted");
+            }
+        });
+        return Ok(redirect(url));
+    }
+    let epoch = cache.epoch();
     let url: Option<(String,)> = on_db!(db, |pool| {
         sqlx::query_as("UPDATE links SET clicks = clicks + 1 WHERE code = $1 RETURNING url")
             .bind(&code)
@@ -149,10 +254,10 @@ async fn follow(
             .await
     })?;
     match url {
-        Some((url,)) => Ok((
-            StatusCode::FOUND,
-            [(ringmaster::axum::http::header::LOCATION, url)],
-        )),
+        Some((url,)) => {
+            cache.insert(epoch, code, url.clone());
+            Ok(redirect(url))
+        }
         None => Err(AppError::not_found(format!("no link with code {code:?}"))),
     }
 }
@@ -169,6 +274,18 @@ async fn remove(
             .await
             .map(|r| r.rows_affected())
     })?;
+    // Every worker drops the code, this one at once: a worker that missed
+    // the message (its queue was full) would still redirect to a deleted
+    // link until it restarts, so a failure to publish is an error here.
+    cache(&ctx)?.invalidate(&code);
+    ctx.ipc()
+        .publish(Target::All, INVALIDATE_TOPIC, &code)
+        .await
+        .map_err(|e| {
+            AppError::internal(format!(
+                "the link is deleted but other workers may still redirect to it: {e}"
+            ))
+        })?;
     if deleted == 0 {
         return Err(AppError::not_found(format!("no link with code {code:?}")));
     }

@@ -11,7 +11,10 @@
 //! - `policy`: deadlines, restarts with backoff, reload, scaling, stopping.
 //! - `migration`: the migrate process before workers start and before a
 //!   reload, retried with backoff at start-up.
+//! - `ipc`: the IPC pool's routing (topics, requests, the master's
+//!   services) and its backpressure.
 
+mod ipc;
 mod migration;
 mod policy;
 
@@ -20,8 +23,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bytes::Bytes;
 use ringmaster_config::GroupConfig;
-use ringmaster_proto::{MasterMsg, PROTOCOL_VERSION, WorkerMsg};
+use ringmaster_proto::{MasterMsg, Origin, PROTOCOL_VERSION, WorkerMsg};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -31,9 +35,8 @@ use crate::signals::{Signal, Signals};
 use crate::spawn::{self, SpawnSpec, WorkerCommand, WorkerEvent, describe_exit};
 use crate::{MasterError, ServeOptions};
 
-/// Capacity of the queue from watcher tasks to the supervisor. Watchers wait
-/// when it is full; nothing is dropped.
-const EVENT_QUEUE: usize = 1024;
+/// Events handled in one go before deadlines are looked at again.
+const EVENT_BATCH: usize = 256;
 
 /// Phase of one worker process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,17 @@ struct Worker {
     boot_timeout: Duration,
     heartbeat_timeout: Duration,
     commands: mpsc::Sender<WorkerCommand>,
+    /// Its queue of encoded IPC frames (bounded by `server.ipc_queue`).
+    frames: mpsc::Sender<Bytes>,
+    /// Who it is, as the workers it sends messages to see it.
+    origin: Origin,
+    /// Topics it subscribed to, and request topics it serves.
+    topics: Vec<String>,
+    serves: Vec<String>,
+    /// Since when its IPC queue has been full, if it is.
+    queue_full_since: Option<Instant>,
+    /// Messages for it dropped because its queue was full.
+    ipc_dropped: u64,
     /// Why the master killed it, if it did.
     killed_for: Option<String>,
     /// When the kill was (last) sent; it is sent again if the worker lingers.
@@ -129,11 +143,13 @@ pub(crate) struct Supervisor {
     exe: PathBuf,
     config_toml: String,
     master_pid: u32,
+    started: Instant,
     groups: Vec<Group>,
     workers: HashMap<u64, Worker>,
     next_serial: u64,
     events_tx: mpsc::Sender<WorkerEvent>,
     events_rx: mpsc::Receiver<WorkerEvent>,
+    router: ipc::Router,
     reload: Option<policy::Reload>,
     /// A reload waiting for its migrate process: the new configuration and
     /// the outcome to come.
@@ -151,17 +167,25 @@ impl Supervisor {
         for (name, cfg) in &opts.config.groups {
             groups.push(bind_group(name, cfg)?);
         }
-        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        // The master's inbox: watchers wait when it is full (the worker's
+        // socket then fills and the worker waits), so nothing is dropped.
+        let (events_tx, events_rx) = mpsc::channel(opts.config.server.ipc_queue.max(1));
+        let router = ipc::Router::new(
+            opts.config.server.ipc_max_pending,
+            opts.config.server.ipc_stall_timeout,
+        );
         Ok(Supervisor {
             opts,
             exe,
             config_toml,
             master_pid: std::process::id(),
+            started: Instant::now(),
             groups,
             workers: HashMap::new(),
             next_serial: 0,
             events_tx,
             events_rx,
+            router,
             reload: None,
             migrating: None,
             migrate_retry: None,
@@ -208,7 +232,17 @@ impl Supervisor {
         loop {
             let wake = self.next_wakeup(Instant::now());
             tokio::select! {
-                Some(event) = self.events_rx.recv() => self.on_event(event),
+                Some(event) = self.events_rx.recv() => {
+                    self.on_event(event);
+                    // Under a flood of messages, handle what is queued
+                    // before looking at deadlines again.
+                    for _ in 1..EVENT_BATCH {
+                        match self.events_rx.try_recv() {
+                            Ok(event) => self.on_event(event),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 signal = signals.recv() => self.on_signal(signal),
                 () = &mut shutdown, if !shutdown_done => {
                     shutdown_done = true;
@@ -310,9 +344,11 @@ impl Supervisor {
             listener_fd: group.listeners.fd_for_slot(s),
             config_toml: &self.config_toml,
             master_pid: self.master_pid,
+            queue: self.opts.config.server.ipc_queue,
         };
         match spawn::spawn_worker(&spec, serial, self.events_tx.clone()) {
-            Ok((pid, commands)) => {
+            Ok(link) => {
+                let pid = link.pid;
                 tracing::info!(group = %group.name, slot = s, pid, generation, "worker spawned");
                 let now = Instant::now();
                 self.workers.insert(
@@ -329,7 +365,13 @@ impl Supervisor {
                         drain_deadline: None,
                         boot_timeout: group.cfg.boot_timeout,
                         heartbeat_timeout: group.cfg.heartbeat_timeout,
-                        commands,
+                        commands: link.commands,
+                        frames: link.frames,
+                        origin: ipc::origin(&group.name, s, pid),
+                        topics: Vec::new(),
+                        serves: Vec::new(),
+                        queue_full_since: None,
+                        ipc_dropped: 0,
                         killed_for: None,
                         killed_at: None,
                         fatal: None,
@@ -397,6 +439,8 @@ impl Supervisor {
                         "worker ready"
                     );
                     self.on_ready(serial);
+                    // Requests may have waited for a worker like this one.
+                    self.dispatch_parked();
                 }
             }
             WorkerMsg::Heartbeat => w.last_heartbeat = Instant::now(),
@@ -404,6 +448,20 @@ impl Supervisor {
                 tracing::error!(group = %group, slot = w.slot, pid = w.pid, reason = %reason, "worker failed");
                 w.fatal = Some(reason);
             }
+            WorkerMsg::Subscribe { topic } => self.on_subscribe(serial, topic),
+            WorkerMsg::Serve { topic } => self.on_serve(serial, topic),
+            WorkerMsg::Publish { to, topic, payload } => {
+                self.on_publish(serial, to, topic, payload);
+            }
+            WorkerMsg::Request {
+                id,
+                group,
+                topic,
+                timeout_ms,
+                payload,
+            } => self.on_request(serial, id, group, topic, timeout_ms, payload),
+            WorkerMsg::Reply { id, result } => self.on_reply(serial, id, result),
+            WorkerMsg::Call { id, service } => self.on_call(serial, id, service),
             other => {
                 tracing::debug!(group = %group, slot = w.slot, pid = w.pid, message = ?other, "unhandled worker message");
             }
@@ -414,6 +472,7 @@ impl Supervisor {
         let Some(w) = self.workers.remove(&serial) else {
             return;
         };
+        self.ipc_forget(&w, serial);
         let group = &self.groups[w.group];
         let uptime = w.started.elapsed();
         let ready_for = w.ready_at.map(|t| t.elapsed());
@@ -471,14 +530,6 @@ impl Supervisor {
         }
     }
 
-    /// Sends a message to a worker; a full queue means the worker is stuck,
-    /// which the deadlines deal with.
-    fn send(&self, serial: u64, msg: MasterMsg) {
-        if let Some(w) = self.workers.get(&serial) {
-            let _ = w.commands.try_send(WorkerCommand::Send(msg));
-        }
-    }
-
     /// SIGKILLs a worker and remembers why, for the exit log line.
     fn kill(&mut self, serial: u64, why: String) {
         if let Some(w) = self.workers.get_mut(&serial) {
@@ -517,7 +568,8 @@ impl Supervisor {
         let msg = MasterMsg::Drain {
             grace_ms: grace.as_millis() as u64,
         };
-        self.send(serial, msg);
+        // A full queue loses the drain; the drain deadline still applies.
+        self.send(serial, &msg);
     }
 }
 

@@ -49,6 +49,12 @@ impl Supervisor {
             if let Some(d) = w.deadline() {
                 wake = wake.min(d);
             }
+            if let Some(since) = w.queue_full_since {
+                wake = wake.min(since + self.router.stall_timeout());
+            }
+        }
+        if let Some(d) = self.router.next_deadline() {
+            wake = wake.min(d);
         }
         for g in &self.groups {
             for s in &g.slots {
@@ -67,6 +73,7 @@ impl Supervisor {
 
     /// Enforces deadlines, starts scheduled restarts and moves a reload on.
     pub(super) fn tick(&mut self, now: Instant) {
+        self.ipc_tick(now);
         let mut overdue = Vec::new();
         for (&serial, w) in &mut self.workers {
             let Some(deadline) = w.deadline() else {
@@ -282,6 +289,12 @@ impl Supervisor {
                 self.scale_group_to(g, count);
             }
         }
+        // New per-worker queues apply to workers started from now on; the
+        // master's inbox keeps its size until the master restarts.
+        self.router.set_limits(
+            config.server.ipc_max_pending,
+            config.server.ipc_stall_timeout,
+        );
         self.opts.config = config;
     }
 

@@ -1,0 +1,512 @@
+//! The IPC pool's routing: topics, requests between workers, the master's
+//! own services, and backpressure.
+//!
+//! Every message arrives here on the supervisor's task, so routing needs no
+//! lock. A publication is encoded once and the same bytes are queued for
+//! each receiver. Each worker's queue is bounded (`server.ipc_queue`): a
+//! message for a worker whose queue is full is dropped and counted, and a
+//! worker whose queue stays full for `server.ipc_stall_timeout` is killed
+//! and replaced (its watcher and writer are separate tasks, so a worker
+//! that stops reading never blocks anyone else).
+//!
+//! Delivery is at most once; messages from one worker on one topic keep
+//! their order (one socket, one supervisor, one queue per receiver).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ringmaster_proto::{
+    Answer, ClusterStatus, GroupStatus, IpcStats, MasterMsg, Origin, ReplyError, Service, Target,
+    WorkerInfo, encode_frame,
+};
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+
+use super::{Phase, Supervisor, Worker};
+
+/// The longest timeout a request may ask for; longer ones are cut to it.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A request between workers that has not been answered yet.
+#[derive(Debug)]
+struct Pending {
+    /// The worker that asked, and its own id for the request.
+    requester: u64,
+    their_id: u64,
+    group: String,
+    topic: String,
+    deadline: Instant,
+    /// The worker that has the request; `None` while no worker of the
+    /// group serves the topic (then `payload` waits here for one).
+    server: Option<u64>,
+    payload: Vec<u8>,
+}
+
+/// The routing state of the IPC pool.
+#[derive(Debug)]
+pub(super) struct Router {
+    /// Topic -> serials of the workers subscribed to it.
+    subscribers: HashMap<String, Vec<u64>>,
+    /// (group, topic) -> serials of the workers serving it, and where the
+    /// round robin goes next.
+    servers: HashMap<(String, String), (Vec<u64>, usize)>,
+    pending: HashMap<u64, Pending>,
+    /// Pending requests by deadline.
+    deadlines: BTreeSet<(Instant, u64)>,
+    next_id: u64,
+    max_pending: usize,
+    stall_timeout: Duration,
+    stats: IpcStats,
+}
+
+impl Router {
+    pub(super) fn new(max_pending: usize, stall_timeout: Duration) -> Self {
+        Router {
+            subscribers: HashMap::new(),
+            servers: HashMap::new(),
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            next_id: 0,
+            max_pending,
+            stall_timeout,
+            stats: IpcStats::default(),
+        }
+    }
+
+    /// Applies new limits (after a reload of the configuration).
+    pub(super) fn set_limits(&mut self, max_pending: usize, stall_timeout: Duration) {
+        self.max_pending = max_pending;
+        self.stall_timeout = stall_timeout;
+    }
+
+    /// The earliest request deadline.
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.first().map(|(at, _)| *at)
+    }
+
+    /// The stall timeout, for a worker's deadline.
+    pub(super) fn stall_timeout(&self) -> Duration {
+        self.stall_timeout
+    }
+
+    fn insert(&mut self, id: u64, p: Pending) {
+        self.deadlines.insert((p.deadline, id));
+        self.pending.insert(id, p);
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Pending> {
+        let p = self.pending.remove(&id)?;
+        self.deadlines.remove(&(p.deadline, id));
+        Some(p)
+    }
+}
+
+/// A message encoded once as a frame, ready to queue for any worker.
+fn frame(msg: &MasterMsg) -> Option<Bytes> {
+    let mut out = Vec::new();
+    match encode_frame(msg, &mut out) {
+        Ok(()) => Some(Bytes::from(out)),
+        Err(e) => {
+            // Only a reply or delivery larger than a frame gets here, and
+            // the worker's own frame was within the limit: log, never panic.
+            tracing::error!(error = %e, "cannot encode a message for a worker; dropped");
+            None
+        }
+    }
+}
+
+impl Worker {
+    /// Whether a publication to `to` may reach this worker.
+    fn is_in(&self, to: &Target) -> bool {
+        match to {
+            Target::All => true,
+            Target::Group(g) => *self.origin.group == **g,
+            Target::Slot { group, slot } => {
+                *self.origin.group == **group && self.origin.slot == *slot
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Supervisor {
+    /// Queues an encoded frame for one worker; a full queue drops it and
+    /// counts. Returns whether it was queued.
+    fn queue_frame(&mut self, serial: u64, bytes: Bytes) -> bool {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return false;
+        };
+        match w.frames.try_send(bytes) {
+            Ok(()) => {
+                self.router.stats.routed += 1;
+                true
+            }
+            Err(TrySendError::Full(_)) => {
+                self.router.stats.dropped += 1;
+                w.ipc_dropped += 1;
+                if w.queue_full_since.is_none() {
+                    w.queue_full_since = Some(Instant::now());
+                    tracing::warn!(
+                        group = %w.origin.group, slot = w.slot, pid = w.pid,
+                        "worker's IPC queue is full; dropping messages for it"
+                    );
+                }
+                false
+            }
+            // Its writer is gone: the worker is exiting.
+            Err(TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Encodes `msg` and queues it for one worker.
+    pub(super) fn send(&mut self, serial: u64, msg: &MasterMsg) -> bool {
+        match frame(msg) {
+            Some(bytes) => self.queue_frame(serial, bytes),
+            None => false,
+        }
+    }
+
+    pub(super) fn on_subscribe(&mut self, serial: u64, topic: String) {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        if w.topics.contains(&topic) {
+            return;
+        }
+        w.topics.push(topic.clone());
+        self.router
+            .subscribers
+            .entry(topic)
+            .or_default()
+            .push(serial);
+    }
+
+    pub(super) fn on_serve(&mut self, serial: u64, topic: String) {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return;
+        };
+        if w.serves.contains(&topic) {
+            return;
+        }
+        w.serves.push(topic.clone());
+        let key = (w.origin.group.clone(), topic);
+        self.router.servers.entry(key).or_default().0.push(serial);
+        if w.phase == Phase::Ready {
+            self.dispatch_parked();
+        }
+    }
+
+    pub(super) fn on_publish(&mut self, serial: u64, to: Target, topic: String, payload: Vec<u8>) {
+        self.router.stats.received += 1;
+        let Some(from) = self.workers.get(&serial).map(|w| w.origin.clone()) else {
+            return;
+        };
+        let Some(receivers) = self.router.subscribers.get(&topic) else {
+            return;
+        };
+        let receivers: Vec<u64> = receivers
+            .iter()
+            .copied()
+            .filter(|s| self.workers.get(s).is_some_and(|w| w.is_in(&to)))
+            .collect();
+        if receivers.is_empty() {
+            return;
+        }
+        let Some(bytes) = frame(&MasterMsg::Deliver {
+            topic,
+            from,
+            payload,
+        }) else {
+            return;
+        };
+        for r in receivers {
+            self.queue_frame(r, bytes.clone());
+        }
+    }
+
+    pub(super) fn on_request(
+        &mut self,
+        serial: u64,
+        id: u64,
+        group: String,
+        topic: String,
+        timeout_ms: u64,
+        payload: Vec<u8>,
+    ) {
+        self.router.stats.received += 1;
+        if self.router.pending.len() >= self.router.max_pending {
+            let limit = self.router.max_pending as u64;
+            self.router.stats.failed_requests += 1;
+            let result = Err(ReplyError::Overloaded { limit });
+            self.send(serial, &MasterMsg::Reply { id, result });
+            return;
+        }
+        let timeout = Duration::from_millis(timeout_ms).min(MAX_REQUEST_TIMEOUT);
+        let mid = self.router.next_id;
+        self.router.next_id += 1;
+        let pending = Pending {
+            requester: serial,
+            their_id: id,
+            group,
+            topic,
+            deadline: Instant::now() + timeout,
+            server: None,
+            payload,
+        };
+        self.router.insert(mid, pending);
+        self.dispatch(mid);
+    }
+
+    /// Gives request `mid` to the next ready worker serving its topic, if
+    /// there is one; otherwise it stays parked until one is or it expires.
+    fn dispatch(&mut self, mid: u64) {
+        let Some(p) = self.router.pending.get(&mid) else {
+            return;
+        };
+        let key = (p.group.clone(), p.topic.clone());
+        let Some((serials, next)) = self.router.servers.get_mut(&key) else {
+            return;
+        };
+        let n = serials.len();
+        let chosen = (0..n).map(|i| serials[(*next + i) % n]).find(|s| {
+            self.workers
+                .get(s)
+                .is_some_and(|w| w.phase == Phase::Ready && w.killed_for.is_none())
+        });
+        let Some(server) = chosen else {
+            return;
+        };
+        *next = (serials.iter().position(|s| *s == server).unwrap_or(0) + 1) % n.max(1);
+        let Some(from) = self.workers.get(&p.requester).map(|w| w.origin.clone()) else {
+            // The requester is gone: nobody wants the answer.
+            self.router.remove(mid);
+            return;
+        };
+        let Some(p) = self.router.pending.get_mut(&mid) else {
+            return;
+        };
+        p.server = Some(server);
+        let msg = MasterMsg::Request {
+            id: mid,
+            from,
+            topic: p.topic.clone(),
+            payload: std::mem::take(&mut p.payload),
+        };
+        if !self.send(server, &msg) {
+            let origin = self.workers.get(&server).map(|w| w.origin.clone());
+            if let (Some(p), Some(server)) = (self.router.remove(mid), origin) {
+                self.fail(p, ReplyError::Dropped { server });
+            }
+        }
+    }
+
+    /// Dispatches every parked request that now has a ready server.
+    pub(super) fn dispatch_parked(&mut self) {
+        let parked: Vec<u64> = self
+            .router
+            .pending
+            .iter()
+            .filter(|(_, p)| p.server.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for mid in parked {
+            self.dispatch(mid);
+        }
+    }
+
+    /// Answers a pending request's requester with an error.
+    fn fail(&mut self, p: Pending, error: ReplyError) {
+        self.router.stats.failed_requests += 1;
+        let msg = MasterMsg::Reply {
+            id: p.their_id,
+            result: Err(error),
+        };
+        self.send(p.requester, &msg);
+    }
+
+    pub(super) fn on_reply(&mut self, serial: u64, mid: u64, result: Result<Vec<u8>, String>) {
+        self.router.stats.received += 1;
+        // A reply from anyone but the worker that has the request (a late
+        // one after a timeout, or a confused worker) is ignored.
+        if self.router.pending.get(&mid).and_then(|p| p.server) != Some(serial) {
+            return;
+        }
+        let Some(p) = self.router.remove(mid) else {
+            return;
+        };
+        let result = match result {
+            Ok(payload) => Ok(payload),
+            Err(message) => {
+                self.router.stats.failed_requests += 1;
+                let server = self.workers[&serial].origin.clone();
+                Err(ReplyError::Failed { server, message })
+            }
+        };
+        self.send(
+            p.requester,
+            &MasterMsg::Reply {
+                id: p.their_id,
+                result,
+            },
+        );
+    }
+
+    pub(super) fn on_call(&mut self, serial: u64, id: u64, service: Service) {
+        self.router.stats.received += 1;
+        let answer = match service {
+            Service::Status => Answer::Status(self.status()),
+            Service::Workers => Answer::Workers(self.worker_infos()),
+            _ => return,
+        };
+        self.send(serial, &MasterMsg::Answer { id, answer });
+    }
+
+    /// The answer to [`Service::Status`].
+    pub(super) fn status(&self) -> ClusterStatus {
+        let mut ipc = self.router.stats;
+        ipc.pending_requests = self.router.pending.len() as u64;
+        ClusterStatus {
+            master_pid: self.master_pid,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            groups: self
+                .groups
+                .iter()
+                .enumerate()
+                .map(|(g, group)| GroupStatus {
+                    name: group.name.clone(),
+                    listen: group.listeners.addr().to_string(),
+                    count: group.slots.len() as u32,
+                    ready: self
+                        .workers
+                        .values()
+                        .filter(|w| w.group == g && w.phase == Phase::Ready)
+                        .count() as u32,
+                })
+                .collect(),
+            ipc,
+        }
+    }
+
+    /// The answer to [`Service::Workers`], by group, slot and generation.
+    fn worker_infos(&self) -> Vec<WorkerInfo> {
+        let mut out: Vec<WorkerInfo> = self
+            .workers
+            .values()
+            .map(|w| WorkerInfo {
+                group: self.groups[w.group].name.clone(),
+                slot: w.slot as u32,
+                generation: w.generation,
+                pid: w.pid,
+                phase: match w.phase {
+                    Phase::Booting => "booting",
+                    Phase::Ready => "ready",
+                    Phase::Draining => "draining",
+                }
+                .to_string(),
+                uptime_ms: w.started.elapsed().as_millis() as u64,
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.group, a.slot, a.generation).cmp(&(&b.group, b.slot, b.generation)));
+        out
+    }
+
+    /// Forgets a worker that exited: its subscriptions, the topics it
+    /// served, requests it asked, and fails the requests it had.
+    pub(super) fn ipc_forget(&mut self, w: &Worker, serial: u64) {
+        for topic in &w.topics {
+            if let Some(list) = self.router.subscribers.get_mut(topic) {
+                list.retain(|s| *s != serial);
+                if list.is_empty() {
+                    self.router.subscribers.remove(topic);
+                }
+            }
+        }
+        for topic in &w.serves {
+            let key = (w.origin.group.clone(), topic.clone());
+            if let Some((list, next)) = self.router.servers.get_mut(&key) {
+                list.retain(|s| *s != serial);
+                *next = 0;
+                if list.is_empty() {
+                    self.router.servers.remove(&key);
+                }
+            }
+        }
+        let affected: Vec<u64> = self
+            .router
+            .pending
+            .iter()
+            .filter(|(_, p)| p.requester == serial || p.server == Some(serial))
+            .map(|(id, _)| *id)
+            .collect();
+        for mid in affected {
+            let Some(p) = self.router.remove(mid) else {
+                continue;
+            };
+            if p.requester != serial {
+                self.fail(
+                    p,
+                    ReplyError::ServerExited {
+                        server: w.origin.clone(),
+                    },
+                );
+            }
+        }
+        if w.ipc_dropped > 0 {
+            tracing::warn!(
+                group = %w.origin.group, slot = w.slot, pid = w.pid, dropped = w.ipc_dropped,
+                "{} IPC messages for this worker were dropped (its queue was full)", w.ipc_dropped
+            );
+        }
+    }
+
+    /// Expires requests past their deadline, and watches full queues:
+    /// notes recovery, kills a worker whose queue stayed full too long.
+    pub(super) fn ipc_tick(&mut self, now: Instant) {
+        while let Some(&(at, mid)) = self.router.deadlines.first() {
+            if at > now {
+                break;
+            }
+            let Some(p) = self.router.remove(mid) else {
+                continue;
+            };
+            let server = p
+                .server
+                .and_then(|s| self.workers.get(&s))
+                .map(|w| w.origin.clone());
+            self.fail(p, ReplyError::Timeout { server });
+        }
+        let stall = self.router.stall_timeout;
+        let mut stalled = Vec::new();
+        for (&serial, w) in &mut self.workers {
+            let Some(since) = w.queue_full_since else {
+                continue;
+            };
+            if w.frames.capacity() > 0 {
+                w.queue_full_since = None;
+                tracing::warn!(
+                    group = %w.origin.group, slot = w.slot, pid = w.pid, dropped = w.ipc_dropped,
+                    "worker's IPC queue drains again; {} messages dropped so far", w.ipc_dropped
+                );
+            } else if now >= since + stall && w.killed_for.is_none() {
+                stalled.push(serial);
+            }
+        }
+        for serial in stalled {
+            let why = format!(
+                "stalled: its IPC queue stayed full for {} ms (server.ipc_stall_timeout)",
+                stall.as_millis()
+            );
+            self.kill(serial, why);
+        }
+    }
+}
+
+/// The worker's identity as other workers see it.
+pub(super) fn origin(group: &str, slot: usize, pid: u32) -> Origin {
+    Origin {
+        group: group.to_string(),
+        slot: slot as u32,
+        pid,
+    }
+}

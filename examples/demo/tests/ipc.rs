@@ -1,0 +1,216 @@
+//! Cluster tests of the IPC pool with the real demo binary: the links
+//! cache invalidated on every worker (replacements too), a worker that
+//! breaks its IPC socket, request/reply between groups and the master's
+//! own services.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::{Response, alive, get, request, web_config};
+
+/// The pid in the demo's `x-ringmaster-worker` header (`web/1 4242`).
+fn served_by(r: &Response) -> u32 {
+    let v = r
+        .header(ringmaster_demo::WORKER_HEADER)
+        .unwrap_or_else(|| panic!("no worker header in {r:?}"));
+    v.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+fn create_link(web: SocketAddr) -> String {
+    let r = request(
+        web,
+        "POST",
+        "/links",
+        Some(r#"{"url":"https://example.com/ipc"}"#),
+    )
+    .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let link: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    link["code"].as_str().unwrap().to_string()
+}
+
+/// Follows `/l/{code}` over fresh connections until every pid in `pids`
+/// has answered; returns, per pid, each (sent at, status) it answered.
+fn follow_until_each_answered(
+    web: SocketAddr,
+    code: &str,
+    pids: &[u32],
+    status: u16,
+) -> HashMap<u32, Vec<(Instant, u16)>> {
+    let mut seen: HashMap<u32, Vec<(Instant, u16)>> = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids.iter().all(|p| {
+        seen.get(p)
+            .is_some_and(|v| v.iter().any(|(_, s)| *s == status))
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "not every worker of {pids:?} answered {status} for /l/{code}: {seen:?}"
+        );
+        let sent = Instant::now();
+        let r = request(web, "GET", &format!("/l/{code}"), None).unwrap();
+        seen.entry(served_by(&r))
+            .or_default()
+            .push((sent, r.status));
+    }
+    seen
+}
+
+/// Creates a link, has every worker in `pids` cache it, deletes it through
+/// one of them, and checks that every worker answers 404 from then on: no
+/// worker redirects in a request sent 100 ms or more after the delete.
+fn delete_reaches_every_cache(web: SocketAddr, pids: &[u32]) {
+    let code = create_link(web);
+    follow_until_each_answered(web, &code, pids, 302);
+    let r = request(web, "DELETE", &format!("/links/{code}"), None).unwrap();
+    assert_eq!(r.status, 204, "{}", r.body);
+    let deleted_at = Instant::now();
+    let seen = follow_until_each_answered(web, &code, pids, 404);
+    for (pid, answers) in &seen {
+        for (sent, status) in answers {
+            assert!(
+                *status == 404 || sent.duration_since(deleted_at) < Duration::from_millis(100),
+                "worker {pid} still redirected {} ms after the delete: {answers:?}",
+                sent.duration_since(deleted_at).as_millis()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_delete_empties_the_cache_of_every_one_of_four_workers() {
+    let cluster = support::start(&web_config("count = 4"), &[]);
+    let pids = cluster.wait_workers(4);
+    delete_reaches_every_cache(cluster.addr(), &pids);
+    // Twice: the subscriptions stay in place.
+    delete_reaches_every_cache(cluster.addr(), &pids);
+}
+
+#[test]
+fn a_replacement_worker_receives_what_is_published_after_it_is_ready() {
+    let cluster = support::start(&web_config("count = 2"), &[]);
+    let before = cluster.wait_workers(2);
+    // SAFETY: kill a worker of this test's cluster.
+    unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let after = loop {
+        let now = cluster.worker_pids();
+        if now.len() == 2 && !now.contains(&before[0]) {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "no replacement: {now:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    cluster.wait_log(Duration::from_secs(10), "the replacement is ready", |log| {
+        log.matches("worker ready").count() >= 3
+    });
+    delete_reaches_every_cache(cluster.addr(), &after);
+}
+
+#[test]
+fn a_worker_that_breaks_its_ipc_is_restarted_and_the_others_keep_going() {
+    let cluster = support::start(&web_config("count = 3"), &[]);
+    cluster.wait_workers(3);
+    for kind in ["garbage", "oversized"] {
+        let r = get(cluster.addr(), &format!("/__test/ipc-garbage?kind={kind}")).unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let culprit = served_by(&r);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(culprit) {
+            assert!(
+                Instant::now() < deadline,
+                "[{kind}] worker {culprit} is still alive\n{}",
+                cluster.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let pids = loop {
+            let now = cluster.worker_pids();
+            if now.len() == 3 && !now.contains(&culprit) {
+                break now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "[{kind}] no replacement: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let log = cluster.log();
+        assert!(
+            log.contains("broke the IPC protocol"),
+            "[{kind}] the master says why it killed the worker\n{log}"
+        );
+        // Everyone, the replacement included, serves and receives messages.
+        delete_reaches_every_cache(cluster.addr(), &pids);
+    }
+    assert!(alive(cluster.pid()), "the master survived");
+}
+
+#[test]
+fn requests_to_a_group_get_a_reply_or_a_clear_timeout() {
+    let cluster = support::start(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n\
+         [groups.api]\nlisten = \"127.0.0.1:0\"\ncount = 2\n",
+        &[],
+    );
+    cluster.wait_workers(3);
+    let web = cluster.addrs[0].1;
+    cluster.wait_log(Duration::from_secs(10), "every worker is ready", |log| {
+        log.matches("worker ready").count() >= 3
+    });
+
+    // The master's services: status and workers.
+    let r = get(web, "/cluster").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["status"]["master_pid"], cluster.pid());
+    assert_eq!(v["status"]["groups"][1]["name"], "api");
+    assert_eq!(v["status"]["groups"][1]["ready"], 2);
+    let api_pids: Vec<u64> = v["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["group"] == "api")
+        .map(|w| w["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(api_pids.len(), 2, "{v}");
+
+    // Requests reach api workers, round robin.
+    let mut answered = Vec::new();
+    for _ in 0..4 {
+        let r = get(web, "/__test/ask?group=api&timeout_ms=2000").unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        let stats: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        answered.push(stats["pid"].as_u64().unwrap());
+    }
+    assert!(
+        api_pids.iter().all(|p| answered.contains(p)),
+        "both api workers answered: {answered:?} of {api_pids:?}"
+    );
+
+    // Nobody in `web` serves api.stats: a clear timeout, after the timeout.
+    let started = Instant::now();
+    let r = get(web, "/__test/ask?group=web&timeout_ms=300").unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("no reply within 300 ms")
+            && message.contains("no ready worker of group \"web\" serves this topic"),
+        "{message}"
+    );
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let r = get(web, "/cluster").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(
+        v["status"]["ipc"]["failed_requests"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
+}
