@@ -39,9 +39,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
-/// How many deliveries wait for one subscription before newer ones are
-/// dropped.
+/// How many deliveries wait for one subscription.
 const SUBSCRIPTION_QUEUE: usize = 1024;
+/// How long the worker's IPC reader waits for room in a full subscription
+/// before it marks it lagging; a lagging subscription's deliveries are
+/// dropped without waiting until it has room again.
+const LAG_WAIT: Duration = Duration::from_millis(100);
 /// How long past its own timeout a request waits for the master's verdict.
 const MASTER_GRACE: Duration = Duration::from_secs(1);
 /// Room left in a frame for the message around a payload.
@@ -144,6 +147,13 @@ pub struct Delivery<T> {
 }
 
 type RawDelivery = (Origin, Arc<[u8]>);
+
+/// One subscription, as the reader sees it.
+#[derive(Clone)]
+struct Sub {
+    tx: mpsc::Sender<RawDelivery>,
+    lagging: Arc<std::sync::atomic::AtomicBool>,
+}
 type Handler = Arc<
     dyn Fn(Vec<u8>, Origin) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, String>> + Send>>
         + Send
@@ -168,9 +178,11 @@ struct Inner {
     me: Origin,
     next_id: AtomicU64,
     waiting: Mutex<HashMap<u64, oneshot::Sender<Response>>>,
-    subscribers: Mutex<HashMap<String, Vec<mpsc::Sender<RawDelivery>>>>,
+    subscribers: Mutex<HashMap<String, Vec<Sub>>>,
     handlers: Mutex<HashMap<String, Handler>>,
     dropped: AtomicU64,
+    /// Set by [`Ipc::stall_for_tests`]: the reader stops reading.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Ipc {
@@ -214,6 +226,7 @@ impl Ipc {
                 subscribers: Mutex::new(HashMap::new()),
                 handlers: Mutex::new(HashMap::new()),
                 dropped: AtomicU64::new(0),
+                stalled: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -273,7 +286,7 @@ impl Ipc {
         let payload = encode(topic, msg)?;
         if self.inner.outbox.is_none() {
             if self.inner.me.is_in(&to) {
-                self.deliver(topic, self.inner.me.clone(), payload);
+                self.deliver(topic, self.inner.me.clone(), payload).await;
             }
             return Ok(());
         }
@@ -294,7 +307,10 @@ impl Ipc {
         let first = {
             let mut subs = lock(&self.inner.subscribers);
             let list = subs.entry(topic.to_string()).or_default();
-            list.push(tx);
+            list.push(Sub {
+                tx,
+                lagging: Arc::default(),
+            });
             list.len() == 1
         };
         if first {
@@ -488,14 +504,15 @@ impl Ipc {
     }
 
     /// Handles a message from the master that belongs to the IPC pool;
-    /// gives back any other.
-    pub(crate) fn on_master_msg(&self, msg: MasterMsg) -> Option<MasterMsg> {
+    /// gives back any other. Waits only while a subscription is full (see
+    /// [`LAG_WAIT`]).
+    pub(crate) async fn on_master_msg(&self, msg: MasterMsg) -> Option<MasterMsg> {
         match msg {
             MasterMsg::Deliver {
                 topic,
                 from,
                 payload,
-            } => self.deliver(&topic, from, payload),
+            } => self.deliver(&topic, from, payload).await,
             MasterMsg::Request {
                 id,
                 from,
@@ -515,26 +532,47 @@ impl Ipc {
         }
     }
 
-    fn deliver(&self, topic: &str, from: Origin, payload: Vec<u8>) {
-        let payload: Arc<[u8]> = payload.into();
-        let mut subs = lock(&self.inner.subscribers);
-        let Some(list) = subs.get_mut(topic) else {
-            return;
+    /// Hands a delivery to every subscription of `topic`. A full one is
+    /// waited for up to [`LAG_WAIT`] (its reader is just behind); one that
+    /// stays full is marked lagging and loses deliveries, counted, until
+    /// it has room again, so a forgotten subscription never stalls the
+    /// worker's IPC.
+    async fn deliver(&self, topic: &str, from: Origin, payload: Vec<u8>) {
+        let subs: Vec<Sub> = match lock(&self.inner.subscribers).get(topic) {
+            Some(list) => list.clone(),
+            None => return,
         };
-        list.retain(|tx| match tx.try_send((from.clone(), payload.clone())) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.inner.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(
-                        topic,
-                        "a subscription's queue is full: deliveries are dropped (counted in Ipc::dropped)"
-                    );
+        let payload: Arc<[u8]> = payload.into();
+        let mut closed = false;
+        for sub in &subs {
+            let item = (from.clone(), payload.clone());
+            match sub.tx.try_send(item) {
+                Ok(()) => sub.lagging.store(false, Ordering::Relaxed),
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    if !sub.lagging.load(Ordering::Relaxed) {
+                        match tokio::time::timeout(LAG_WAIT, sub.tx.send(item)).await {
+                            Ok(Ok(())) => continue,
+                            Ok(Err(_)) => {
+                                closed = true;
+                                continue;
+                            }
+                            Err(_) => sub.lagging.store(true, Ordering::Relaxed),
+                        }
+                    }
+                    if self.inner.dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            topic,
+                            "a subscription is not read: its deliveries are dropped (counted in Ipc::dropped)"
+                        );
+                    }
                 }
-                true
+                // The Subscription was dropped.
+                Err(mpsc::error::TrySendError::Closed(_)) => closed = true,
             }
-            // The Subscription was dropped.
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        });
+        }
+        if closed && let Some(list) = lock(&self.inner.subscribers).get_mut(topic) {
+            list.retain(|s| !s.tx.is_closed());
+        }
     }
 
     fn answer(&self, id: u64, from: Origin, topic: String, payload: Vec<u8>) {
@@ -547,6 +585,19 @@ impl Ipc {
             };
             ipc.push(WorkerMsg::Reply { id, result });
         });
+    }
+
+    /// Makes this worker stop reading its IPC socket after the next
+    /// message, as a wedged worker would, while it keeps serving and
+    /// heartbeating. Only for ringmaster's own tests of the master's
+    /// backpressure.
+    #[doc(hidden)]
+    pub fn stall_for_tests(&self) {
+        self.inner.stalled.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_stalled_for_tests(&self) -> bool {
+        self.inner.stalled.load(Ordering::Relaxed)
     }
 
     /// Writes raw bytes on the IPC socket, bypassing framing: the master

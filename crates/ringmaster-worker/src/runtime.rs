@@ -253,8 +253,12 @@ async fn read_master(
                 start_drain(&drain, Duration::from_millis(grace_ms), "the master asked");
             }
             Ok(Some(msg)) => {
-                if let Some(other) = ipc.on_master_msg(msg) {
+                if let Some(other) = ipc.on_master_msg(msg).await {
                     tracing::debug!(message = ?other, "unhandled master message");
+                }
+                if ipc.is_stalled_for_tests() {
+                    tracing::warn!("IPC reader stalled on purpose (test switch)");
+                    return std::future::pending().await;
                 }
             }
             Ok(None) => {

@@ -4,8 +4,11 @@
 //! - `RINGMASTER_DEMO_TEST_ROUTES=1` mounts `/__test/sleep?ms=N` (a slow
 //!   request), `/__test/wedge` (blocks every runtime thread, so the worker
 //!   stops heartbeating), `/__test/panic`, `/__test/ipc-garbage?kind=`
-//!   (`garbage` or `oversized`: the worker breaks its IPC socket) and
-//!   `/__test/ask?group=&timeout_ms=` (asks `api.stats` of a group);
+//!   (`garbage` or `oversized`: the worker breaks its IPC socket),
+//!   `/__test/ipc-stall` (the worker stops reading its IPC socket),
+//!   `/__test/flood?n=` (publishes `n` invalidations of made-up codes to
+//!   every worker) and `/__test/ask?group=&timeout_ms=` (asks `api.stats`
+//!   of a group);
 //! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
 //! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot.
 
@@ -55,6 +58,8 @@ impl Module for Health {
                 .get("/__test/wedge", wedge)
                 .get("/__test/panic", panic)
                 .get("/__test/ipc-garbage", ipc_garbage)
+                .get("/__test/ipc-stall", ipc_stall)
+                .get("/__test/flood", flood)
                 .get("/__test/ask", ask);
         }
         vec![c]
@@ -135,6 +140,35 @@ async fn ipc_garbage(
         .await
         .map_err(|e| AppError::internal(e.to_string()))?;
     Ok("sent")
+}
+
+/// Stops this worker's IPC reader; the master must restart it as stalled.
+async fn ipc_stall(State(ctx): State<AppContext>) -> &'static str {
+    ctx.ipc().stall_for_tests();
+    "stalling"
+}
+
+#[derive(Deserialize)]
+struct FloodParams {
+    n: u32,
+}
+
+/// Publishes `n` invalidations of codes no link has.
+async fn flood(
+    State(ctx): State<AppContext>,
+    Query(p): Query<FloodParams>,
+) -> Result<String, AppError> {
+    for i in 0..p.n {
+        ctx.ipc()
+            .publish(
+                ringmaster::Target::All,
+                crate::links::INVALIDATE_TOPIC,
+                &format!("flood-{i}"),
+            )
+            .await
+            .map_err(|e| AppError::internal(e.to_string()))?;
+    }
+    Ok(format!("published {}", p.n))
 }
 
 #[derive(Deserialize)]

@@ -214,3 +214,40 @@ fn requests_to_a_group_get_a_reply_or_a_clear_timeout() {
         "{v}"
     );
 }
+
+#[test]
+fn a_worker_that_stops_reading_ipc_loses_messages_then_is_restarted() {
+    let cluster = support::start(
+        "[server]\nipc_queue = 16\nipc_stall_timeout = \"500ms\"\n\
+         [groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 2\n",
+        &[],
+    );
+    let pids = cluster.wait_workers(2);
+    let r = get(cluster.addr(), "/__test/ipc-stall").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stalled = served_by(&r);
+    let other = *pids.iter().find(|p| **p != stalled).unwrap();
+    // Flood until the stalled one is gone: its socket
+    // buffer fills, then its queue of 16, then the master drops and counts.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while alive(stalled) {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled worker {stalled} was not restarted\n{}",
+            cluster.log()
+        );
+        // Either worker may publish: the stalled one still serves HTTP and
+        // writes to the master, it only stopped reading.
+        let _ = get(cluster.addr(), "/__test/flood?n=2000");
+    }
+    let log = cluster.log();
+    assert!(log.contains("IPC queue is full"), "{log}");
+    assert!(log.contains("stalled: its IPC queue stayed full"), "{log}");
+    assert!(alive(other), "the other worker is untouched");
+    let now = cluster.wait_workers(2);
+    let r = get(cluster.addr(), "/cluster").unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(v["status"]["ipc"]["dropped"].as_u64().unwrap() > 0, "{v}");
+    // The replacement and the other worker keep receiving.
+    delete_reaches_every_cache(cluster.addr(), &now);
+}
