@@ -289,3 +289,69 @@ pub enum MasterMsg {
         answer: Answer,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode_frame;
+
+    fn frame<T: Serialize>(msg: &T) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(msg, &mut out).unwrap();
+        out
+    }
+
+    /// The byte examples in `docs/ipc.md`, exactly.
+    #[test]
+    fn documented_examples_are_exact() {
+        assert_eq!(
+            frame(&WorkerMsg::Hello {
+                version: 2,
+                pid: 300
+            }),
+            [0, 0, 0, 4, 0x00, 0x02, 0xac, 0x02]
+        );
+        assert_eq!(frame(&WorkerMsg::Heartbeat), [0, 0, 0, 1, 0x02]);
+        assert_eq!(
+            frame(&WorkerMsg::Subscribe { topic: "ab".into() }),
+            [0, 0, 0, 4, 0x04, 0x02, b'a', b'b']
+        );
+        assert_eq!(
+            frame(&WorkerMsg::Publish {
+                to: Target::Slot {
+                    group: "w".into(),
+                    slot: 1
+                },
+                topic: "t".into(),
+                payload: vec![0x07],
+            }),
+            [0, 0, 0, 9, 0x06, 0x02, 0x01, b'w', 0x01, 0x01, b't', 0x01, 0x07]
+        );
+        assert_eq!(
+            frame(&MasterMsg::Deliver {
+                topic: "t".into(),
+                from: Origin {
+                    group: "w".into(),
+                    slot: 0,
+                    pid: 5
+                },
+                payload: vec![0x07],
+            }),
+            [0, 0, 0, 9, 0x01, 0x01, b't', 0x01, b'w', 0x00, 0x05, 0x01, 0x07]
+        );
+        assert_eq!(
+            frame(&MasterMsg::Reply {
+                id: 3,
+                result: Err(ReplyError::Timeout { server: None }),
+            }),
+            [0, 0, 0, 5, 0x03, 0x03, 0x01, 0x00, 0x00]
+        );
+        assert_eq!(
+            frame(&WorkerMsg::Reply {
+                id: 3,
+                result: Ok(vec![0x2a]),
+            }),
+            [0, 0, 0, 5, 0x08, 0x03, 0x00, 0x01, 0x2a]
+        );
+    }
+}
