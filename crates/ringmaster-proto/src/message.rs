@@ -325,7 +325,9 @@ mod tests {
                 topic: "t".into(),
                 payload: vec![0x07],
             }),
-            [0, 0, 0, 9, 0x06, 0x02, 0x01, b'w', 0x01, 0x01, b't', 0x01, 0x07]
+            [
+                0, 0, 0, 9, 0x06, 0x02, 0x01, b'w', 0x01, 0x01, b't', 0x01, 0x07
+            ]
         );
         assert_eq!(
             frame(&MasterMsg::Deliver {
@@ -337,7 +339,9 @@ mod tests {
                 },
                 payload: vec![0x07],
             }),
-            [0, 0, 0, 9, 0x01, 0x01, b't', 0x01, b'w', 0x00, 0x05, 0x01, 0x07]
+            [
+                0, 0, 0, 9, 0x01, 0x01, b't', 0x01, b'w', 0x00, 0x05, 0x01, 0x07
+            ]
         );
         assert_eq!(
             frame(&MasterMsg::Reply {
