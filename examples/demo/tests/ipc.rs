@@ -114,7 +114,7 @@ fn a_replacement_worker_receives_what_is_published_after_it_is_ready() {
 fn a_worker_that_breaks_its_ipc_is_restarted_and_the_others_keep_going() {
     let cluster = support::start(&web_config("count = 3"), &[]);
     cluster.wait_workers(3);
-    for kind in ["garbage", "oversized"] {
+    for (culprits, kind) in [(1, "garbage"), (2, "oversized")] {
         let r = get(cluster.addr(), &format!("/__test/ipc-garbage?kind={kind}")).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         let culprit = served_by(&r);
@@ -138,11 +138,9 @@ fn a_worker_that_breaks_its_ipc_is_restarted_and_the_others_keep_going() {
             );
             std::thread::sleep(Duration::from_millis(5));
         };
-        let log = cluster.log();
-        assert!(
-            log.contains("broke the IPC protocol"),
-            "[{kind}] the master says why it killed the worker\n{log}"
-        );
+        cluster.wait_log(Duration::from_secs(5), "why the worker was killed", |log| {
+            log.matches("broke the IPC protocol").count() >= culprits
+        });
         // Everyone, the replacement included, serves and receives messages.
         delete_reaches_every_cache(cluster.addr(), &pids);
     }
@@ -240,9 +238,10 @@ fn a_worker_that_stops_reading_ipc_loses_messages_then_is_restarted() {
         // writes to the master, it only stopped reading.
         let _ = get(cluster.addr(), "/__test/flood?n=2000");
     }
-    let log = cluster.log();
-    assert!(log.contains("IPC queue is full"), "{log}");
-    assert!(log.contains("stalled: its IPC queue stayed full"), "{log}");
+    // The master's log lines may reach the test a moment after the kill.
+    cluster.wait_log(Duration::from_secs(5), "why the worker was killed", |log| {
+        log.contains("IPC queue is full") && log.contains("stalled: its IPC queue stayed full")
+    });
     assert!(alive(other), "the other worker is untouched");
     let now = cluster.wait_workers(2);
     let r = get(cluster.addr(), "/cluster").unwrap();
