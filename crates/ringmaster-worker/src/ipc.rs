@@ -124,6 +124,18 @@ pub enum IpcError {
         /// The handler's error message.
         message: String,
     },
+    /// The master did not answer a question to its own services in time.
+    #[error("the master did not answer within {} ms (it is overloaded or stopping)", waited.as_millis())]
+    MasterTimeout {
+        /// How long this worker waited.
+        waited: Duration,
+    },
+    /// The master answered with a message of the wrong kind: a master and
+    /// worker from different builds, or a bug.
+    #[error(
+        "the master answered with an unexpected message; are the master and this worker from the same build?"
+    )]
+    Confused,
     /// The master refused or lost the request.
     #[error("request on topic {topic:?} to group {group:?} failed: {reason}")]
     Refused {
@@ -396,16 +408,13 @@ impl Ipc {
         };
         // The master answers at the deadline; waiting a little longer
         // covers a master that is busy, without hanging forever.
-        let response = self
+        let result = match self
             .exchange(id, msg, rx, timeout.saturating_add(MASTER_GRACE))
-            .await
-            .map_err(|e| match e {
-                IpcError::Timeout { .. } => timeout_error(None),
-                other => other,
-            })?;
-        let result = match response {
-            Response::Reply(result) => result,
-            Response::Answer(_) => return Err(IpcError::Closed),
+            .await?
+        {
+            Some(Response::Reply(result)) => result,
+            Some(Response::Answer(_)) => return Err(IpcError::Confused),
+            None => return Err(timeout_error(None)),
         };
         let refused = |reason: String| IpcError::Refused {
             group: group.to_string(),
@@ -441,7 +450,7 @@ impl Ipc {
     pub async fn status(&self) -> Result<ClusterStatus, IpcError> {
         match self.call(Service::Status).await? {
             Answer::Status(status) => Ok(status),
-            _ => Err(IpcError::Closed),
+            _ => Err(IpcError::Confused),
         }
     }
 
@@ -449,7 +458,7 @@ impl Ipc {
     pub async fn workers(&self) -> Result<Vec<WorkerInfo>, IpcError> {
         match self.call(Service::Workers).await? {
             Answer::Workers(list) => Ok(list),
-            _ => Err(IpcError::Closed),
+            _ => Err(IpcError::Confused),
         }
     }
 
@@ -458,12 +467,14 @@ impl Ipc {
             return Err(IpcError::Detached("ask"));
         }
         let (id, rx) = self.wait_slot();
+        let limit = MASTER_GRACE * 5;
         match self
-            .exchange(id, WorkerMsg::Call { id, service }, rx, MASTER_GRACE * 5)
+            .exchange(id, WorkerMsg::Call { id, service }, rx, limit)
             .await?
         {
-            Response::Answer(answer) => Ok(answer),
-            Response::Reply(_) => Err(IpcError::Closed),
+            Some(Response::Answer(answer)) => Ok(answer),
+            Some(Response::Reply(_)) => Err(IpcError::Confused),
+            None => Err(IpcError::MasterTimeout { waited: limit }),
         }
     }
 
@@ -474,15 +485,16 @@ impl Ipc {
         (id, rx)
     }
 
-    /// Sends `msg` and waits for the response to `id`, forgetting `id`
-    /// however this ends (also when the caller's future is dropped).
+    /// Sends `msg` and waits up to `limit` for the response to `id`
+    /// (`None`: none came), forgetting `id` however this ends (also when
+    /// the caller's future is dropped).
     async fn exchange(
         &self,
         id: u64,
         msg: WorkerMsg,
         rx: oneshot::Receiver<Response>,
         limit: Duration,
-    ) -> Result<Response, IpcError> {
+    ) -> Result<Option<Response>, IpcError> {
         struct Forget<'a>(&'a Ipc, u64);
         impl Drop for Forget<'_> {
             fn drop(&mut self) {
@@ -492,14 +504,9 @@ impl Ipc {
         let _forget = Forget(self, id);
         self.send(msg).await?;
         match tokio::time::timeout(limit, rx).await {
-            Ok(Ok(response)) => Ok(response),
+            Ok(Ok(response)) => Ok(Some(response)),
             Ok(Err(_)) => Err(IpcError::Closed),
-            Err(_) => Err(IpcError::Timeout {
-                group: String::new(),
-                topic: String::new(),
-                timeout: limit,
-                server: None,
-            }),
+            Err(_) => Ok(None),
         }
     }
 

@@ -27,6 +27,10 @@ use super::{Phase, Supervisor, Worker};
 
 /// The longest timeout a request may ask for; longer ones are cut to it.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Topics one worker may subscribe to, and request topics it may serve:
+/// a worker past this is broken (or hostile) and is replaced, so it cannot
+/// grow the master's tables without bound.
+const MAX_TOPICS: usize = 4096;
 
 /// A request between workers that has not been answered yet.
 #[derive(Debug)]
@@ -121,9 +125,9 @@ impl Worker {
     fn is_in(&self, to: &Target) -> bool {
         match to {
             Target::All => true,
-            Target::Group(g) => *self.origin.group == **g,
+            Target::Group(g) => self.origin.group == *g,
             Target::Slot { group, slot } => {
-                *self.origin.group == **group && self.origin.slot == *slot
+                self.origin.group == *group && self.origin.slot == *slot
             }
             _ => false,
         }
@@ -174,6 +178,13 @@ impl Supervisor {
         if w.topics.contains(&topic) {
             return;
         }
+        if w.topics.len() >= MAX_TOPICS {
+            self.kill(
+                serial,
+                format!("subscribed to more than {MAX_TOPICS} topics"),
+            );
+            return;
+        }
         w.topics.push(topic.clone());
         self.router
             .subscribers
@@ -187,6 +198,13 @@ impl Supervisor {
             return;
         };
         if w.serves.contains(&topic) {
+            return;
+        }
+        if w.serves.len() >= MAX_TOPICS {
+            self.kill(
+                serial,
+                format!("serves more than {MAX_TOPICS} request topics"),
+            );
             return;
         }
         w.serves.push(topic.clone());
@@ -339,7 +357,9 @@ impl Supervisor {
             Ok(payload) => Ok(payload),
             Err(message) => {
                 self.router.stats.failed_requests += 1;
-                let server = self.workers[&serial].origin.clone();
+                let Some(server) = self.workers.get(&serial).map(|w| w.origin.clone()) else {
+                    return;
+                };
                 Err(ReplyError::Failed { server, message })
             }
         };
