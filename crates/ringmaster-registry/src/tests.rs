@@ -1,0 +1,233 @@
+use std::sync::atomic::Ordering;
+
+use super::*;
+
+fn seg(rows: u32) -> Segment {
+    Segment::create(MIN_SIZE, rows).unwrap()
+}
+
+fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn registration_is_idempotent_and_checks_kinds() {
+    let s = seg(4);
+    let a = s.register("hits_total", Kind::Counter, &[], &[]).unwrap();
+    assert_eq!(s.register("hits_total", Kind::Counter, &[], &[]).unwrap(), a);
+    let b = s
+        .register("hits_total", Kind::Counter, &labels(&[("route", "/a")]), &[])
+        .unwrap();
+    assert_ne!(a, b);
+    // Label order does not make another series.
+    let l1 = labels(&[("a", "1"), ("b", "2")]);
+    let l2 = labels(&[("b", "2"), ("a", "1")]);
+    let c = s.register("x", Kind::Gauge, &l1, &[]).unwrap();
+    assert_eq!(s.register("x", Kind::Gauge, &l2, &[]).unwrap(), c);
+    let err = s.register("hits_total", Kind::Gauge, &[], &[]).unwrap_err();
+    assert!(err.to_string().contains("one name has one kind"), "{err}");
+    for (name, l, b, kind, what) in [
+        ("9lives", vec![], vec![], Kind::Counter, "not starting with a digit"),
+        ("ok", labels(&[("__x", "1")]), vec![], Kind::Counter, "label name"),
+        ("ok", labels(&[("a", "1"), ("a", "2")]), vec![], Kind::Counter, "twice"),
+        ("h", vec![], vec![], Kind::Histogram, "bucket bounds"),
+        ("h", vec![], vec![2.0, 1.0], Kind::Histogram, "strictly increasing"),
+        ("h", labels(&[("le", "1")]), vec![1.0], Kind::Histogram, "`le`"),
+    ] {
+        let err = s.register(name, kind, &l, &b).unwrap_err();
+        assert!(err.to_string().contains(what), "{name}: {err}");
+    }
+}
+
+#[test]
+fn a_full_segment_is_a_clear_error() {
+    let s = seg(64);
+    let mut last = None;
+    for i in 0..100_000 {
+        match s.register("c", Kind::Counter, &labels(&[("i", &i.to_string())]), &[]) {
+            Ok(_) => {}
+            Err(e) => {
+                last = Some(e);
+                break;
+            }
+        }
+    }
+    let err = last.expect("the segment fills up");
+    assert!(err.to_string().contains("registry is full"), "{err}");
+    assert!(err.to_string().contains("server.registry_size"), "{err}");
+    // What is there still reads.
+    assert!(s.snapshot().series.len() > 10);
+}
+
+#[test]
+fn two_threads_on_their_own_rows_sum_exactly() {
+    let s = std::sync::Arc::new(seg(2));
+    let i = s.register("n_total", Kind::Counter, &[], &[]).unwrap();
+    let threads: Vec<_> = (0..2)
+        .map(|row| {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let cell = &s.cells(i, row)[0];
+                for _ in 0..1_000_000 {
+                    cell.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(s.sum(i), 2_000_000);
+}
+
+#[test]
+fn folding_keeps_counters_and_drops_gauges() {
+    let s = seg(4);
+    let c = s.register("c_total", Kind::Counter, &[], &[]).unwrap();
+    let g = s.register("g", Kind::Gauge, &[], &[]).unwrap();
+    let h = s.register("h", Kind::Histogram, &[], &[1.0, 2.0]).unwrap();
+    for row in 0..4 {
+        s.cells(c, row)[0].fetch_add(10, Ordering::Relaxed);
+        s.cells(g, row)[0].store(3, Ordering::Relaxed);
+        observe(s.cells(h, row), &[1.0, 2.0], 1.5);
+    }
+    assert_eq!(s.sum(c), 40);
+    s.fold_row(3);
+    s.fold_row(2);
+    assert_eq!(s.sum(c), 40, "a counter never goes backwards");
+    assert_eq!(s.sum(g) as i64, 6, "the removed rows' gauges are gone");
+    s.clear_gauges(0);
+    assert_eq!(s.sum(g) as i64, 3);
+    let snap = s.snapshot();
+    let Value::Histogram {
+        buckets,
+        count,
+        sum,
+    } = &snap.series[2].value
+    else {
+        panic!("a histogram")
+    };
+    assert_eq!(*count, 4);
+    assert_eq!(*sum, 6.0);
+    assert_eq!(buckets, &vec![(1.0, 0), (2.0, 4), (f64::INFINITY, 4)]);
+}
+
+#[test]
+fn prometheus_text_parses_and_json_says_the_same() {
+    let s = seg(2);
+    let c = s
+        .register(
+            "http_requests_total",
+            Kind::Counter,
+            // (prometheus-parse drops a line whose label value holds `}`,
+            // which the format allows; promtool takes it.)
+            &labels(&[("route", "/links"), ("method", "GET")]),
+            &[],
+        )
+        .unwrap();
+    let g = s.register("in_flight", Kind::Gauge, &[], &[]).unwrap();
+    let h = s
+        .register("latency_seconds", Kind::Histogram, &[], &DEFAULT_BUCKETS)
+        .unwrap();
+    s.cells(c, 0)[0].fetch_add(7, Ordering::Relaxed);
+    s.cells(c, 1)[0].fetch_add(5, Ordering::Relaxed);
+    s.cells(g, 1)[0].store((-2i64) as u64, Ordering::Relaxed);
+    observe(s.cells(h, 0), &DEFAULT_BUCKETS, 0.003);
+    observe(s.cells(h, 1), &DEFAULT_BUCKETS, 42.0);
+    let text = s.snapshot().to_prometheus();
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid exposition format");
+    // Every sample line parsed: the counter, the gauge, the histogram and
+    // its _sum and _count (the parser folds the buckets into one sample).
+    assert_eq!(scrape.samples.len(), 5, "{text}: {:?}", scrape.samples);
+    let find = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|x| x.metric == name)
+            .unwrap_or_else(|| panic!("{name} in {text}: {:?}", scrape.samples))
+    };
+    assert!(matches!(find("http_requests_total").value, prometheus_parse::Value::Counter(v) if v == 12.0), "{text}");
+    assert!(matches!(find("in_flight").value, prometheus_parse::Value::Gauge(v) if v == -2.0), "{text}");
+    match &find("latency_seconds").value {
+        prometheus_parse::Value::Histogram(buckets) => {
+            assert_eq!(buckets.len(), DEFAULT_BUCKETS.len() + 1, "{text}");
+            assert_eq!(buckets.last().unwrap().count, 2.0);
+            assert_eq!(buckets[2].count, 1.0, "0.003 <= 0.005: {text}");
+        }
+        other => panic!("{other:?}"),
+    }
+    if let Some(promtool) = std::env::var_os("RINGMASTER_PROMTOOL") {
+        // The real validator, when there is one: RINGMASTER_PROMTOOL=promtool.
+        use std::io::Write;
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .output_child();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "promtool: {out:?}\n{text}");
+    }
+    let json = s.snapshot().to_json();
+    assert_eq!(json["series"][0]["value"], 12);
+    assert_eq!(json["series"][0]["labels"]["route"], "/links");
+    assert_eq!(json["series"][2]["value"]["count"], 2);
+}
+
+#[test]
+fn a_worker_maps_it_from_the_fd_and_sees_the_masters_series() {
+    let s = seg(2);
+    let i = s.register("c_total", Kind::Counter, &[], &[]).unwrap();
+    let dup = s.fd().unwrap().try_clone_to_owned().unwrap();
+    let w = Segment::open(dup, true).unwrap();
+    assert_eq!(w.series_count(), 1);
+    w.cells(i, 1)[0].fetch_add(3, Ordering::Relaxed);
+    assert_eq!(s.sum(i), 3);
+    assert!(matches!(
+        w.register("x", Kind::Counter, &[], &[]),
+        Err(RegistryError::ReadOnly)
+    ));
+    // Another memfd is no registry.
+    // SAFETY: a constant name, no flags.
+    let raw = unsafe { libc::memfd_create(c"other".as_ptr(), 0) };
+    // SAFETY: a fresh fd we own.
+    let other = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: ftruncate of our own fd.
+    unsafe { libc::ftruncate(other.as_raw_fd(), MIN_SIZE as libc::off_t) };
+    assert!(matches!(
+        Segment::open(other, false),
+        Err(RegistryError::BadHeader)
+    ));
+}
+
+trait OutputChild {
+    fn output_child(&mut self) -> std::process::Child;
+}
+
+impl OutputChild for std::process::Command {
+    fn output_child(&mut self) -> std::process::Child {
+        self.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run promtool")
+    }
+}
+
+#[test]
+fn label_values_are_escaped() {
+    let s = seg(1);
+    s.register(
+        "c_total",
+        Kind::Counter,
+        &labels(&[("note", "a \"q\"\n\\")]),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        s.snapshot().to_prometheus(),
+        "# TYPE c_total counter\nc_total{note=\"a \\\"q\\\"\\n\\\\\"} 0\n"
+    );
+}
