@@ -61,15 +61,18 @@ pub const DEFAULT_BUCKETS: [f64; 13] = [
 pub const MAX_BUCKETS: usize = 16;
 const MAX_NAME: usize = 120;
 const MAX_LABELS: usize = 220;
+const MAX_HELP: usize = 500;
 // Descriptor layout: kind, bucket count, name length, label bytes length
-// (u16), cells offset (u64 at 8), stride (u64 at 16), bounds (f64 x 16 at
-// 24), name (at 152), labels (at 272): name\0value\0 pairs.
+// (u16 at 4), help length (u16 at 6), cells offset (u64 at 8), stride (u64
+// at 16), bounds (f64 x 16 at 24), name (at 152), labels (at 272):
+// name\0value\0 pairs, help (at 492).
 const AT_OFFSET: usize = 8;
 const AT_STRIDE: usize = 16;
 const AT_BOUNDS: usize = 24;
 const AT_NAME: usize = AT_BOUNDS + MAX_BUCKETS * 8;
 const AT_LABELS: usize = AT_NAME + MAX_NAME;
-const _: () = assert!(AT_LABELS + MAX_LABELS <= DESC_LEN);
+const AT_HELP: usize = AT_LABELS + MAX_LABELS;
+const _: () = assert!(AT_HELP + MAX_HELP <= DESC_LEN);
 
 /// Checks a metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`, at most 120 bytes.
 pub fn validate_name(name: &str) -> Result<(), String> {
@@ -144,6 +147,7 @@ pub(crate) fn validate(
 pub(crate) fn encode(
     kind: Kind,
     name: &str,
+    help: &str,
     labels: &[(String, String)],
     buckets: &[f64],
     offset: usize,
@@ -169,6 +173,13 @@ pub(crate) fn encode(
     }
     out[AT_NAME..AT_NAME + name.len()].copy_from_slice(name.as_bytes());
     out[AT_LABELS..AT_LABELS + label_bytes.len()].copy_from_slice(&label_bytes);
+    // Help is cut at a character boundary if too long.
+    let mut end = help.len().min(MAX_HELP);
+    while !help.is_char_boundary(end) {
+        end -= 1;
+    }
+    out[6..8].copy_from_slice(&(end as u16).to_le_bytes());
+    out[AT_HELP..AT_HELP + end].copy_from_slice(&help.as_bytes()[..end]);
     out
 }
 
@@ -179,6 +190,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Desc {
     let nb = (bytes[1] as usize).min(MAX_BUCKETS);
     let name_len = (bytes[2] as usize).min(MAX_NAME);
     let labels_len = (u16::from_le_bytes([bytes[4], bytes[5]]) as usize).min(MAX_LABELS);
+    let help_len = (u16::from_le_bytes([bytes[6], bytes[7]]) as usize).min(MAX_HELP);
+    let help = String::from_utf8_lossy(&bytes[AT_HELP..AT_HELP + help_len]).into_owned();
     let name = String::from_utf8_lossy(&bytes[AT_NAME..AT_NAME + name_len]).into_owned();
     let raw = &bytes[AT_LABELS..AT_LABELS + labels_len];
     let parts: Vec<String> = raw
@@ -194,6 +207,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Desc {
         kind: Kind::from_code(bytes[0]),
         name,
         labels,
+        help,
         buckets: (0..nb)
             .map(|i| f64::from_bits(u64_at(AT_BOUNDS + i * 8)))
             .collect(),

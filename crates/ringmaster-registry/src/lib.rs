@@ -24,7 +24,7 @@
 //! | offset | what |
 //! |---|---|
 //! | 0 | header: magic, size, rows, series capacity, series count, fold sequence, cells offset, cells used |
-//! | 128 | `capacity` descriptors of 512 bytes: kind, bucket count, offset and stride of the cells, bucket bounds, name, labels |
+//! | 128 | `capacity` descriptors of 1024 bytes: kind, bucket count, offset and stride of the cells, bucket bounds, name, labels, help |
 //! | cells offset | per series: `rows + 1` rows of `stride` bytes (a multiple of 64) |
 //!
 //! # Layout of this crate
@@ -45,7 +45,7 @@ pub use render::{Sample, Series, Snapshot, Value};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"RMREG001");
 const HEADER_LEN: usize = 128;
-const DESC_LEN: usize = 512;
+const DESC_LEN: usize = 1024;
 const LINE: usize = 64;
 /// The smallest segment accepted.
 pub const MIN_SIZE: usize = 1 << 20;
@@ -63,7 +63,9 @@ pub enum RegistryError {
         source: std::io::Error,
     },
     /// The segment is not a registry, or of another version.
-    #[error("the fd does not hold a ringmaster registry (bad header); is it the master's registry segment?")]
+    #[error(
+        "the fd does not hold a ringmaster registry (bad header); is it the master's registry segment?"
+    )]
     BadHeader,
     /// A name, label or bucket list is not acceptable.
     #[error("metric {name:?}: {message}")]
@@ -139,6 +141,7 @@ pub(crate) struct Desc {
     pub(crate) name: String,
     pub(crate) labels: Vec<(String, String)>,
     pub(crate) buckets: Vec<f64>,
+    pub(crate) help: String,
     offset: usize,
     stride: usize,
 }
@@ -168,7 +171,7 @@ impl Segment {
         seg.owner = Some(std::sync::Mutex::new(Vec::new()));
         let rows_total = rows as usize + 1;
         // Room for descriptors: about one per 16 KiB, at least 256.
-        let capacity = (size / (16 * 1024)).clamp(256, 65_536);
+        let capacity = (size / (16 * 1024)).clamp(256, 16_384);
         let cells = (HEADER_LEN + capacity * DESC_LEN).next_multiple_of(4096);
         if cells + rows_total * LINE > size {
             return Err(RegistryError::Invalid {
@@ -332,9 +335,13 @@ impl Segment {
 
     /// Registers a series (master only): the index of the existing series
     /// with this name and labels, or of a new one.
+    ///
+    /// `help` is the metric's one-line description (the first one
+    /// registered for a name is kept).
     pub fn register(
         &self,
         name: &str,
+        help: &str,
         kind: Kind,
         labels: &[(String, String)],
         buckets: &[f64],
@@ -380,7 +387,7 @@ impl Segment {
         }
         self.used().store((offset + need) as u64, Ordering::Relaxed);
         let at = HEADER_LEN + n as usize * DESC_LEN;
-        let bytes = desc::encode(kind, name, &labels, &buckets, offset, stride);
+        let bytes = desc::encode(kind, name, help, &labels, &buckets, offset, stride);
         // SAFETY: descriptor `n` is inside the table and not yet visible to
         // readers (the count is published after this write).
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(at), DESC_LEN) };
@@ -401,8 +408,14 @@ impl Segment {
     fn row_cells(&self, d: &Desc, row: u32) -> &[AtomicU64] {
         let n = d.kind.cells(d.buckets.len());
         let start = self.get_u64(48) as usize;
-        let at = d.offset.saturating_add((row as usize).saturating_mul(d.stride));
-        if row > self.rows() || d.offset < start || d.offset % 8 != 0 || at.saturating_add(n * 8) > self.len {
+        let at = d
+            .offset
+            .saturating_add((row as usize).saturating_mul(d.stride));
+        if row > self.rows()
+            || d.offset < start
+            || d.offset % 8 != 0
+            || at.saturating_add(n * 8) > self.len
+        {
             return &[];
         }
         // SAFETY: inside the mapping, 8-aligned, checked just above.

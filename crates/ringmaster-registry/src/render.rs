@@ -37,6 +37,8 @@ pub struct Sample {
     pub kind: Kind,
     /// Its labels, sorted by name.
     pub labels: Vec<(String, String)>,
+    /// Its one-line description.
+    pub help: String,
     /// Its value.
     pub value: Value,
 }
@@ -94,6 +96,7 @@ impl Segment {
                         name: d.name.clone(),
                         kind: d.kind,
                         labels: d.labels.clone(),
+                        help: d.help.clone(),
                         value,
                     }
                 })
@@ -148,6 +151,8 @@ impl Snapshot {
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         for (name, series) in self.by_name() {
+            let help = series[0].help.replace('\\', "\\\\").replace('\n', "\\n");
+            let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} {}", series[0].kind.as_str());
             for s in series {
                 match &s.value {

@@ -16,28 +16,72 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 #[test]
 fn registration_is_idempotent_and_checks_kinds() {
     let s = seg(4);
-    let a = s.register("hits_total", Kind::Counter, &[], &[]).unwrap();
-    assert_eq!(s.register("hits_total", Kind::Counter, &[], &[]).unwrap(), a);
+    let a = s
+        .register("hits_total", "help", Kind::Counter, &[], &[])
+        .unwrap();
+    assert_eq!(
+        s.register("hits_total", "help", Kind::Counter, &[], &[])
+            .unwrap(),
+        a
+    );
     let b = s
-        .register("hits_total", Kind::Counter, &labels(&[("route", "/a")]), &[])
+        .register(
+            "hits_total",
+            "help",
+            Kind::Counter,
+            &labels(&[("route", "/a")]),
+            &[],
+        )
         .unwrap();
     assert_ne!(a, b);
     // Label order does not make another series.
     let l1 = labels(&[("a", "1"), ("b", "2")]);
     let l2 = labels(&[("b", "2"), ("a", "1")]);
-    let c = s.register("x", Kind::Gauge, &l1, &[]).unwrap();
-    assert_eq!(s.register("x", Kind::Gauge, &l2, &[]).unwrap(), c);
-    let err = s.register("hits_total", Kind::Gauge, &[], &[]).unwrap_err();
+    let c = s.register("x", "help", Kind::Gauge, &l1, &[]).unwrap();
+    assert_eq!(s.register("x", "help", Kind::Gauge, &l2, &[]).unwrap(), c);
+    let err = s
+        .register("hits_total", "help", Kind::Gauge, &[], &[])
+        .unwrap_err();
     assert!(err.to_string().contains("one name has one kind"), "{err}");
     for (name, l, b, kind, what) in [
-        ("9lives", vec![], vec![], Kind::Counter, "not starting with a digit"),
-        ("ok", labels(&[("__x", "1")]), vec![], Kind::Counter, "label name"),
-        ("ok", labels(&[("a", "1"), ("a", "2")]), vec![], Kind::Counter, "twice"),
+        (
+            "9lives",
+            vec![],
+            vec![],
+            Kind::Counter,
+            "not starting with a digit",
+        ),
+        (
+            "ok",
+            labels(&[("__x", "1")]),
+            vec![],
+            Kind::Counter,
+            "label name",
+        ),
+        (
+            "ok",
+            labels(&[("a", "1"), ("a", "2")]),
+            vec![],
+            Kind::Counter,
+            "twice",
+        ),
         ("h", vec![], vec![], Kind::Histogram, "bucket bounds"),
-        ("h", vec![], vec![2.0, 1.0], Kind::Histogram, "strictly increasing"),
-        ("h", labels(&[("le", "1")]), vec![1.0], Kind::Histogram, "`le`"),
+        (
+            "h",
+            vec![],
+            vec![2.0, 1.0],
+            Kind::Histogram,
+            "strictly increasing",
+        ),
+        (
+            "h",
+            labels(&[("le", "1")]),
+            vec![1.0],
+            Kind::Histogram,
+            "`le`",
+        ),
     ] {
-        let err = s.register(name, kind, &l, &b).unwrap_err();
+        let err = s.register(name, "help", kind, &l, &b).unwrap_err();
         assert!(err.to_string().contains(what), "{name}: {err}");
     }
 }
@@ -47,7 +91,13 @@ fn a_full_segment_is_a_clear_error() {
     let s = seg(64);
     let mut last = None;
     for i in 0..100_000 {
-        match s.register("c", Kind::Counter, &labels(&[("i", &i.to_string())]), &[]) {
+        match s.register(
+            "c",
+            "help",
+            Kind::Counter,
+            &labels(&[("i", &i.to_string())]),
+            &[],
+        ) {
             Ok(_) => {}
             Err(e) => {
                 last = Some(e);
@@ -65,7 +115,9 @@ fn a_full_segment_is_a_clear_error() {
 #[test]
 fn two_threads_on_their_own_rows_sum_exactly() {
     let s = std::sync::Arc::new(seg(2));
-    let i = s.register("n_total", Kind::Counter, &[], &[]).unwrap();
+    let i = s
+        .register("n_total", "help", Kind::Counter, &[], &[])
+        .unwrap();
     let threads: Vec<_> = (0..2)
         .map(|row| {
             let s = s.clone();
@@ -86,9 +138,13 @@ fn two_threads_on_their_own_rows_sum_exactly() {
 #[test]
 fn folding_keeps_counters_and_drops_gauges() {
     let s = seg(4);
-    let c = s.register("c_total", Kind::Counter, &[], &[]).unwrap();
-    let g = s.register("g", Kind::Gauge, &[], &[]).unwrap();
-    let h = s.register("h", Kind::Histogram, &[], &[1.0, 2.0]).unwrap();
+    let c = s
+        .register("c_total", "help", Kind::Counter, &[], &[])
+        .unwrap();
+    let g = s.register("g", "help", Kind::Gauge, &[], &[]).unwrap();
+    let h = s
+        .register("h", "help", Kind::Histogram, &[], &[1.0, 2.0])
+        .unwrap();
     for row in 0..4 {
         s.cells(c, row)[0].fetch_add(10, Ordering::Relaxed);
         s.cells(g, row)[0].store(3, Ordering::Relaxed);
@@ -121,6 +177,7 @@ fn prometheus_text_parses_and_json_says_the_same() {
     let c = s
         .register(
             "http_requests_total",
+            "help",
             Kind::Counter,
             // (prometheus-parse drops a line whose label value holds `}`,
             // which the format allows; promtool takes it.)
@@ -128,9 +185,17 @@ fn prometheus_text_parses_and_json_says_the_same() {
             &[],
         )
         .unwrap();
-    let g = s.register("in_flight", Kind::Gauge, &[], &[]).unwrap();
+    let g = s
+        .register("in_flight", "help", Kind::Gauge, &[], &[])
+        .unwrap();
     let h = s
-        .register("latency_seconds", Kind::Histogram, &[], &DEFAULT_BUCKETS)
+        .register(
+            "latency_seconds",
+            "help",
+            Kind::Histogram,
+            &[],
+            &DEFAULT_BUCKETS,
+        )
         .unwrap();
     s.cells(c, 0)[0].fetch_add(7, Ordering::Relaxed);
     s.cells(c, 1)[0].fetch_add(5, Ordering::Relaxed);
@@ -150,8 +215,14 @@ fn prometheus_text_parses_and_json_says_the_same() {
             .find(|x| x.metric == name)
             .unwrap_or_else(|| panic!("{name} in {text}: {:?}", scrape.samples))
     };
-    assert!(matches!(find("http_requests_total").value, prometheus_parse::Value::Counter(v) if v == 12.0), "{text}");
-    assert!(matches!(find("in_flight").value, prometheus_parse::Value::Gauge(v) if v == -2.0), "{text}");
+    assert!(
+        matches!(find("http_requests_total").value, prometheus_parse::Value::Counter(v) if v == 12.0),
+        "{text}"
+    );
+    assert!(
+        matches!(find("in_flight").value, prometheus_parse::Value::Gauge(v) if v == -2.0),
+        "{text}"
+    );
     match &find("latency_seconds").value {
         prometheus_parse::Value::Histogram(buckets) => {
             assert_eq!(buckets.len(), DEFAULT_BUCKETS.len() + 1, "{text}");
@@ -167,7 +238,12 @@ fn prometheus_text_parses_and_json_says_the_same() {
             .args(["check", "metrics"])
             .stdin(std::process::Stdio::piped())
             .output_child();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "promtool: {out:?}\n{text}");
     }
@@ -180,14 +256,16 @@ fn prometheus_text_parses_and_json_says_the_same() {
 #[test]
 fn a_worker_maps_it_from_the_fd_and_sees_the_masters_series() {
     let s = seg(2);
-    let i = s.register("c_total", Kind::Counter, &[], &[]).unwrap();
+    let i = s
+        .register("c_total", "help", Kind::Counter, &[], &[])
+        .unwrap();
     let dup = s.fd().unwrap().try_clone_to_owned().unwrap();
     let w = Segment::open(dup, true).unwrap();
     assert_eq!(w.series_count(), 1);
     w.cells(i, 1)[0].fetch_add(3, Ordering::Relaxed);
     assert_eq!(s.sum(i), 3);
     assert!(matches!(
-        w.register("x", Kind::Counter, &[], &[]),
+        w.register("x", "help", Kind::Counter, &[], &[]),
         Err(RegistryError::ReadOnly)
     ));
     // Another memfd is no registry.
@@ -221,6 +299,7 @@ fn label_values_are_escaped() {
     let s = seg(1);
     s.register(
         "c_total",
+        "help",
         Kind::Counter,
         &labels(&[("note", "a \"q\"\n\\")]),
         &[],
@@ -228,6 +307,6 @@ fn label_values_are_escaped() {
     .unwrap();
     assert_eq!(
         s.snapshot().to_prometheus(),
-        "# TYPE c_total counter\nc_total{note=\"a \\\"q\\\"\\n\\\\\"} 0\n"
+        "# HELP c_total help\n# TYPE c_total counter\nc_total{note=\"a \\\"q\\\"\\n\\\\\"} 0\n"
     );
 }
