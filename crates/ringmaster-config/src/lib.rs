@@ -20,6 +20,9 @@
 //! ipc_queue = 1024        # IPC messages queued per worker (and in the master's inbox)
 //! ipc_stall_timeout = "10s"   # a worker whose IPC queue stays full this long is restarted
 //! ipc_max_pending = 4096  # requests between workers awaiting a reply
+//! registry_size = 67108864    # bytes of the shared metrics segment
+//! registry_slots = 64     # worker rows in it (default: 2 x the workers, at least 64)
+//! pid_file = "ringmaster.pid"
 //!
 //! [groups.web]            # groups keep file order; no groups = one "web" group
 //! count = 4               # default: number of CPUs
@@ -131,6 +134,23 @@ pub struct ServerConfig {
     /// are refused at once. Default 4096.
     #[serde(deserialize_with = "fields::uint")]
     pub ipc_max_pending: usize,
+    /// Size in bytes of the shared-memory registry (counters, gauges,
+    /// histograms). Pages are allocated as they are used. Default 64 MiB.
+    #[serde(deserialize_with = "fields::uint")]
+    pub registry_size: usize,
+    /// Worker rows in the registry: one per worker slot of every group, so
+    /// at least the sum of the groups' counts; slots added later (TTIN)
+    /// need spare rows. Default: twice the workers configured, at least 64
+    /// (see [`Config::registry_slots`]).
+    #[serde(
+        default,
+        deserialize_with = "fields::some_uint",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub registry_slots: Option<usize>,
+    /// Where the master writes its pid (for `stats`, scripts and
+    /// supervisors); removed when it stops. Default `ringmaster.pid`.
+    pub pid_file: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -141,6 +161,9 @@ impl Default for ServerConfig {
             ipc_queue: 1024,
             ipc_stall_timeout: Duration::from_secs(10),
             ipc_max_pending: 4096,
+            registry_size: 64 << 20,
+            registry_slots: None,
+            pid_file: PathBuf::from("ringmaster.pid"),
         }
     }
 }
@@ -459,6 +482,15 @@ impl Config {
             group.worker = Some(chosen);
         }
         Ok(())
+    }
+
+    /// Worker rows of the registry: `server.registry_slots`, or twice the
+    /// workers configured, at least 64.
+    pub fn registry_slots(&self) -> usize {
+        let workers: usize = self.groups.values().map(|g| g.count).sum();
+        self.server
+            .registry_slots
+            .unwrap_or_else(|| (workers * 2).max(64))
     }
 
     /// The group named `name`, if configured.

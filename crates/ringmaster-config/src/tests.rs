@@ -444,6 +444,9 @@ fn other_numeric_and_duration_checks() {
         ("ipc_max_pending = 2000000", "server.ipc_max_pending"),
         ("ipc_stall_timeout = \"0s\"", "server.ipc_stall_timeout"),
         ("ipc_queue = \"many\"", "server.ipc_queue"),
+        ("registry_size = 1000", "server.registry_size"),
+        ("registry_slots = 0", "server.registry_slots"),
+        ("pid_file = \"\"", "server.pid_file"),
     ] {
         let err = from_str_err(&format!("[server]\n{body}\n"));
         assert_eq!(err.key(), Some(key), "{body}: {err}");

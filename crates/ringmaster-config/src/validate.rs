@@ -77,6 +77,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
         validate_group(name, group)?;
     }
     check_listen_conflicts(config)?;
+    validate_registry(config)?;
     for name in config.backends.keys() {
         if !is_valid_group_name(name) {
             return Err(violation(
@@ -117,6 +118,54 @@ fn validate_ipc(server: &ServerConfig) -> Result<(), Violation> {
     }
     if server.ipc_stall_timeout > MAX_DURATION {
         return Err(too_long(key("ipc_stall_timeout"), server.ipc_stall_timeout));
+    }
+    Ok(())
+}
+
+/// Checks the registry settings of `[server]` against the groups.
+fn validate_registry(config: &Config) -> Result<(), Violation> {
+    let key = |field: &str| vec!["server".to_owned(), field.to_owned()];
+    let server = &config.server;
+    const MIN: usize = 1 << 20;
+    const MAX: usize = 1 << 34;
+    if !(MIN..=MAX).contains(&server.registry_size) {
+        return Err(violation(
+            key("registry_size"),
+            format!(
+                "expected a size in bytes from {MIN} (1 MiB) to {MAX} (16 GiB), got {}",
+                server.registry_size
+            ),
+        ));
+    }
+    if server.pid_file.as_os_str().is_empty() {
+        return Err(violation(
+            key("pid_file"),
+            "expected a file path such as \"ringmaster.pid\", got an empty string".to_owned(),
+        ));
+    }
+    let workers: usize = config.groups.values().map(|g| g.count).sum();
+    let Some(slots) = server.registry_slots else {
+        return Ok(());
+    };
+    if slots == 0 || slots > MAX_WORKERS * 4 {
+        return Err(violation(
+            key("registry_slots"),
+            format!("expected a number from 1 to {}, got {slots}", MAX_WORKERS * 4),
+        ));
+    }
+    if slots < workers {
+        let mut v = violation(
+            key("registry_slots"),
+            format!(
+                "the groups run {workers} workers but the registry has {slots} rows; raise registry_slots to at least {workers}"
+            ),
+        );
+        v.related = config
+            .groups
+            .keys()
+            .map(|g| group_key(g, "count"))
+            .collect();
+        return Err(v);
     }
     Ok(())
 }

@@ -10,6 +10,8 @@ use std::os::fd::RawFd;
 pub const LISTENER_FD: RawFd = 3;
 /// The worker's end of its IPC socket pair (a Unix stream socket).
 pub const IPC_FD: RawFd = 4;
+/// The registry segment (a memfd) to map; see `ringmaster-registry`.
+pub const REGISTRY_FD: RawFd = 5;
 
 /// Set to [`ROLE_WORKER`] in a worker's environment; absent in the master.
 pub const ENV_ROLE: &str = "RINGMASTER_ROLE";
@@ -28,14 +30,18 @@ pub const ENV_GENERATION: &str = "RINGMASTER_GENERATION";
 pub const ENV_MASTER_PID: &str = "RINGMASTER_MASTER_PID";
 /// The master's resolved configuration, as TOML text.
 pub const ENV_CONFIG: &str = "RINGMASTER_CONFIG";
+/// The worker's row in the registry segment; absent when the registry has
+/// no row for it (its metrics then stay in the process).
+pub const ENV_REGISTRY_ROW: &str = "RINGMASTER_REGISTRY_ROW";
 
 /// Every variable of the hand-over, so that a master can scrub inherited
 /// values before it sets its own.
-pub const ALL_ENV: [&str; 6] = [
+pub const ALL_ENV: [&str; 7] = [
     ENV_ROLE,
     ENV_GROUP,
     ENV_SLOT,
     ENV_GENERATION,
     ENV_MASTER_PID,
     ENV_CONFIG,
+    ENV_REGISTRY_ROW,
 ];

@@ -31,6 +31,6 @@ pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
 pub use frame::{FrameError, MAX_FRAME_LEN, decode_frame, encode_frame};
 #[doc(inline)]
 pub use message::{
-    Answer, BootPhase, ClusterStatus, GroupStatus, IpcStats, MasterMsg, Origin, PROTOCOL_VERSION,
-    ReplyError, Service, Target, WorkerInfo, WorkerMsg,
+    Answer, BootPhase, ClusterStatus, GroupStatus, IpcStats, MasterMsg, MetricKind, Origin,
+    PROTOCOL_VERSION, ReplyError, Service, Target, WorkerInfo, WorkerMsg,
 };

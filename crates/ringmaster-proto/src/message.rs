@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A message from a worker to its master.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum WorkerMsg {
     /// First message of every worker, sent as soon as its runtime starts.
@@ -86,6 +86,35 @@ pub enum WorkerMsg {
         /// What to ask.
         service: Service,
     },
+    /// Register a series in the shared registry; the master answers with
+    /// [`MasterMsg::Registered`]. The same name and labels always get the
+    /// same index.
+    Register {
+        /// Chosen by the worker, unique among its own pending requests.
+        id: u64,
+        /// The metric name.
+        name: String,
+        /// Its one-line description.
+        help: String,
+        /// Its kind.
+        kind: MetricKind,
+        /// Its label names and values.
+        labels: Vec<(String, String)>,
+        /// A histogram's finite bucket bounds, ascending; empty otherwise.
+        buckets: Vec<f64>,
+    },
+}
+
+/// The kind of a registered metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+    /// Observations counted per bucket, with their sum.
+    Histogram,
 }
 
 /// Which workers a publication may reach (each only if subscribed).
@@ -287,6 +316,14 @@ pub enum MasterMsg {
         id: u64,
         /// The answer.
         answer: Answer,
+    },
+    /// The outcome of this worker's [`WorkerMsg::Register`] with `id`: the
+    /// series' index in the registry segment, or why it was refused.
+    Registered {
+        /// The worker's own id.
+        id: u64,
+        /// The index, or the reason.
+        result: Result<u32, String>,
     },
 }
 

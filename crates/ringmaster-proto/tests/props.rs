@@ -5,8 +5,8 @@
 
 use proptest::prelude::*;
 use ringmaster_proto::{
-    Answer, BootPhase, ClusterStatus, GroupStatus, IpcStats, MasterMsg, Origin, ReplyError,
-    Service, Target, WorkerInfo, WorkerMsg, decode_frame, encode_frame,
+    Answer, BootPhase, ClusterStatus, GroupStatus, IpcStats, MasterMsg, MetricKind, Origin,
+    ReplyError, Service, Target, WorkerInfo, WorkerMsg, decode_frame, encode_frame,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -66,6 +66,28 @@ fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
             prop_oneof![Just(Service::Status), Just(Service::Workers)]
         )
             .prop_map(|(id, service)| WorkerMsg::Call { id, service }),
+        (
+            any::<u64>(),
+            text(),
+            text(),
+            prop_oneof![
+                Just(MetricKind::Counter),
+                Just(MetricKind::Gauge),
+                Just(MetricKind::Histogram)
+            ],
+            proptest::collection::vec((text(), text()), 0..4),
+            proptest::collection::vec(-1e9f64..1e9, 0..8),
+        )
+            .prop_map(
+                |(id, name, help, kind, labels, buckets)| WorkerMsg::Register {
+                    id,
+                    name,
+                    help,
+                    kind,
+                    labels,
+                    buckets
+                }
+            ),
     ]
 }
 
@@ -155,6 +177,11 @@ fn master_msg() -> impl Strategy<Value = MasterMsg> {
         )
             .prop_map(|(id, result)| MasterMsg::Reply { id, result }),
         (any::<u64>(), answer()).prop_map(|(id, answer)| MasterMsg::Answer { id, answer }),
+        (
+            any::<u64>(),
+            prop_oneof![any::<u32>().prop_map(Ok), text().prop_map(Err)]
+        )
+            .prop_map(|(id, result)| MasterMsg::Registered { id, result }),
     ]
 }
 
