@@ -150,7 +150,10 @@ fn validate_registry(config: &Config) -> Result<(), Violation> {
     if slots == 0 || slots > MAX_WORKERS * 4 {
         return Err(violation(
             key("registry_slots"),
-            format!("expected a number from 1 to {}, got {slots}", MAX_WORKERS * 4),
+            format!(
+                "expected a number from 1 to {}, got {slots}",
+                MAX_WORKERS * 4
+            ),
         ));
     }
     if slots < workers {

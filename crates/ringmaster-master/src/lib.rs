@@ -110,6 +110,11 @@ pub enum MasterError {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The registry segment could not be created.
+    #[error(
+        "cannot create the metrics registry: {0}; check server.registry_size and the memory limits"
+    )]
+    Registry(#[source] ringmaster_registry::RegistryError),
 }
 
 /// A master that has bound its sockets and is ready to [`Master::run`].

@@ -2,8 +2,8 @@
 //!
 //! A worker is the current binary re-executed (never a bare `fork` of the
 //! running, multi-threaded master) with the worker role in its environment,
-//! its listener at [`LISTENER_FD`] and its end of a fresh socket pair at
-//! [`IPC_FD`]. Between `fork` and `exec` the child only duplicates fds and
+//! its listener at [`LISTENER_FD`], its end of a fresh socket pair at
+//! [`IPC_FD`] and the registry segment at [`REGISTRY_FD`]. Between `fork` and `exec` the child only duplicates fds and
 //! sets `PR_SET_PDEATHSIG`: async-signal-safe calls, no allocation.
 //!
 //! Each worker gets two tasks. The watcher owns its [`Child`] (the only
@@ -22,7 +22,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD};
+use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD, REGISTRY_FD};
 use ringmaster_proto::{Channel, MasterMsg, Receiver, Sender, WorkerMsg};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -46,6 +46,8 @@ pub(crate) struct SpawnSpec<'a> {
     pub(crate) master_pid: u32,
     /// Capacity of the worker's queue of frames (`server.ipc_queue`).
     pub(crate) queue: usize,
+    /// The registry segment's fd and the worker's row in it, if it has one.
+    pub(crate) registry: Option<(RawFd, u32)>,
 }
 
 /// The master's handles on a started worker.
@@ -104,14 +106,21 @@ pub(crate) fn spawn_worker(
         // A terminal's Ctrl-C reaches the master only; it decides how workers stop.
         .process_group(0)
         .kill_on_drop(false);
-    let map = [
+    let mut map = [
         (spec.listener_fd, LISTENER_FD),
         (worker_end.as_raw_fd(), IPC_FD),
+        (-1, REGISTRY_FD),
     ];
+    let mut fds = 2;
+    if let Some((fd, row)) = spec.registry {
+        map[2].0 = fd;
+        fds = 3;
+        cmd.env(handoff::ENV_REGISTRY_ROW, row.to_string());
+    }
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe calls (fcntl, dup2, prctl) on a fixed array.
     unsafe {
-        cmd.pre_exec(move || remap_fds_and_tie_to_parent(&map));
+        cmd.pre_exec(move || remap_fds_and_tie_to_parent(&map[..fds]));
     }
     let child = cmd.spawn()?;
     // Our copy of the worker's end must go, or its end-of-file never arrives.
@@ -158,8 +167,11 @@ async fn write(serial: u64, mut tx: Sender<MasterMsg>, mut frames: mpsc::Receive
 /// Two passes so that a source that sits on another's target number is not
 /// overwritten: first duplicate every source above the targets (those copies
 /// are close-on-exec and vanish at exec), then `dup2` into place.
-fn remap_fds_and_tie_to_parent(map: &[(RawFd, RawFd); 2]) -> io::Result<()> {
-    let mut high = [-1; 2];
+fn remap_fds_and_tie_to_parent(map: &[(RawFd, RawFd)]) -> io::Result<()> {
+    let mut high = [-1; 3];
+    if map.len() > high.len() {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
     for (i, (from, _)) in map.iter().enumerate() {
         // SAFETY: plain fcntl on an fd we own in this (child) process.
         let fd = unsafe { libc::fcntl(*from, libc::F_DUPFD_CLOEXEC, 16) };

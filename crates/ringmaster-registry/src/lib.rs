@@ -208,7 +208,7 @@ impl Segment {
             return Err(RegistryError::BadHeader);
         }
         let cells = seg.get_u64(48) as usize;
-        if cells % 4096 != 0 || cells >= len {
+        if !cells.is_multiple_of(4096) || cells >= len {
             return Err(RegistryError::BadHeader);
         }
         if writable {
@@ -277,7 +277,7 @@ impl Segment {
 
     /// The 8-byte atomic at header offset `at` (a constant below 64).
     fn atomic(&self, at: usize) -> &AtomicU64 {
-        debug_assert!(at % 8 == 0 && at + 8 <= HEADER_LEN);
+        debug_assert!(at.is_multiple_of(8) && at + 8 <= HEADER_LEN);
         // SAFETY: in the header, aligned (the mapping is page-aligned); the
         // memory lives as long as `self`.
         unsafe { &*self.ptr.add(at).cast::<AtomicU64>() }
@@ -413,7 +413,7 @@ impl Segment {
             .saturating_add((row as usize).saturating_mul(d.stride));
         if row > self.rows()
             || d.offset < start
-            || d.offset % 8 != 0
+            || !d.offset.is_multiple_of(8)
             || at.saturating_add(n * 8) > self.len
         {
             return &[];
@@ -474,7 +474,7 @@ impl Segment {
     pub(crate) fn consistent<T>(&self, mut read: impl FnMut() -> T) -> T {
         loop {
             let before = self.seq().load(Ordering::Acquire);
-            if before % 2 == 1 {
+            if !before.is_multiple_of(2) {
                 std::hint::spin_loop();
                 continue;
             }

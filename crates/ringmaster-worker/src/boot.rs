@@ -28,6 +28,7 @@ use crate::controller::RouteInfo;
 use crate::error::AppError;
 use crate::ipc::Ipc;
 use crate::middleware;
+use crate::registry::Registry;
 use crate::views::Views;
 use crate::worker::{BootError, Module, Worker, WorkerContext};
 
@@ -68,14 +69,16 @@ impl Phases {
 }
 
 /// Boots `worker`'s app for the worker described by `identity`, outside a
-/// cluster: its [`Ipc`] is detached (see [`Ipc::detached`]).
+/// cluster: its [`Ipc`] is detached (see [`Ipc::detached`]) and its
+/// [`Registry`] private ([`Registry::local`]).
 pub async fn boot(
     worker: &dyn Worker,
     identity: WorkerContext,
     config: Arc<Config>,
 ) -> Result<Booted, BootError> {
     let ipc = Ipc::detached(&identity.group, identity.slot);
-    boot_with(worker, identity, config, ipc).await
+    let registry = Registry::local().map_err(|e| format!("metrics registry: {e}"))?;
+    boot_with(worker, identity, config, ipc, registry).await
 }
 
 /// Boots with the IPC pool of a worker process.
@@ -84,6 +87,7 @@ pub(crate) async fn boot_with(
     identity: WorkerContext,
     config: Arc<Config>,
     ipc: Ipc,
+    registry: Registry,
 ) -> Result<Booted, BootError> {
     let mut phases = Phases::new();
 
@@ -117,7 +121,13 @@ pub(crate) async fn boot_with(
     phases.done("build_app");
 
     // 4.
-    let mut init = Init::new(identity.clone(), config.clone(), backends, ipc);
+    let mut init = Init::new(
+        identity.clone(),
+        config.clone(),
+        backends,
+        ipc,
+        registry.clone(),
+    );
     for module in &modules {
         guard(&format!("module {}'s init", module.name()), || {
             module
@@ -133,7 +143,12 @@ pub(crate) async fn boot_with(
     let app = guard("configure", || worker.configure(app, &ctx))?;
     phases.done("configure");
 
-    let app = middleware::common(app.with_state(ctx.clone()), &identity.config);
+    let metrics = middleware::HttpMetrics::new(&registry, &identity.group);
+    let app = middleware::common_with_metrics(
+        app.with_state(ctx.clone()),
+        &identity.config,
+        Some(metrics),
+    );
     Ok(Booted {
         app,
         ctx,

@@ -14,6 +14,7 @@ use ringmaster_config::Config;
 use crate::backend::{Backends, Db, Redis};
 use crate::error::AppError;
 use crate::ipc::Ipc;
+use crate::registry::Registry;
 use crate::views::Views;
 use crate::worker::WorkerContext;
 
@@ -28,6 +29,7 @@ struct Inner {
     config: Arc<Config>,
     backends: Backends,
     ipc: Ipc,
+    registry: Registry,
     views: Views,
     values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
@@ -74,6 +76,11 @@ impl AppContext {
         &self.inner.ipc
     }
 
+    /// The cluster-wide registry: counters, gauges, histograms.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
     /// Closes every backend pool (after a drain).
     pub(crate) async fn backends_close(&self) {
         self.inner.backends.close().await;
@@ -95,6 +102,7 @@ pub struct Init {
     pub(crate) config: Arc<Config>,
     pub(crate) backends: Backends,
     pub(crate) ipc: Ipc,
+    pub(crate) registry: Registry,
     pub(crate) values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
 }
 
@@ -104,14 +112,21 @@ impl Init {
         config: Arc<Config>,
         backends: Backends,
         ipc: Ipc,
+        registry: Registry,
     ) -> Self {
         Init {
             worker,
             config,
             backends,
             ipc,
+            registry,
             values: HashMap::new(),
         }
+    }
+
+    /// The cluster-wide registry: create the module's metrics here.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// The IPC pool: subscribe to topics and serve request topics here,
@@ -152,6 +167,7 @@ impl Init {
                 config: self.config,
                 backends: self.backends,
                 ipc: self.ipc,
+                registry: self.registry,
                 views,
                 values: self.values,
             }),

@@ -132,6 +132,19 @@ pub(crate) fn take_ipc() -> std::io::Result<tokio::net::UnixStream> {
     tokio::net::UnixStream::from_std(stream)
 }
 
+/// Takes the registry segment at its fixed fd, with this worker's row, if
+/// the master gave it one (`RINGMASTER_REGISTRY_ROW` set). Call once.
+pub(crate) fn take_registry() -> Option<std::io::Result<(std::os::fd::OwnedFd, u32)>> {
+    let row: u32 = std::env::var(ringmaster_proto::handoff::ENV_REGISTRY_ROW)
+        .ok()?
+        .parse()
+        .ok()?;
+    // SAFETY: with the row set, the master placed the segment's memfd at
+    // REGISTRY_FD before exec; nothing else in this process owns it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(ringmaster_proto::handoff::REGISTRY_FD) };
+    Some(set_cloexec(&fd).map(|()| (fd, row)))
+}
+
 /// The hand-over cleared close-on-exec on our fds; set it again, so that a
 /// process the app starts does not inherit the port or the master's socket.
 fn set_cloexec(fd: &impl AsRawFd) -> std::io::Result<()> {

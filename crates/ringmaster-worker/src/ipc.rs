@@ -176,6 +176,7 @@ type Handler = Arc<
 enum Response {
     Reply(Result<Vec<u8>, ReplyError>),
     Answer(Answer),
+    Registered(Result<u32, String>),
 }
 
 /// The worker's handle on the IPC pool; cheap to clone.
@@ -413,7 +414,7 @@ impl Ipc {
             .await?
         {
             Some(Response::Reply(result)) => result,
-            Some(Response::Answer(_)) => return Err(IpcError::Confused),
+            Some(_) => return Err(IpcError::Confused),
             None => return Err(timeout_error(None)),
         };
         let refused = |reason: String| IpcError::Refused {
@@ -473,8 +474,38 @@ impl Ipc {
             .await?
         {
             Some(Response::Answer(answer)) => Ok(answer),
-            Some(Response::Reply(_)) => Err(IpcError::Confused),
+            Some(_) => Err(IpcError::Confused),
             None => Err(IpcError::MasterTimeout { waited: limit }),
+        }
+    }
+
+    /// Registers a series with the master; its index in the segment.
+    pub(crate) async fn register(
+        &self,
+        name: &str,
+        help: &str,
+        kind: ringmaster_proto::MetricKind,
+        labels: Vec<(String, String)>,
+        buckets: Vec<f64>,
+    ) -> Result<u32, String> {
+        if self.inner.outbox.is_none() {
+            return Err(IpcError::Detached("register metrics with").to_string());
+        }
+        let (id, rx) = self.wait_slot();
+        let msg = WorkerMsg::Register {
+            id,
+            name: name.to_string(),
+            help: help.to_string(),
+            kind,
+            labels,
+            buckets,
+        };
+        let limit = MASTER_GRACE * 5;
+        match self.exchange(id, msg, rx, limit).await {
+            Ok(Some(Response::Registered(result))) => result,
+            Ok(Some(_)) => Err(IpcError::Confused.to_string()),
+            Ok(None) => Err(IpcError::MasterTimeout { waited: limit }.to_string()),
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -528,6 +559,9 @@ impl Ipc {
             } => self.answer(id, from, topic, payload),
             MasterMsg::Reply { id, result } => self.resolve(id, Response::Reply(result)),
             MasterMsg::Answer { id, answer } => self.resolve(id, Response::Answer(answer)),
+            MasterMsg::Registered { id, result } => {
+                self.resolve(id, Response::Registered(result));
+            }
             other => return Some(other),
         }
         None

@@ -24,6 +24,8 @@
 //! - `views`: minijinja [`Views`] and module [`Templates`].
 //! - `migrate`: per-module [`Migration`]s, run once by [`migrate`].
 //! - `ipc`: [`Ipc`], the worker's end of the IPC pool (topics, requests).
+//! - `registry`: [`Registry`] and its [`Counter`], [`Gauge`] and
+//!   [`Histogram`] handles on the master's shared segment.
 //! - `handoff`: reading what the master handed over (fds, environment).
 //! - `runtime`: the process's life: boot, heartbeat and drain.
 //! - `serve`: the accept loop and per-connection drain.
@@ -38,6 +40,7 @@ mod handoff;
 mod ipc;
 pub mod middleware;
 mod migrate;
+mod registry;
 mod runtime;
 mod serve;
 mod views;
@@ -61,9 +64,12 @@ pub use ipc::{Delivery, Ipc, IpcError, Subscription};
 pub use migrate::{MigrateError, Migration, migrate};
 pub use redis;
 #[doc(inline)]
+pub use registry::{Counter, Gauge, Histogram, Registry};
+#[doc(inline)]
 pub use ringmaster_proto::handoff::ENV_CONFIG;
 #[doc(inline)]
 pub use ringmaster_proto::{ClusterStatus, GroupStatus, IpcStats, Origin, Target, WorkerInfo};
+pub use ringmaster_registry::{DEFAULT_BUCKETS, Snapshot};
 #[doc(inline)]
 pub use runtime::run;
 pub use sqlx;

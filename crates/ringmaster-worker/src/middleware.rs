@@ -3,14 +3,17 @@
 //! 1. a tracing span per request (method, path, request id), at `debug`
 //!    level: free when the log level is `info`, on with `RINGMASTER_LOG=debug`;
 //! 2. compression of responses (gzip) for clients that accept it;
-//! 3. [`Essentials`], one layer for three jobs that every request pays for:
+//! 3. [`Essentials`], one layer for the jobs that every request pays for:
 //!    the request id (`x-request-id` taken from the request or generated,
 //!    and echoed, and recorded in the request span), error rendering (every
 //!    response with status >= 400 becomes JSON for API clients and an HTML
-//!    page for browsers, keeping its headers), and the request timeout
+//!    page for browsers, keeping its headers), the request timeout
 //!    (`groups.NAME.request_timeout`, then 503: the server was too slow,
 //!    not the client), whose timer is armed only if the handler does not
-//!    answer at once;
+//!    answer at once, and the built-in metrics ([`HttpMetrics`]):
+//!    `http_requests_total{group,route,method,status}`,
+//!    `http_request_duration_seconds{group,route}` and
+//!    `http_requests_in_flight{group}`, in the cluster's registry;
 //! 4. a panic catcher: a panicking handler gives 500, is logged, and the
 //!    worker keeps serving;
 //! 5. a body size limit (`groups.NAME.body_limit`, then 413).
@@ -19,19 +22,20 @@
 //! the stack against a bare axum server.
 
 use std::any::Any;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::BoxError;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use ringmaster_config::GroupConfig;
 use tokio::time::Sleep;
@@ -42,12 +46,24 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::error::{ErrorInfo, json_error};
+use crate::registry::{Counter, Gauge, Histogram, Registry};
 
 /// The request id header.
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Wraps `router` in the common middleware, configured by `cfg`.
+/// Wraps `router` in the common middleware, configured by `cfg`, without
+/// the built-in metrics.
 pub fn common<S: Clone + Send + Sync + 'static>(router: Router<S>, cfg: &GroupConfig) -> Router<S> {
+    common_with_metrics(router, cfg, None)
+}
+
+/// Wraps `router` in the common middleware, recording every request in
+/// `metrics` (what a worker's boot does).
+pub fn common_with_metrics<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    cfg: &GroupConfig,
+    metrics: Option<Arc<HttpMetrics>>,
+) -> Router<S> {
     let limit = usize::try_from(cfg.body_limit).unwrap_or(usize::MAX);
     // One `layer` call: axum boxes the route once per call, so one stack
     // costs one box per request instead of one per layer.
@@ -62,7 +78,11 @@ pub fn common<S: Clone + Send + Sync + 'static>(router: Router<S>, cfg: &GroupCo
             )
         }))
         .layer(CompressionLayer::new())
-        .layer(Essentials::layer(cfg.request_timeout))
+        .layer(EssentialsLayer {
+            timeout: cfg.request_timeout,
+            ids: RequestIds::new(),
+            metrics,
+        })
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(RequestBodyLimitLayer::new(limit));
     router.layer(stack)
@@ -102,6 +122,7 @@ pub struct Essentials<S> {
     inner: S,
     timeout: Duration,
     ids: RequestIds,
+    metrics: Option<Arc<HttpMetrics>>,
 }
 
 /// The [`Layer`] of [`Essentials`].
@@ -109,14 +130,16 @@ pub struct Essentials<S> {
 pub struct EssentialsLayer {
     timeout: Duration,
     ids: RequestIds,
+    metrics: Option<Arc<HttpMetrics>>,
 }
 
 impl Essentials<()> {
-    /// The layer, with the request timeout.
+    /// The layer, with the request timeout and no metrics.
     pub fn layer(timeout: Duration) -> EssentialsLayer {
         EssentialsLayer {
             timeout,
             ids: RequestIds::new(),
+            metrics: None,
         }
     }
 }
@@ -129,7 +152,141 @@ impl<S> Layer<S> for EssentialsLayer {
             inner,
             timeout: self.timeout,
             ids: self.ids.clone(),
+            metrics: self.metrics.clone(),
         }
+    }
+}
+
+/// The built-in HTTP metrics of one worker, in the cluster's registry.
+pub struct HttpMetrics {
+    registry: Registry,
+    group: String,
+    in_flight: Gauge,
+    routes: RwLock<HashMap<Arc<str>, Arc<RouteMetrics>>>,
+}
+
+/// The series of one route.
+struct RouteMetrics {
+    route: Arc<str>,
+    duration: Histogram,
+    counts: RwLock<Vec<(&'static str, u16, Counter)>>,
+}
+
+impl std::fmt::Debug for HttpMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpMetrics")
+            .field("group", &self.group)
+            .finish_non_exhaustive()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The method as a label: the standard ones, else `OTHER` (a client must
+/// not be able to make series without bound).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+impl HttpMetrics {
+    /// The metrics of a worker of `group`, recorded in `registry`.
+    pub fn new(registry: &Registry, group: &str) -> Arc<Self> {
+        Arc::new(HttpMetrics {
+            registry: registry.clone(),
+            group: group.to_string(),
+            in_flight: registry.gauge_with(
+                "http_requests_in_flight",
+                "Requests being handled now.",
+                &[("group", group)],
+            ),
+            routes: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The series of `route` (the matched path pattern, so a handful per app).
+    fn route(&self, route: &str) -> Arc<RouteMetrics> {
+        if let Some(r) = read(&self.routes).get(route) {
+            return r.clone();
+        }
+        let mut routes = write(&self.routes);
+        routes
+            .entry(route.into())
+            .or_insert_with(|| {
+                Arc::new(RouteMetrics {
+                    route: route.into(),
+                    duration: self.registry.histogram_with(
+                        "http_request_duration_seconds",
+                        "Time from the request to its response head, in seconds.",
+                        &[("group", &self.group), ("route", route)],
+                        &[],
+                    ),
+                    counts: RwLock::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    fn count(&self, route: &RouteMetrics, method: &'static str, status: u16) {
+        let found = read(&route.counts)
+            .iter()
+            .find(|(m, s, _)| *m == method && *s == status)
+            .map(|(_, _, c)| c.clone());
+        let counter = match found {
+            Some(c) => c,
+            None => {
+                let c = self.registry.counter_with(
+                    "http_requests_total",
+                    "Requests answered, by route, method and status.",
+                    &[
+                        ("group", &self.group),
+                        ("route", &route.route),
+                        ("method", method),
+                        ("status", &status.to_string()),
+                    ],
+                );
+                write(&route.counts).push((method, status, c.clone()));
+                c
+            }
+        };
+        counter.inc();
+    }
+}
+
+/// One request being measured; leaving it (answered or dropped) lowers
+/// the in-flight gauge.
+struct RequestTimer {
+    metrics: Arc<HttpMetrics>,
+    route: Arc<RouteMetrics>,
+    method: &'static str,
+    start: std::time::Instant,
+}
+
+impl RequestTimer {
+    fn finish(self, status: StatusCode) {
+        self.route.duration.observe_duration(self.start.elapsed());
+        self.metrics
+            .count(&self.route, self.method, status.as_u16());
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
     }
 }
 
@@ -160,6 +317,19 @@ where
             tracing::Span::current().record("request_id", text);
         }
         let html = wants_html(req.headers());
+        let timer = self.metrics.as_ref().map(|m| {
+            let route = req
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str);
+            m.in_flight.inc();
+            RequestTimer {
+                metrics: m.clone(),
+                route: m.route(route),
+                method: method_label(req.method()),
+                start: std::time::Instant::now(),
+            }
+        });
         EssentialsFuture {
             inner: self.inner.call(req),
             sleep: None,
@@ -167,6 +337,7 @@ where
             id: Some(id),
             html,
             rendering: None,
+            timer,
         }
     }
 }
@@ -184,6 +355,7 @@ pin_project_lite::pin_project! {
         html: bool,
         // Error responses that need their body read to be rendered.
         rendering: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
+        timer: Option<RequestTimer>,
     }
 }
 
@@ -199,7 +371,7 @@ where
         let this = self.project();
         if let Some(rendering) = this.rendering {
             let response = std::task::ready!(rendering.as_mut().poll(cx));
-            return Poll::Ready(Ok(with_id(response, this.id.take())));
+            return Poll::Ready(Ok(done(response, this.id.take(), this.timer.take())));
         }
         let response = match this.inner.poll(cx) {
             Poll::Ready(Ok(response)) => response.map(Body::new),
@@ -218,14 +390,16 @@ where
                 )
             }
         };
-        let done = response.status().as_u16() < 400
+        let finished = response.status().as_u16() < 400
             || (!*this.html && response.extensions().get::<ErrorInfo>().is_some());
-        if done {
-            return Poll::Ready(Ok(with_id(response, this.id.take())));
+        if finished {
+            return Poll::Ready(Ok(done(response, this.id.take(), this.timer.take())));
         }
         let mut rendering = Box::pin(render_error(response, *this.html));
         match rendering.as_mut().poll(cx) {
-            Poll::Ready(response) => Poll::Ready(Ok(with_id(response, this.id.take()))),
+            Poll::Ready(response) => {
+                Poll::Ready(Ok(done(response, this.id.take(), this.timer.take())))
+            }
             Poll::Pending => {
                 *this.rendering = Some(rendering);
                 Poll::Pending
@@ -234,9 +408,13 @@ where
     }
 }
 
-fn with_id(mut response: Response, id: Option<HeaderValue>) -> Response {
+/// The finished response: its request id, and its metrics recorded.
+fn done(mut response: Response, id: Option<HeaderValue>, timer: Option<RequestTimer>) -> Response {
     if let Some(id) = id {
         response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    }
+    if let Some(t) = timer {
+        t.finish(response.status());
     }
     response
 }

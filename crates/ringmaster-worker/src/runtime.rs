@@ -27,6 +27,7 @@ use crate::boot;
 use crate::context::AppContext;
 use crate::handoff::{self, Handoff};
 use crate::ipc::{Ipc, Outgoing};
+use crate::registry::Registry;
 use crate::serve::{self, DrainRx};
 use crate::{Worker, WorkerContext};
 
@@ -132,8 +133,12 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         );
         return fatal(outbox, writer, reason).await;
     };
+    let registry = match open_registry(&ipc) {
+        Ok(r) => r,
+        Err(reason) => return fatal(outbox, writer, reason).await,
+    };
     let config = Arc::new(handoff.config.clone());
-    let booted = match boot::boot_with(&*worker, identity, config, ipc).await {
+    let booted = match boot::boot_with(&*worker, identity, config, ipc, registry).await {
         Ok(b) => b,
         Err(e) => return fatal(outbox, writer, e.to_string()).await,
     };
@@ -175,6 +180,24 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Maps the master's registry segment at this worker's row, or a private
+/// one when the master had no row for it.
+fn open_registry(ipc: &Ipc) -> Result<Registry, String> {
+    match handoff::take_registry() {
+        Some(Ok((fd, row))) => match ringmaster_registry::Segment::open(fd, true) {
+            Ok(segment) => Ok(Registry::shared(segment, row, ipc.clone())),
+            Err(e) => Err(format!("cannot map the master's metrics registry: {e}")),
+        },
+        Some(Err(e)) => Err(format!("cannot use the registry fd from the master: {e}")),
+        None => {
+            tracing::warn!(
+                "the master gave this worker no registry row; its metrics stay in this process"
+            );
+            Registry::local().map_err(|e| format!("metrics registry: {e}"))
+        }
+    }
 }
 
 /// Closes the backends after a drain, bounded: a stuck pool must not keep

@@ -37,6 +37,23 @@ enum Command {
     Routes(ConfigArg),
     /// Run the pending migrations of every module, then exit.
     Migrate(ConfigArg),
+    /// Print the running cluster's counters, gauges and histograms.
+    Stats(StatsArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatsArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The master's pid (default: read from server.pid_file).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Print a JSON snapshot.
+    #[arg(long, conflicts_with = "prometheus")]
+    json: bool,
+    /// Print the Prometheus text exposition format.
+    #[arg(long)]
+    prometheus: bool,
 }
 
 pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
@@ -48,8 +65,11 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
         }
     };
     let known: Vec<String> = workers.iter().map(|w| w.name().to_string()).collect();
-    let (Command::Serve(arg) | Command::Check(arg) | Command::Routes(arg) | Command::Migrate(arg)) =
-        &cli.command;
+    let (Command::Serve(arg)
+    | Command::Check(arg)
+    | Command::Routes(arg)
+    | Command::Migrate(arg)
+    | Command::Stats(StatsArgs { config: arg, .. })) = &cli.command;
     let path = config_path(arg.config.clone());
     let config = match load(path.as_deref(), &known) {
         Ok(c) => c,
@@ -60,6 +80,7 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
         Command::Check(_) => check(&config, path.as_deref()),
         Command::Routes(_) => routes(&config, workers),
         Command::Migrate(_) => migrate(&config, workers),
+        Command::Stats(args) => crate::stats::print(&config, args.pid, args.json, args.prometheus),
     }
 }
 

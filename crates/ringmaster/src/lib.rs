@@ -48,6 +48,7 @@
 
 mod cli;
 mod logging;
+mod stats;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -57,9 +58,10 @@ pub use axum;
 pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
 #[doc(inline)]
 pub use ringmaster_worker::{
-    AppContext, AppError, BootError, Booted, ClusterStatus, Controller, Db, Delivery, GroupStatus,
-    Init, Ipc, IpcError, IpcStats, Migration, Module, Origin, RouteInfo, Subscription, Target,
-    Templates, Views, Worker, WorkerContext, WorkerInfo, boot, middleware, migrate, on_db, routes,
+    AppContext, AppError, BootError, Booted, ClusterStatus, Controller, Counter, Db, Delivery,
+    Gauge, GroupStatus, Histogram, Init, Ipc, IpcError, IpcStats, Migration, Module, Origin,
+    Registry, RouteInfo, Snapshot, Subscription, Target, Templates, Views, Worker, WorkerContext,
+    WorkerInfo, boot, middleware, migrate, on_db, routes,
 };
 pub use ringmaster_worker::{redis, sqlx};
 

@@ -51,7 +51,8 @@ impl Module for Health {
     fn controllers(&self) -> Vec<Controller> {
         let mut c = Controller::new("/")
             .get("/healthz", healthz)
-            .get("/cluster", cluster);
+            .get("/cluster", cluster)
+            .get("/metrics", metrics);
         if self.test_routes {
             c = c
                 .get("/__test/sleep", sleep)
@@ -102,6 +103,24 @@ async fn healthz(State(ctx): State<AppContext>) -> Json<Status> {
         generation: w.generation,
         pid: w.pid,
     })
+}
+
+/// `GET /metrics`: every series of the cluster's registry, in the
+/// Prometheus text format (any worker can render it: they all map the
+/// master's segment).
+async fn metrics(
+    State(ctx): State<AppContext>,
+) -> (
+    [(ringmaster::axum::http::HeaderName, &'static str); 1],
+    String,
+) {
+    (
+        [(
+            ringmaster::axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ctx.registry().snapshot().to_prometheus(),
+    )
 }
 
 /// `GET /cluster`: the master's view of the cluster, asked over IPC.

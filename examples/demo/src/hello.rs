@@ -1,5 +1,7 @@
 //! Module `hello`: the TechEmpower-style routes `/plaintext`, `/json` and
-//! `/db` (one row by random id from the 10,000-row `world` table).
+//! `/db` (one row by random id from the 10,000-row `world` table), and
+//! `/counter`: one cluster-wide counter, `demo_hits_total`, incremented by
+//! whichever worker answers, which replies with the cluster's total.
 
 use ringmaster::on_db;
 use ringmaster::prelude::*;
@@ -30,8 +32,18 @@ impl Module for Hello {
             Controller::new("/")
                 .get("/plaintext", plaintext)
                 .get("/json", json)
-                .get("/db", db),
+                .get("/db", db)
+                .get("/counter", counter),
         ]
+    }
+
+    fn init(&self, init: &mut Init) -> Result<(), BootError> {
+        let hits = init.registry().counter(
+            "demo_hits_total",
+            "Requests to /counter, in the whole cluster.",
+        );
+        init.insert(Hits(hits));
+        Ok(())
     }
 
     fn migrations(&self) -> Vec<Migration> {
@@ -90,4 +102,17 @@ pub async fn db(State(ctx): State<AppContext>) -> Result<Json<World>, AppError> 
             .await
     })?;
     Ok(Json(World { id, random_number }))
+}
+
+/// The `demo_hits_total` counter, made once per worker at `init`.
+struct Hits(ringmaster::Counter);
+
+/// `GET /counter`: adds one to `demo_hits_total` and answers the cluster's
+/// total (every worker's count, and the counts of workers that are gone).
+async fn counter(State(ctx): State<AppContext>) -> Result<String, AppError> {
+    let Hits(hits) = ctx.get::<Hits>().ok_or_else(|| {
+        AppError::internal("the hits counter is missing: Hello::init did not run")
+    })?;
+    hits.inc();
+    Ok(hits.value().to_string())
 }

@@ -382,10 +382,21 @@ impl Supervisor {
         self.send(serial, &MasterMsg::Answer { id, answer });
     }
 
+    /// Counts a message handled outside this module (a registration).
+    pub(super) fn count_received(&mut self) {
+        self.router.stats.received += 1;
+    }
+
+    /// The IPC counters now.
+    pub(super) fn router_stats(&self) -> IpcStats {
+        let mut stats = self.router.stats;
+        stats.pending_requests = self.router.pending.len() as u64;
+        stats
+    }
+
     /// The answer to [`Service::Status`].
     pub(super) fn status(&self) -> ClusterStatus {
-        let mut ipc = self.router.stats;
-        ipc.pending_requests = self.router.pending.len() as u64;
+        let ipc = self.router_stats();
         ClusterStatus {
             master_pid: self.master_pid,
             uptime_ms: self.started.elapsed().as_millis() as u64,

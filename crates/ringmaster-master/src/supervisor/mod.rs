@@ -13,8 +13,11 @@
 //!   reload, retried with backoff at start-up.
 //! - `ipc`: the IPC pool's routing (topics, requests, the master's
 //!   services) and its backpressure.
+//! - `metrics`: the registry segment: rows, registrations, folding, and
+//!   the master's own series.
 
 mod ipc;
+mod metrics;
 mod migration;
 mod policy;
 
@@ -78,6 +81,8 @@ struct Worker {
     queue_full_since: Option<Instant>,
     /// Messages for it dropped because its queue was full.
     ipc_dropped: u64,
+    /// Its row in the registry segment (its slot's), if it got one.
+    row: Option<u32>,
     /// Why the master killed it, if it did.
     killed_for: Option<String>,
     /// When the kill was (last) sent; it is sent again if the worker lingers.
@@ -150,6 +155,7 @@ pub(crate) struct Supervisor {
     events_tx: mpsc::Sender<WorkerEvent>,
     events_rx: mpsc::Receiver<WorkerEvent>,
     router: ipc::Router,
+    registry: metrics::Registry,
     reload: Option<policy::Reload>,
     /// A reload waiting for its migrate process: the new configuration and
     /// the outcome to come.
@@ -174,6 +180,9 @@ impl Supervisor {
             opts.config.server.ipc_max_pending,
             opts.config.server.ipc_stall_timeout,
         );
+        let rows = u32::try_from(opts.config.registry_slots()).unwrap_or(u32::MAX);
+        let segment = ringmaster_registry::Segment::create(opts.config.server.registry_size, rows)
+            .map_err(MasterError::Registry)?;
         Ok(Supervisor {
             opts,
             exe,
@@ -186,6 +195,7 @@ impl Supervisor {
             events_tx,
             events_rx,
             router,
+            registry: metrics::Registry::new(segment),
             reload: None,
             migrating: None,
             migrate_retry: None,
@@ -209,6 +219,7 @@ impl Supervisor {
     ) -> Result<(), MasterError> {
         let mut signals = Signals::new().map_err(MasterError::Signals)?;
         tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
+        let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid);
         for group in &self.groups {
             tracing::info!(
                 group = %group.name,
@@ -331,6 +342,19 @@ impl Supervisor {
     fn spawn(&mut self, g: usize, s: usize) -> Option<u64> {
         let serial = self.next_serial;
         self.next_serial += 1;
+        let row = self.registry.row_for(g, s);
+        if row.is_none() {
+            tracing::warn!(
+                group = %self.groups[g].name, slot = s,
+                "no registry row left for this slot (server.registry_slots): its metrics stay inside the worker"
+            );
+        }
+        let registry = self
+            .registry
+            .segment
+            .fd()
+            .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd))
+            .zip(row);
         let group = &mut self.groups[g];
         let slot = &mut group.slots[s];
         let generation = slot.next_generation;
@@ -345,6 +369,7 @@ impl Supervisor {
             config_toml: &self.config_toml,
             master_pid: self.master_pid,
             queue: self.opts.config.server.ipc_queue,
+            registry,
         };
         match spawn::spawn_worker(&spec, serial, self.events_tx.clone()) {
             Ok(link) => {
@@ -372,6 +397,7 @@ impl Supervisor {
                         serves: Vec::new(),
                         queue_full_since: None,
                         ipc_dropped: 0,
+                        row,
                         killed_for: None,
                         killed_at: None,
                         fatal: None,
@@ -462,6 +488,7 @@ impl Supervisor {
             } => self.on_request(serial, id, group, topic, timeout_ms, payload),
             WorkerMsg::Reply { id, result } => self.on_reply(serial, id, result),
             WorkerMsg::Call { id, service } => self.on_call(serial, id, service),
+            msg @ WorkerMsg::Register { .. } => self.on_register(serial, msg),
             other => {
                 tracing::debug!(group = %group, slot = w.slot, pid = w.pid, message = ?other, "unhandled worker message");
             }
@@ -473,6 +500,7 @@ impl Supervisor {
             return;
         };
         self.ipc_forget(&w, serial);
+        self.registry_on_exit(&w);
         let group = &self.groups[w.group];
         let uptime = w.started.elapsed();
         let ready_for = w.ready_at.map(|t| t.elapsed());
@@ -496,6 +524,7 @@ impl Supervisor {
         slot.current = None;
         let (strikes, delay) = backoff.on_exit(slot.strikes, ready_for);
         slot.strikes = strikes;
+        self.registry_count_restart(w.group, w.slot);
         let reason = w.exit_reason("unexpected exit");
         let group = &self.groups[w.group].name;
         tracing::warn!(
@@ -570,6 +599,33 @@ impl Supervisor {
         };
         // A full queue loses the drain; the drain deadline still applies.
         self.send(serial, &msg);
+    }
+}
+
+/// The master's pid file: written at start, removed at exit if it still
+/// holds this master's pid. A file that cannot be written is logged, not
+/// fatal: the cluster serves without it (`stats` then needs `--pid`).
+struct PidFile(Option<PathBuf>, u32);
+
+impl PidFile {
+    fn write(path: PathBuf, pid: u32) -> PidFile {
+        match std::fs::write(&path, format!("{pid}\n")) {
+            Ok(()) => PidFile(Some(path), pid),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot write the pid file (server.pid_file)");
+                PidFile(None, pid)
+            }
+        }
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0
+            && std::fs::read_to_string(path).is_ok_and(|t| t.trim() == self.1.to_string())
+        {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

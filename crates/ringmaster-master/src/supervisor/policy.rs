@@ -74,6 +74,7 @@ impl Supervisor {
     /// Enforces deadlines, starts scheduled restarts and moves a reload on.
     pub(super) fn tick(&mut self, now: Instant) {
         self.ipc_tick(now);
+        self.registry_tick(now);
         let mut overdue = Vec::new();
         for (&serial, w) in &mut self.workers {
             let Some(deadline) = w.deadline() else {
@@ -368,6 +369,9 @@ impl Supervisor {
             return;
         }
         let removed: Vec<Slot> = self.groups[g].slots.drain(count..).collect();
+        for s in count..current {
+            self.registry_on_slot_removed(g, s);
+        }
         let mut orphaned_replacement = None;
         if let Some(r) = &mut self.reload {
             r.queue.retain(|&(rg, rs)| rg != g || rs < count);

@@ -1,0 +1,291 @@
+//! The registry segment from the master's side: creating it, giving each
+//! worker slot its row, registering series for workers, folding the rows
+//! of removed slots, and the master's own series (per-worker figures it
+//! observes, IPC counters), which it writes in the retired row.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use ringmaster_proto::{MasterMsg, MetricKind, WorkerMsg};
+use ringmaster_registry::{Kind, Segment};
+use tokio::time::Instant;
+
+use super::{Phase, Supervisor, Worker};
+
+/// How often the master refreshes its own series.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// The registry and the master's bookkeeping of it.
+#[derive(Debug)]
+pub(super) struct Registry {
+    pub(super) segment: Segment,
+    /// (group, slot) -> row.
+    rows: HashMap<(usize, usize), u32>,
+    free: Vec<u32>,
+    /// The master's own series, by name and labels.
+    own: HashMap<(String, Vec<(String, String)>), u32>,
+    refreshed: Option<Instant>,
+}
+
+impl Registry {
+    pub(super) fn new(segment: Segment) -> Self {
+        let free = (0..segment.rows()).rev().collect();
+        Registry {
+            segment,
+            rows: HashMap::new(),
+            free,
+            own: HashMap::new(),
+            refreshed: None,
+        }
+    }
+
+    /// The row of slot `s` of group `g`, given one if it has none yet;
+    /// `None` when every row is taken (`server.registry_slots`).
+    pub(super) fn row_for(&mut self, g: usize, s: usize) -> Option<u32> {
+        if let Some(row) = self.rows.get(&(g, s)) {
+            return Some(*row);
+        }
+        let row = self.free.pop()?;
+        self.rows.insert((g, s), row);
+        Some(row)
+    }
+
+    /// Sets (`add == false`) or adds to one of the master's own series.
+    fn put(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        labels: &[(&str, String)],
+        v: u64,
+        add: bool,
+    ) {
+        let labels: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        let key = (name.to_string(), labels);
+        let index = match self.own.get(&key) {
+            Some(i) => *i,
+            None => match self.segment.register(name, help, kind, &key.1, &[]) {
+                Ok(i) => {
+                    self.own.insert(key, i);
+                    i
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "a master metric cannot be recorded");
+                    return;
+                }
+            },
+        };
+        if let Some(cell) = self
+            .segment
+            .cells(index, self.segment.retired_row())
+            .first()
+        {
+            if add {
+                cell.fetch_add(v, Ordering::Relaxed);
+            } else {
+                cell.store(v, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn kind(k: MetricKind) -> Option<Kind> {
+    match k {
+        MetricKind::Counter => Some(Kind::Counter),
+        MetricKind::Gauge => Some(Kind::Gauge),
+        MetricKind::Histogram => Some(Kind::Histogram),
+        _ => None,
+    }
+}
+
+fn slot_labels(group: &str, slot: usize) -> [(&'static str, String); 2] {
+    [("group", group.to_string()), ("slot", slot.to_string())]
+}
+
+impl Supervisor {
+    /// Registers a series for a worker (`msg` is its `Register`) and
+    /// tells it the index.
+    pub(super) fn on_register(&mut self, serial: u64, msg: WorkerMsg) {
+        let WorkerMsg::Register {
+            id,
+            name,
+            help,
+            kind: metric,
+            labels,
+            buckets,
+        } = msg
+        else {
+            return;
+        };
+        self.count_received();
+        let result = match kind(metric) {
+            Some(k) => self
+                .registry
+                .segment
+                .register(&name, &help, k, &labels, &buckets)
+                .map_err(|e| e.to_string()),
+            None => Err(format!("metric {name:?}: unknown kind")),
+        };
+        if let Err(e) = &result {
+            let w = self.workers.get(&serial);
+            tracing::warn!(
+                group = w.map(|w| w.origin.group.as_str()),
+                slot = w.map(|w| w.slot),
+                error = %e,
+                "a worker's metric was refused"
+            );
+        }
+        self.send(serial, &MasterMsg::Registered { id, result });
+    }
+
+    /// After a worker exited: its row's gauges are cleared (unless another
+    /// process of the slot still uses the row, during a reload); a row of
+    /// a removed slot is folded once more and freed.
+    pub(super) fn registry_on_exit(&mut self, w: &Worker) {
+        let Some(row) = w.row else {
+            return;
+        };
+        let shared = self.workers.values().any(|o| o.row == Some(row));
+        if self.registry.rows.get(&(w.group, w.slot)) == Some(&row) {
+            if !shared {
+                self.registry.segment.clear_gauges(row);
+            }
+        } else if !shared {
+            // The slot was removed while this worker drained: what it
+            // counted since then joins the retired row too.
+            self.registry.segment.fold_row(row);
+            self.registry.free.push(row);
+        }
+    }
+
+    /// Counts a restart of slot `s` of group `g` (an unexpected exit).
+    pub(super) fn registry_count_restart(&mut self, g: usize, s: usize) {
+        let group = self.groups[g].name.clone();
+        self.registry.put(
+            "ringmaster_worker_restarts_total",
+            "Workers of this slot that exited unexpectedly and were restarted.",
+            Kind::Counter,
+            &slot_labels(&group, s),
+            1,
+            true,
+        );
+    }
+
+    /// A slot was removed (scale down): its row folds into the retired
+    /// row, so no counter goes backwards; the row is freed once no process
+    /// uses it.
+    pub(super) fn registry_on_slot_removed(&mut self, g: usize, s: usize) {
+        let group = self.groups[g].name.clone();
+        for (name, help) in [
+            ("ringmaster_worker_ready", READY_HELP),
+            ("ringmaster_worker_uptime_seconds", UPTIME_HELP),
+            ("ringmaster_worker_rss_bytes", RSS_HELP),
+        ] {
+            self.registry
+                .put(name, help, Kind::Gauge, &slot_labels(&group, s), 0, false);
+        }
+        let Some(row) = self.registry.rows.remove(&(g, s)) else {
+            return;
+        };
+        self.registry.segment.fold_row(row);
+        if !self.workers.values().any(|w| w.row == Some(row)) {
+            self.registry.free.push(row);
+        }
+    }
+
+    /// Refreshes the master's own series, at most once per [`REFRESH`]:
+    /// per slot whether it is ready, its worker's uptime and RSS; the IPC
+    /// counters.
+    pub(super) fn registry_tick(&mut self, now: Instant) {
+        if self.registry.refreshed.is_some_and(|t| now < t + REFRESH) {
+            return;
+        }
+        self.registry.refreshed = Some(now);
+        let mut per_slot = Vec::new();
+        for group in &self.groups {
+            for (s, slot) in group.slots.iter().enumerate() {
+                let w = slot.current.and_then(|serial| self.workers.get(&serial));
+                let ready = w.is_some_and(|w| w.phase == Phase::Ready);
+                let uptime = w.map_or(0, |w| w.started.elapsed().as_secs());
+                let rss = w.map_or(0, |w| rss_bytes(w.pid));
+                per_slot.push((group.name.clone(), s, ready, uptime, rss));
+            }
+        }
+        for (group, s, ready, uptime, rss) in per_slot {
+            let labels = slot_labels(&group, s);
+            let r = &mut self.registry;
+            r.put(
+                "ringmaster_worker_ready",
+                READY_HELP,
+                Kind::Gauge,
+                &labels,
+                u64::from(ready),
+                false,
+            );
+            r.put(
+                "ringmaster_worker_uptime_seconds",
+                UPTIME_HELP,
+                Kind::Gauge,
+                &labels,
+                uptime,
+                false,
+            );
+            r.put(
+                "ringmaster_worker_rss_bytes",
+                RSS_HELP,
+                Kind::Gauge,
+                &labels,
+                rss,
+                false,
+            );
+        }
+        let stats = self.router_stats();
+        for (name, help, v) in [
+            (
+                "ringmaster_ipc_messages_received_total",
+                "IPC messages the master received from workers and handled.",
+                stats.received,
+            ),
+            (
+                "ringmaster_ipc_messages_routed_total",
+                "IPC messages the master queued for workers.",
+                stats.routed,
+            ),
+            (
+                "ringmaster_ipc_messages_dropped_total",
+                "IPC messages dropped because a worker's queue was full.",
+                stats.dropped,
+            ),
+            (
+                "ringmaster_ipc_requests_failed_total",
+                "Requests between workers answered with an error by the master.",
+                stats.failed_requests,
+            ),
+        ] {
+            self.registry.put(name, help, Kind::Counter, &[], v, false);
+        }
+    }
+}
+
+const READY_HELP: &str = "1 when the worker of this slot is ready, else 0.";
+const UPTIME_HELP: &str = "Seconds since the worker of this slot started.";
+const RSS_HELP: &str = "Resident memory of the worker of this slot, in bytes.";
+
+/// A process's resident set size, from `/proc/PID/statm`; 0 if unknown.
+fn rss_bytes(pid: u32) -> u64 {
+    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    let pages: u64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf with a constant name.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page).unwrap_or(4096)
+}
