@@ -54,6 +54,11 @@ impl ClusterProc {
         Self::spawn(exe, dir, config, env).wait_for_addrs(expected)
     }
 
+    /// The directory the master runs in (its pid file and data).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The configuration file the master was started with.
     pub fn config_path(&self) -> PathBuf {
         self.dir.join("ringmaster.toml")
