@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # HTTP throughput on /plaintext and /json: the demo cluster (2 workers,
 # each listener mode) against a single-process axum server with the same
-# handlers and the same common middleware ("baseline"), and without the
+# handlers and the same common middleware with its built-in metrics
+# ("baseline"), without the metrics ("nometrics"), and without the
 # middleware ("bare"), with the same load generator in the same run.
 #
 # Usage: bench/http.sh [ROUNDS] [DURATION]      (default 5 rounds of 10s)
@@ -11,8 +12,9 @@ cd "$(dirname "$0")/.."
 source bench/lib.sh "$@"
 
 start_baseline baseline
+start_baseline nometrics --no-metrics
 start_baseline bare --bare
 start_cluster reuseport reuseport
 start_cluster shared shared
-for s in baseline bare reuseport shared; do wait_up $s /plaintext; done
-measure "$rounds" "$duration" "plaintext json" "baseline bare reuseport shared"
+for s in baseline nometrics bare reuseport shared; do wait_up $s /plaintext; done
+measure "$rounds" "$duration" "plaintext json" "baseline nometrics bare reuseport shared"

@@ -2,14 +2,17 @@
 //! multi-threaded tokio runtime: the baseline `bench/http.sh` and
 //! `bench/db.sh` measure the cluster against.
 //!
-//! Usage: `baseline ADDR [DB_URL] [--bare]`
+//! Usage: `baseline ADDR [DB_URL] [--bare | --no-metrics]`
 //!
 //! - `DB_URL` (`sqlite://...` or `postgres://...`, already migrated with
 //!   `ringmaster-demo migrate`): also serve `/db`, the same query through
 //!   the same sqlx pool settings as a worker;
 //! - `--bare`: without ringmaster's common middleware (request id, trace
 //!   span, compression, error pages, panic catcher, timeout, body limit),
-//!   which the baseline has by default so that both sides do the same work.
+//!   which the baseline has by default so that both sides do the same work;
+//! - `--no-metrics`: the common middleware without the built-in HTTP
+//!   metrics (recorded by default in a registry of this process, as a
+//!   worker records them in the cluster's), to measure what they cost.
 
 use std::sync::Arc;
 
@@ -18,6 +21,7 @@ use ringmaster::{Config, GroupConfig, WorkerContext};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bare = args.iter().any(|a| a == "--bare");
+    let no_metrics = args.iter().any(|a| a == "--no-metrics");
     let mut positional = args.iter().filter(|a| !a.starts_with("--"));
     let addr = positional
         .next()
@@ -46,10 +50,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 booted.app
             }
             None if bare => ringmaster_demo::bench_routes(),
-            None => ringmaster::middleware::common(
+            None if no_metrics => ringmaster::middleware::common(
                 ringmaster_demo::bench_routes(),
                 &GroupConfig::default(),
             ),
+            None => {
+                let registry = ringmaster::Registry::local()?;
+                ringmaster::middleware::common_with_metrics(
+                    ringmaster_demo::bench_routes(),
+                    &GroupConfig::default(),
+                    Some(ringmaster::middleware::HttpMetrics::new(&registry, "web")),
+                )
+            }
         };
         let listener = tokio::net::TcpListener::bind(&addr).await?;
         eprintln!("baseline listening on http://{}", listener.local_addr()?);
