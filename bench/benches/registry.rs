@@ -60,7 +60,9 @@ fn bench(c: &mut Criterion) {
 
     // Two rows of one segment: what two worker processes do.
     let seg: &'static Segment = Box::leak(Box::new(Segment::create(1 << 20, 2).unwrap()));
-    let i = seg.register("rows_total", "Bench.", Kind::Counter, &[], &[]).unwrap();
+    let i = seg
+        .register("rows_total", "Bench.", Kind::Counter, &[], &[])
+        .unwrap();
     let mine = &seg.cells(i, 0)[0];
     let theirs = &seg.cells(i, 1)[0];
     c.bench_function("counter_inc_other_row", |b| {
