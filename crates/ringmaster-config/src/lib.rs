@@ -23,6 +23,12 @@
 //! registry_size = 67108864    # bytes of the shared metrics segment
 //! registry_slots = 64     # worker rows in it (default: 2 x the workers, at least 64)
 //! pid_file = "ringmaster.pid"
+//! log_format = "text"     # or "json"
+//! log_file = "log/app.log"    # default: the master's stderr
+//! log_max_size = 104857600    # rotate at this many bytes (0: never)
+//! log_daily = false       # rotate at midnight (UTC)
+//! log_keep = 5            # rotated files kept
+//! log_gzip = false        # compress rotated files
 //!
 //! [groups.web]            # groups keep file order; no groups = one "web" group
 //! count = 4               # default: number of CPUs
@@ -151,6 +157,46 @@ pub struct ServerConfig {
     /// Where the master writes its pid (for `stats`, scripts and
     /// supervisors); removed when it stops. Default `ringmaster.pid`.
     pub pid_file: PathBuf,
+    /// How workers format their log lines: `text` (default) or `json`
+    /// (one object per line; the master adds group, slot, pid, generation).
+    pub log_format: LogFormat,
+    /// The log file; `None` (default): the master's stderr. Reopened on
+    /// SIGUSR1.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_file: Option<PathBuf>,
+    /// Rotate the file before it would grow past this many bytes; 0: no
+    /// size rotation. Default 100 MiB.
+    #[serde(deserialize_with = "fields::uint")]
+    pub log_max_size: u64,
+    /// Rotate the file when the (UTC) date changes. Default `false`.
+    pub log_daily: bool,
+    /// Rotated files kept (`app.log.1` newest). Default 5.
+    #[serde(deserialize_with = "fields::uint")]
+    pub log_keep: usize,
+    /// Compress rotated files with gzip (`app.log.1.gz`). Default `false`.
+    pub log_gzip: bool,
+    /// Longest log line, in bytes; longer ones are cut with a marker.
+    /// Default 16384.
+    #[serde(deserialize_with = "fields::uint")]
+    pub log_max_line: usize,
+    /// Bytes of log lines the master buffers for a slow sink before it
+    /// drops lines (counted). Default 8 MiB.
+    #[serde(deserialize_with = "fields::uint")]
+    pub log_buffer: usize,
+    /// Recent lines kept in memory for `logs`. Default 1000.
+    #[serde(deserialize_with = "fields::uint")]
+    pub log_ring: usize,
+}
+
+/// How workers format log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable text.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 impl Default for ServerConfig {
@@ -164,6 +210,15 @@ impl Default for ServerConfig {
             registry_size: 64 << 20,
             registry_slots: None,
             pid_file: PathBuf::from("ringmaster.pid"),
+            log_format: LogFormat::Text,
+            log_file: None,
+            log_max_size: 100 << 20,
+            log_daily: false,
+            log_keep: 5,
+            log_gzip: false,
+            log_max_line: 16 * 1024,
+            log_buffer: 8 << 20,
+            log_ring: 1000,
         }
     }
 }
@@ -229,6 +284,10 @@ pub struct GroupConfig {
     /// 2 MiB (2097152). An integer: no unit suffixes.
     #[serde(default = "default_body_limit", deserialize_with = "fields::uint")]
     pub body_limit: u64,
+    /// One log line per request (method, path, status, duration, request
+    /// id). Default `true`.
+    #[serde(default = "default_true")]
+    pub access_log: bool,
 }
 
 fn default_count() -> usize {
@@ -277,6 +336,10 @@ fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_true() -> bool {
+    true
+}
+
 fn default_body_limit() -> u64 {
     2 * 1024 * 1024
 }
@@ -299,6 +362,7 @@ impl Default for GroupConfig {
             restart_backoff_max: default_restart_backoff_max(),
             request_timeout: default_request_timeout(),
             body_limit: default_body_limit(),
+            access_log: true,
         }
     }
 }

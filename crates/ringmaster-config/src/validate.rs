@@ -143,6 +143,29 @@ fn validate_registry(config: &Config) -> Result<(), Violation> {
             "expected a file path such as \"ringmaster.pid\", got an empty string".to_owned(),
         ));
     }
+    for (field, value, min, max) in [
+        ("log_max_line", server.log_max_line, 256, 1 << 20),
+        ("log_buffer", server.log_buffer, 64 << 10, 1 << 30),
+        ("log_ring", server.log_ring, 0, 1 << 20),
+        ("log_keep", server.log_keep, 0, 10_000),
+    ] {
+        if !(min..=max).contains(&value) {
+            return Err(violation(
+                key(field),
+                format!("expected a number from {min} to {max}, got {value}"),
+            ));
+        }
+    }
+    if server
+        .log_file
+        .as_ref()
+        .is_some_and(|p| p.as_os_str().is_empty())
+    {
+        return Err(violation(
+            key("log_file"),
+            "expected a file path such as \"log/app.log\" (or no log_file: stderr), got an empty string".to_owned(),
+        ));
+    }
     let workers: usize = config.groups.values().map(|g| g.count).sum();
     let Some(slots) = server.registry_slots else {
         return Ok(());

@@ -15,10 +15,14 @@
 //! - `backoff`: strikes and exponential restart delays.
 //! - `migrate`: the one-off migrate process before workers start.
 //! - `signals`: the signals the master answers.
+//! - [`logs`]: the application log: capture, tagging, sinks, rotation.
+//! - `control`: the control socket (`logs`, `logs --follow`).
 #![warn(missing_docs)]
 
 mod backoff;
+mod control;
 mod listener;
+pub mod logs;
 mod migrate;
 mod signals;
 mod spawn;
@@ -47,6 +51,9 @@ pub struct ServeOptions {
     /// Whether to run the binary once in the migrate role before starting
     /// workers, and before each reload's new workers.
     pub migrate: bool,
+    /// The application log the workers' output goes to; `None`: workers
+    /// write to the master's stdout and stderr directly.
+    pub logs: Option<logs::LogHub>,
 }
 
 impl ServeOptions {
@@ -58,7 +65,14 @@ impl ServeOptions {
             known_workers,
             exe: None,
             migrate: false,
+            logs: None,
         }
+    }
+
+    /// Sends the workers' output to `logs`.
+    pub fn logs(mut self, logs: logs::LogHub) -> Self {
+        self.logs = Some(logs);
+        self
     }
 
     /// Runs migrations (a one-off process) before workers start.

@@ -20,6 +20,7 @@ pub(crate) enum Signal {
     Hup,
     Ttin,
     Ttou,
+    Usr1,
 }
 
 impl Signal {
@@ -32,6 +33,7 @@ impl Signal {
             Signal::Hup => "HUP",
             Signal::Ttin => "TTIN",
             Signal::Ttou => "TTOU",
+            Signal::Usr1 => "USR1",
         }
     }
 }
@@ -44,6 +46,7 @@ pub(crate) struct Signals {
     hup: tokio::signal::unix::Signal,
     ttin: tokio::signal::unix::Signal,
     ttou: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -56,6 +59,7 @@ impl Signals {
             hup: signal(SignalKind::hangup())?,
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr1: signal(SignalKind::user_defined1())?,
         })
     }
 
@@ -68,6 +72,7 @@ impl Signals {
             _ = self.hup.recv() => Signal::Hup,
             _ = self.ttin.recv() => Signal::Ttin,
             _ = self.ttou.recv() => Signal::Ttou,
+            _ = self.usr1.recv() => Signal::Usr1,
         }
     }
 }

@@ -15,18 +15,21 @@
 //! (which must still be able to kill and reap it) or the supervisor.
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD, REGISTRY_FD};
+use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD, LOG_FD, REGISTRY_FD};
 use ringmaster_proto::{Channel, MasterMsg, Receiver, Sender, WorkerMsg};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
+
+use crate::logs::{LogHub, Source, read_pipe};
 
 /// Capacity of a worker's command queue; commands are rare (kill).
 const COMMAND_QUEUE: usize = 16;
@@ -48,6 +51,8 @@ pub(crate) struct SpawnSpec<'a> {
     pub(crate) queue: usize,
     /// The registry segment's fd and the worker's row in it, if it has one.
     pub(crate) registry: Option<(RawFd, u32)>,
+    /// The log the worker's output goes to (else it inherits the master's).
+    pub(crate) logs: Option<&'a LogHub>,
 }
 
 /// The master's handles on a started worker.
@@ -106,16 +111,28 @@ pub(crate) fn spawn_worker(
         // A terminal's Ctrl-C reaches the master only; it decides how workers stop.
         .process_group(0)
         .kill_on_drop(false);
-    let mut map = [
-        (spec.listener_fd, LISTENER_FD),
-        (worker_end.as_raw_fd(), IPC_FD),
-        (-1, REGISTRY_FD),
-    ];
+    let mut map = [(-1, -1); 4];
+    map[0] = (spec.listener_fd, LISTENER_FD);
+    map[1] = (worker_end.as_raw_fd(), IPC_FD);
     let mut fds = 2;
     if let Some((fd, row)) = spec.registry {
-        map[2].0 = fd;
-        fds = 3;
+        map[fds] = (fd, REGISTRY_FD);
+        fds += 1;
         cmd.env(handoff::ENV_REGISTRY_ROW, row.to_string());
+    }
+    // The worker's output goes to the master's log through pipes: its
+    // tracing lines on LOG_FD, and stdout and stderr.
+    let mut pipes = None;
+    if spec.logs.is_some() {
+        let (log_r, log_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        map[fds] = (log_w.as_raw_fd(), LOG_FD);
+        fds += 1;
+        cmd.env(handoff::ENV_LOG_PIPE, "1")
+            .stdout(Stdio::from(out_w))
+            .stderr(Stdio::from(err_w));
+        pipes = Some(([log_r, out_r, err_r], log_w));
     }
     // SAFETY: the closure runs in the child between fork and exec and only
     // makes async-signal-safe calls (fcntl, dup2, prctl) on a fixed array.
@@ -126,6 +143,27 @@ pub(crate) fn spawn_worker(
     // Our copy of the worker's end must go, or its end-of-file never arrives.
     drop(worker_end);
     let pid = child.id().unwrap_or(0);
+    // `cmd` holds the stdout and stderr write ends: they must close here,
+    // or the readers never see end-of-file.
+    drop(cmd);
+    if let (Some(([log_r, out_r, err_r], log_w)), Some(hub)) = (pipes, spec.logs) {
+        drop(log_w);
+        for (fd, stream) in [(log_r, "log"), (out_r, "stdout"), (err_r, "stderr")] {
+            let source = Arc::new(Source::worker(
+                spec.group,
+                spec.slot,
+                pid,
+                spec.generation,
+                stream,
+            ));
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                Ok(rx) => {
+                    tokio::spawn(read_pipe(rx, source, hub.clone()));
+                }
+                Err(e) => tracing::error!(pid, stream, error = %e, "cannot read a worker's output"),
+            }
+        }
+    }
     master_end.set_nonblocking(true)?;
     let channel = Channel::<MasterMsg, WorkerMsg>::new(UnixStream::from_std(master_end)?);
     let (tx, rx) = channel.split();
@@ -161,6 +199,17 @@ async fn write(serial: u64, mut tx: Sender<MasterMsg>, mut frames: mpsc::Receive
     }
 }
 
+/// A pipe, both ends close-on-exec: (read, write).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two fds into our array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both fds are fresh and ours.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 /// Places each `(from, to)` fd at its number, without close-on-exec, and asks
 /// the kernel to SIGKILL this process when the spawning thread dies.
 ///
@@ -168,7 +217,7 @@ async fn write(serial: u64, mut tx: Sender<MasterMsg>, mut frames: mpsc::Receive
 /// overwritten: first duplicate every source above the targets (those copies
 /// are close-on-exec and vanish at exec), then `dup2` into place.
 fn remap_fds_and_tie_to_parent(map: &[(RawFd, RawFd)]) -> io::Result<()> {
-    let mut high = [-1; 3];
+    let mut high = [-1; 4];
     if map.len() > high.len() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }

@@ -12,6 +12,9 @@ pub const LISTENER_FD: RawFd = 3;
 pub const IPC_FD: RawFd = 4;
 /// The registry segment (a memfd) to map; see `ringmaster-registry`.
 pub const REGISTRY_FD: RawFd = 5;
+/// The write end of the pipe for the worker's `tracing` output, when
+/// [`ENV_LOG_PIPE`] is set; the worker writes it without blocking.
+pub const LOG_FD: RawFd = 6;
 
 /// Set to [`ROLE_WORKER`] in a worker's environment; absent in the master.
 pub const ENV_ROLE: &str = "RINGMASTER_ROLE";
@@ -30,13 +33,15 @@ pub const ENV_GENERATION: &str = "RINGMASTER_GENERATION";
 pub const ENV_MASTER_PID: &str = "RINGMASTER_MASTER_PID";
 /// The master's resolved configuration, as TOML text.
 pub const ENV_CONFIG: &str = "RINGMASTER_CONFIG";
+/// Set to `1` when the master reads the worker's log lines on [`LOG_FD`].
+pub const ENV_LOG_PIPE: &str = "RINGMASTER_LOG_PIPE";
 /// The worker's row in the registry segment; absent when the registry has
 /// no row for it (its metrics then stay in the process).
 pub const ENV_REGISTRY_ROW: &str = "RINGMASTER_REGISTRY_ROW";
 
 /// Every variable of the hand-over, so that a master can scrub inherited
 /// values before it sets its own.
-pub const ALL_ENV: [&str; 7] = [
+pub const ALL_ENV: [&str; 8] = [
     ENV_ROLE,
     ENV_GROUP,
     ENV_SLOT,
@@ -44,4 +49,5 @@ pub const ALL_ENV: [&str; 7] = [
     ENV_MASTER_PID,
     ENV_CONFIG,
     ENV_REGISTRY_ROW,
+    ENV_LOG_PIPE,
 ];

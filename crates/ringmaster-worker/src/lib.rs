@@ -66,7 +66,7 @@ pub use redis;
 #[doc(inline)]
 pub use registry::{Counter, Gauge, Histogram, Registry};
 #[doc(inline)]
-pub use ringmaster_proto::handoff::ENV_CONFIG;
+pub use ringmaster_proto::handoff::{ENV_CONFIG, ENV_LOG_PIPE, LOG_FD};
 #[doc(inline)]
 pub use ringmaster_proto::{ClusterStatus, GroupStatus, IpcStats, Origin, Target, WorkerInfo};
 pub use ringmaster_registry::{DEFAULT_BUCKETS, Snapshot};

@@ -13,7 +13,9 @@
 //!    answer at once, and the built-in metrics ([`HttpMetrics`]):
 //!    `http_requests_total{group,route,method,status}`,
 //!    `http_request_duration_seconds{group,route}` and
-//!    `http_requests_in_flight{group}`, in the cluster's registry;
+//!    `http_requests_in_flight{group}`, in the cluster's registry, and the
+//!    access log line (target `access`: method, path, status, duration,
+//!    request id; `groups.NAME.access_log = false` turns it off);
 //! 4. a panic catcher: a panicking handler gives 500, is logged, and the
 //!    worker keeps serving;
 //! 5. a body size limit (`groups.NAME.body_limit`, then 413).
@@ -82,6 +84,7 @@ pub fn common_with_metrics<S: Clone + Send + Sync + 'static>(
             timeout: cfg.request_timeout,
             ids: RequestIds::new(),
             metrics,
+            access_log: cfg.access_log,
         })
         .layer(CatchPanicLayer::custom(on_panic))
         .layer(RequestBodyLimitLayer::new(limit));
@@ -123,6 +126,7 @@ pub struct Essentials<S> {
     timeout: Duration,
     ids: RequestIds,
     metrics: Option<Arc<HttpMetrics>>,
+    access_log: bool,
 }
 
 /// The [`Layer`] of [`Essentials`].
@@ -131,6 +135,7 @@ pub struct EssentialsLayer {
     timeout: Duration,
     ids: RequestIds,
     metrics: Option<Arc<HttpMetrics>>,
+    access_log: bool,
 }
 
 impl Essentials<()> {
@@ -140,6 +145,7 @@ impl Essentials<()> {
             timeout,
             ids: RequestIds::new(),
             metrics: None,
+            access_log: false,
         }
     }
 }
@@ -153,6 +159,7 @@ impl<S> Layer<S> for EssentialsLayer {
             timeout: self.timeout,
             ids: self.ids.clone(),
             metrics: self.metrics.clone(),
+            access_log: self.access_log,
         }
     }
 }
@@ -330,7 +337,13 @@ where
                 start: std::time::Instant::now(),
             }
         });
+        let access = self.access_log.then(|| Access {
+            method: method_label(req.method()),
+            path: req.uri().path().into(),
+            start: std::time::Instant::now(),
+        });
         EssentialsFuture {
+            access,
             inner: self.inner.call(req),
             sleep: None,
             timeout: self.timeout,
@@ -356,6 +369,7 @@ pin_project_lite::pin_project! {
         // Error responses that need their body read to be rendered.
         rendering: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
         timer: Option<RequestTimer>,
+        access: Option<Access>,
     }
 }
 
@@ -371,7 +385,12 @@ where
         let this = self.project();
         if let Some(rendering) = this.rendering {
             let response = std::task::ready!(rendering.as_mut().poll(cx));
-            return Poll::Ready(Ok(done(response, this.id.take(), this.timer.take())));
+            return Poll::Ready(Ok(done(
+                response,
+                this.id.take(),
+                this.timer.take(),
+                this.access.take(),
+            )));
         }
         let response = match this.inner.poll(cx) {
             Poll::Ready(Ok(response)) => response.map(Body::new),
@@ -393,13 +412,21 @@ where
         let finished = response.status().as_u16() < 400
             || (!*this.html && response.extensions().get::<ErrorInfo>().is_some());
         if finished {
-            return Poll::Ready(Ok(done(response, this.id.take(), this.timer.take())));
+            return Poll::Ready(Ok(done(
+                response,
+                this.id.take(),
+                this.timer.take(),
+                this.access.take(),
+            )));
         }
         let mut rendering = Box::pin(render_error(response, *this.html));
         match rendering.as_mut().poll(cx) {
-            Poll::Ready(response) => {
-                Poll::Ready(Ok(done(response, this.id.take(), this.timer.take())))
-            }
+            Poll::Ready(response) => Poll::Ready(Ok(done(
+                response,
+                this.id.take(),
+                this.timer.take(),
+                this.access.take(),
+            ))),
             Poll::Pending => {
                 *this.rendering = Some(rendering);
                 Poll::Pending
@@ -408,13 +435,40 @@ where
     }
 }
 
-/// The finished response: its request id, and its metrics recorded.
-fn done(mut response: Response, id: Option<HeaderValue>, timer: Option<RequestTimer>) -> Response {
-    if let Some(id) = id {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    }
+/// What the access log line of a request needs.
+struct Access {
+    method: &'static str,
+    path: Box<str>,
+    start: std::time::Instant,
+}
+
+/// The finished response: its request id, its metrics recorded, its
+/// access log line written (the group, slot and pid are added by the
+/// master).
+fn done(
+    mut response: Response,
+    id: Option<HeaderValue>,
+    timer: Option<RequestTimer>,
+    access: Option<Access>,
+) -> Response {
     if let Some(t) = timer {
         t.finish(response.status());
+    }
+    if let Some(a) = access {
+        let ms = a.start.elapsed().as_secs_f64() * 1e3;
+        let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
+        tracing::info!(
+            target: "access",
+            method = a.method,
+            path = &*a.path,
+            status = response.status().as_u16(),
+            duration_ms = (ms * 1000.0).round() / 1000.0,
+            request_id = rid,
+            "request"
+        );
+    }
+    if let Some(id) = id {
+        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
     }
     response
 }

@@ -39,6 +39,30 @@ enum Command {
     Migrate(ConfigArg),
     /// Print the running cluster's counters, gauges and histograms.
     Stats(StatsArgs),
+    /// Print the running cluster's recent log lines (and follow new ones).
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+struct LogsArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Keep printing new lines until interrupted.
+    #[arg(long, short)]
+    follow: bool,
+    /// How many recent lines to print first.
+    #[arg(long, short = 'n', default_value_t = 100)]
+    lines: usize,
+    /// Only lines of this group (`master` for the master's own).
+    #[arg(long)]
+    group: Option<String>,
+    /// Only lines of this slot.
+    #[arg(long)]
+    slot: Option<usize>,
+    /// Only lines at this level or above (trace, debug, info, warn, error);
+    /// lines without a level (a panic, a print) are always shown.
+    #[arg(long)]
+    level: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -69,8 +93,12 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
     | Command::Check(arg)
     | Command::Routes(arg)
     | Command::Migrate(arg)
-    | Command::Stats(StatsArgs { config: arg, .. })) = &cli.command;
+    | Command::Stats(StatsArgs { config: arg, .. })
+    | Command::Logs(LogsArgs { config: arg, .. })) = &cli.command;
     let path = config_path(arg.config.clone());
+    if !matches!(cli.command, Command::Serve(_)) {
+        crate::logging::init(crate::logging::Output::Stderr);
+    }
     let config = match load(path.as_deref(), &known) {
         Ok(c) => c,
         Err(code) => return code,
@@ -81,7 +109,58 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
         Command::Routes(_) => routes(&config, workers),
         Command::Migrate(_) => migrate(&config, workers),
         Command::Stats(args) => crate::stats::print(&config, args.pid, args.json, args.prometheus),
+        Command::Logs(args) => logs(&config, &args),
     }
+}
+
+/// `logs`: asks the running master over its control socket.
+fn logs(config: &Config, args: &LogsArgs) -> ExitCode {
+    use std::io::{BufRead, Write};
+    let path = &config.server.control_socket;
+    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "error: cannot reach the master at {} ({e}); is the cluster running from this directory? (server.control_socket)",
+                path.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut req = format!("logs lines={}", args.lines);
+    if args.follow {
+        req.push_str(" follow");
+    }
+    if let Some(g) = &args.group {
+        req.push_str(&format!(" group={g}"));
+    }
+    if let Some(s) = args.slot {
+        req.push_str(&format!(" slot={s}"));
+    }
+    if let Some(l) = &args.level {
+        req.push_str(&format!(" level={l}"));
+    }
+    req.push('\n');
+    if let Err(e) = stream.write_all(req.as_bytes()) {
+        eprintln!("error: the master closed the control socket: {e}");
+        return ExitCode::FAILURE;
+    }
+    let mut out = std::io::stdout().lock();
+    for line in std::io::BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        if let Some(e) = line.strip_prefix("error: ") {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+        if !args.follow {
+            continue;
+        }
+        let _ = out.flush();
+    }
+    ExitCode::SUCCESS
 }
 
 /// The migrate role: the master started this process to run migrations
@@ -130,11 +209,30 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode {
+    let hub = match ringmaster_master::logs::LogHub::start(&config.server) {
+        Ok(hub) => hub,
+        Err(e) => {
+            let file = config
+                .server
+                .log_file
+                .as_ref()
+                .map_or("stderr".into(), |p| p.display().to_string());
+            eprintln!(
+                "error: cannot open the log ({file}): {e}; fix server.log_file or its directory's permissions"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::logging::init(crate::logging::Output::Master(
+        hub.clone(),
+        config.server.log_format,
+    ));
     // Always: the binary on disk at a reload decides whether it has any
     // migrations, not the one the master started from.
     let opts = ServeOptions::new(config, known)
         .config_path(path)
-        .migrate(true);
+        .migrate(true)
+        .logs(hub);
     match ringmaster_master::serve(opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ (MasterError::Config(_) | MasterError::Worker(_))) => {

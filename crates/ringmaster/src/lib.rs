@@ -111,11 +111,17 @@ impl Cluster {
     /// this process, otherwise the command line (`serve`, `check`,
     /// `routes`, `migrate`). Returns the exit code.
     pub fn run(self) -> ExitCode {
-        logging::init();
         if ringmaster_worker::is_worker_process() {
+            let format = std::env::var(ringmaster_worker::ENV_CONFIG)
+                .ok()
+                .and_then(|t| Config::from_toml_str(&t, "worker").ok())
+                .map(|c| c.server.log_format)
+                .unwrap_or_default();
+            logging::init(logging::Output::Worker(format));
             return ringmaster_worker::run(&self.workers);
         }
         if ringmaster_worker::is_migrate_process() {
+            logging::init(logging::Output::Stderr);
             return cli::migrate_role(&self.workers);
         }
         cli::main(&self.workers)

@@ -268,6 +268,23 @@ impl Supervisor {
         ] {
             self.registry.put(name, help, Kind::Counter, &[], v, false);
         }
+        if let Some(logs) = &self.opts.logs {
+            let stats = logs.stats();
+            for (name, help, v) in [
+                (
+                    "ringmaster_log_lines_written_total",
+                    "Log lines the master wrote to its sink.",
+                    stats.written.load(Ordering::Relaxed),
+                ),
+                (
+                    "ringmaster_log_lines_dropped_total",
+                    "Log lines dropped: the sink was too slow or could not be written.",
+                    stats.dropped.load(Ordering::Relaxed),
+                ),
+            ] {
+                self.registry.put(name, help, Kind::Counter, &[], v, false);
+            }
+        }
     }
 }
 

@@ -220,6 +220,13 @@ impl Supervisor {
         let mut signals = Signals::new().map_err(MasterError::Signals)?;
         tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
         let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid);
+        let _control = match &self.opts.logs {
+            Some(logs) => crate::control::Control::start(
+                &self.opts.config.server.control_socket,
+                logs.clone(),
+            ),
+            None => None,
+        };
         for group in &self.groups {
             tracing::info!(
                 group = %group.name,
@@ -292,6 +299,10 @@ impl Supervisor {
             }
             Signal::Ttin => self.scale_by(1),
             Signal::Ttou => self.scale_by(-1),
+            Signal::Usr1 => match &self.opts.logs {
+                Some(logs) if self.opts.config.server.log_file.is_some() => logs.reopen(),
+                _ => tracing::info!("USR1 reopens the log file; there is none (server.log_file)"),
+            },
         }
     }
 
@@ -370,6 +381,7 @@ impl Supervisor {
             master_pid: self.master_pid,
             queue: self.opts.config.server.ipc_queue,
             registry,
+            logs: self.opts.logs.as_ref(),
         };
         match spawn::spawn_worker(&spec, serial, self.events_tx.clone()) {
             Ok(link) => {

@@ -1,0 +1,211 @@
+//! The control socket: a Unix socket at `server.control_socket` on which
+//! the command line asks the running master for things. Today one
+//! request, `logs`; the full control plane comes later.
+//!
+//! A client sends one line, `logs [follow] [lines=N] [group=G] [slot=S]
+//! [level=L]`; the master answers with the last `N` (default 100) matching
+//! lines of its ring, one per line, then, with `follow`, every new matching
+//! line until the client goes away. A line it does not understand gets one
+//! `error: ...` line back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::logs::{Line, LogHub};
+
+/// The socket, removed when the master stops.
+pub(crate) struct Control {
+    path: PathBuf,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Control {
+    /// Binds the socket and serves it; `None` (logged) if it cannot be
+    /// bound, for example because another master is using it.
+    pub(crate) fn start(path: &Path, logs: LogHub) -> Option<Control> {
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                tracing::error!(
+                    path = %path.display(),
+                    "another master answers on the control socket; `logs` will reach that one (set server.control_socket)"
+                );
+                return None;
+            }
+            let _ = std::fs::remove_file(path);
+        }
+        let listener = match UnixListener::bind(path) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot open the control socket; `logs` will not work");
+                return None;
+            }
+        };
+        tokio::spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve(stream, logs.clone()));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "control socket accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        });
+        Some(Control {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// What a `logs` request asks for.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct LogsRequest {
+    pub(crate) follow: bool,
+    pub(crate) lines: usize,
+    pub(crate) group: Option<String>,
+    pub(crate) slot: Option<usize>,
+    pub(crate) level: Option<usize>,
+}
+
+const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+
+impl LogsRequest {
+    pub(crate) fn parse(line: &str) -> Result<LogsRequest, String> {
+        let mut words = line.split_whitespace();
+        if words.next() != Some("logs") {
+            return Err(format!(
+                "unknown request {line:?}; this master answers `logs`"
+            ));
+        }
+        let mut req = LogsRequest {
+            lines: 100,
+            ..LogsRequest::default()
+        };
+        for w in words {
+            match w.split_once('=') {
+                None if w == "follow" => req.follow = true,
+                Some(("lines", v)) => {
+                    req.lines = v.parse().map_err(|_| format!("lines={v}: not a number"))?
+                }
+                Some(("group", v)) => req.group = Some(v.to_string()),
+                Some(("slot", v)) => {
+                    req.slot = Some(v.parse().map_err(|_| format!("slot={v}: not a number"))?)
+                }
+                Some(("level", v)) => {
+                    let up = v.to_ascii_uppercase();
+                    let i = LEVELS.iter().position(|l| *l == up).ok_or_else(|| {
+                        format!("level={v}: use trace, debug, info, warn or error")
+                    })?;
+                    req.level = Some(i);
+                }
+                _ => return Err(format!("unknown option {w:?}")),
+            }
+        }
+        Ok(req)
+    }
+
+    /// Whether `line` passes the filters (a line of unknown level always
+    /// passes a level filter: it may be a panic).
+    pub(crate) fn keeps(&self, line: &Line) -> bool {
+        if self.group.as_deref().is_some_and(|g| g != &*line.group) {
+            return false;
+        }
+        if self.slot.is_some() && self.slot != line.slot {
+            return false;
+        }
+        match (self.level, line.level) {
+            (Some(min), Some(l)) => LEVELS.iter().position(|x| *x == l).is_none_or(|i| i >= min),
+            _ => true,
+        }
+    }
+}
+
+async fn serve(stream: UnixStream, logs: LogHub) {
+    let (read, mut write) = stream.into_split();
+    let mut first = String::new();
+    if BufReader::new(read).read_line(&mut first).await.is_err() {
+        return;
+    }
+    let req = match LogsRequest::parse(first.trim()) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write.write_all(format!("error: {e}\n").as_bytes()).await;
+            return;
+        }
+    };
+    // Subscribe before reading the ring, so no line falls between.
+    let mut follow = req.follow.then(|| logs.subscribe());
+    let mut out = String::new();
+    for line in logs.tail(req.lines, |l| req.keeps(l)) {
+        out.push_str(&line.text);
+        out.push('\n');
+    }
+    if write.write_all(out.as_bytes()).await.is_err() {
+        return;
+    }
+    let Some(rx) = &mut follow else {
+        return;
+    };
+    loop {
+        let line: Arc<Line> = match rx.recv().await {
+            Ok(l) => l,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                let note = format!("[{n} lines skipped: this client reads too slowly]\n");
+                if write.write_all(note.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        };
+        if !req.keeps(&line) {
+            continue;
+        }
+        let mut text = line.text.clone();
+        text.push('\n');
+        if write.write_all(text.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_with_clear_errors() {
+        let r = LogsRequest::parse("logs follow lines=5 group=web slot=1 level=warn").unwrap();
+        assert!(r.follow);
+        assert_eq!((r.lines, r.slot, r.level), (5, Some(1), Some(3)));
+        assert!(
+            LogsRequest::parse("logs level=loud")
+                .unwrap_err()
+                .contains("use trace")
+        );
+        assert!(
+            LogsRequest::parse("stats")
+                .unwrap_err()
+                .contains("answers `logs`")
+        );
+        let line = |level| Line {
+            group: "web".into(),
+            slot: Some(1),
+            level,
+            text: String::new(),
+        };
+        assert!(r.keeps(&line(Some("ERROR"))));
+        assert!(!r.keeps(&line(Some("INFO"))));
+        assert!(r.keeps(&line(None)), "a panic has no level and is kept");
+    }
+}

@@ -1,0 +1,770 @@
+//! The application log: every worker's output and the master's own events,
+//! tagged, bounded, and written by one sink thread.
+//!
+//! - **Capture.** Each worker gets three pipes: its `tracing` output (fd
+//!   [`LOG_FD`], which the worker writes without ever blocking), and its
+//!   stdout and stderr (panics, prints, C libraries). A reader task per
+//!   pipe ([`read_pipe`]) cuts the stream at the last newline and sends the
+//!   whole lines, with the worker's [`Source`], to the sink; a line longer
+//!   than `server.log_max_line` is cut with a marker, and a last line
+//!   without newline (an abort) is kept.
+//! - **Backpressure.** The queue to the sink is bounded in bytes
+//!   (`server.log_buffer`); beyond it lines are dropped and counted, so the
+//!   pipes are always drained and no worker blocks on the master.
+//! - **The sink thread** tags each line (a prefix in text, fields in
+//!   JSON), writes it to the terminal or the file, keeps the last lines in
+//!   a ring for `logs`, and sends them to `logs --follow` clients. It
+//!   rotates the file by size and/or daily, keeps `log_keep` files,
+//!   gzips them if asked, reopens the file on SIGUSR1, and when writing
+//!   fails (disk full, directory gone) it drops and counts lines, retries
+//!   every second, and writes "N lines dropped" once it can again.
+//!
+//! [`LOG_FD`]: ringmaster_proto::handoff::LOG_FD
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use ringmaster_config::{LogFormat, ServerConfig};
+use tokio::io::AsyncReadExt;
+use tokio::sync::broadcast;
+
+/// How often a failing sink retries, and the longest it waits idle.
+const TICK: Duration = Duration::from_millis(200);
+const RETRY: Duration = Duration::from_secs(1);
+/// Chunks queued to the sink at most (besides the byte bound).
+const QUEUE_CHUNKS: usize = 16 * 1024;
+
+/// Where a line comes from.
+#[derive(Debug)]
+pub struct Source {
+    /// The group, or `master`.
+    pub group: String,
+    /// The slot (none for the master).
+    pub slot: Option<usize>,
+    /// The process id.
+    pub pid: u32,
+    /// The slot's generation.
+    pub generation: u64,
+    /// The stream: `log` (tracing), `stdout` or `stderr`.
+    pub stream: &'static str,
+    text_prefix: String,
+    json_fields: String,
+}
+
+impl Source {
+    /// A worker's stream.
+    pub fn worker(
+        group: &str,
+        slot: usize,
+        pid: u32,
+        generation: u64,
+        stream: &'static str,
+    ) -> Self {
+        Source {
+            group: group.to_string(),
+            slot: Some(slot),
+            pid,
+            generation,
+            stream,
+            text_prefix: format!("{group}/{slot} {pid} g{generation} | "),
+            json_fields: format!(
+                "\"group\":{},\"slot\":{slot},\"pid\":{pid},\"generation\":{generation}",
+                json_string(group)
+            ),
+        }
+    }
+
+    /// The master's own events.
+    pub fn master(pid: u32) -> Self {
+        Source {
+            group: "master".to_string(),
+            slot: None,
+            pid,
+            generation: 0,
+            stream: "log",
+            text_prefix: format!("master {pid} | "),
+            json_fields: format!("\"group\":\"master\",\"pid\":{pid}"),
+        }
+    }
+}
+
+/// One tagged line, as kept for `logs`.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// The group, or `master`.
+    pub group: Arc<str>,
+    /// The slot, for a worker.
+    pub slot: Option<usize>,
+    /// The level found in the line (`TRACE` .. `ERROR`), if any.
+    pub level: Option<&'static str>,
+    /// The line as written, without its newline.
+    pub text: String,
+}
+
+/// Counters of the log.
+#[derive(Debug, Default)]
+pub struct LogStats {
+    /// Lines written to the sink.
+    pub written: AtomicU64,
+    /// Lines dropped (queue full or sink failing).
+    pub dropped: AtomicU64,
+}
+
+struct Chunk {
+    source: Arc<Source>,
+    bytes: Vec<u8>,
+}
+
+/// The handle on the log: cheap to clone.
+#[derive(Clone)]
+pub struct LogHub {
+    tx: SyncSender<Chunk>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    stats: Arc<LogStats>,
+    ring: Arc<Mutex<VecDeque<Arc<Line>>>>,
+    follow: broadcast::Sender<Arc<Line>>,
+    reopen: Arc<AtomicBool>,
+    max_line: usize,
+}
+
+impl std::fmt::Debug for LogHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHub").finish_non_exhaustive()
+    }
+}
+
+/// Where lines go.
+enum Out {
+    Stderr(io::Stderr),
+    File {
+        path: PathBuf,
+        file: Option<BufWriter<File>>,
+        size: u64,
+        day: u64,
+    },
+}
+
+impl LogHub {
+    /// Starts the sink thread. With a log file, it is opened (its
+    /// directory created) now, so a path that cannot be written is an
+    /// error at start, not a silent loss.
+    pub fn start(cfg: &ServerConfig) -> io::Result<LogHub> {
+        let out = match &cfg.log_file {
+            None => Out::Stderr(io::stderr()),
+            Some(path) => {
+                let file = open(path)?;
+                let size = file.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+                Out::File {
+                    path: path.clone(),
+                    file: Some(file),
+                    size,
+                    day: today(),
+                }
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CHUNKS);
+        let (follow, _) = broadcast::channel(4096);
+        let hub = LogHub {
+            tx,
+            queued: Arc::new(AtomicUsize::new(0)),
+            limit: cfg.log_buffer,
+            stats: Arc::new(LogStats::default()),
+            ring: Arc::new(Mutex::new(VecDeque::new())),
+            follow,
+            reopen: Arc::new(AtomicBool::new(false)),
+            max_line: cfg.log_max_line,
+        };
+        let sink = Sink {
+            rx,
+            out,
+            format: cfg.log_format,
+            max_size: cfg.log_max_size,
+            daily: cfg.log_daily,
+            keep: cfg.log_keep,
+            gzip: cfg.log_gzip,
+            ring_len: cfg.log_ring,
+            hub: hub.clone(),
+            failing_since: None,
+            dropped_while_failing: 0,
+            unflushed: 0,
+        };
+        std::thread::Builder::new()
+            .name("ringmaster-log".into())
+            .spawn(move || sink.run())?;
+        Ok(hub)
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &LogStats {
+        &self.stats
+    }
+
+    /// Asks the sink to reopen the log file (SIGUSR1).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+
+    /// The last `n` lines that pass `keep`, oldest first.
+    pub fn tail(&self, n: usize, keep: impl Fn(&Line) -> bool) -> Vec<Arc<Line>> {
+        let ring = self
+            .ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out: Vec<Arc<Line>> = ring
+            .iter()
+            .rev()
+            .filter(|l| keep(l))
+            .take(n)
+            .cloned()
+            .collect();
+        out.reverse();
+        out
+    }
+
+    /// New lines from now on (a lagging follower skips lines).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Line>> {
+        self.follow.subscribe()
+    }
+
+    /// Queues whole lines (`bytes` ends with a newline) from `source`;
+    /// drops and counts them if the sink is too far behind.
+    pub fn push(&self, source: &Arc<Source>, bytes: Vec<u8>) {
+        let len = bytes.len();
+        if self.queued.load(Ordering::Relaxed) + len > self.limit {
+            self.drop_lines(&bytes);
+            return;
+        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        let chunk = Chunk {
+            source: source.clone(),
+            bytes,
+        };
+        if let Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) = self.tx.try_send(chunk)
+        {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.drop_lines(&c.bytes);
+        }
+    }
+
+    fn drop_lines(&self, bytes: &[u8]) {
+        let n = bytes.iter().filter(|b| **b == b'\n').count().max(1);
+        self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// A writer for the master's own events: each `write` is one event;
+    /// it never blocks.
+    pub fn writer(&self, source: Arc<Source>) -> HubWriter {
+        HubWriter {
+            hub: self.clone(),
+            source,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// The master's log writer: buffers one event, queues it when dropped.
+pub struct HubWriter {
+    hub: LogHub,
+    source: Arc<Source>,
+    buf: Vec<u8>,
+}
+
+impl Write for HubWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(b);
+        Ok(b.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for HubWriter {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        if !self.buf.ends_with(b"\n") {
+            self.buf.push(b'\n');
+        }
+        self.hub.push(&self.source, std::mem::take(&mut self.buf));
+    }
+}
+
+/// Reads one worker pipe until end-of-file, sending whole lines to `hub`.
+pub async fn read_pipe(
+    mut pipe: tokio::net::unix::pipe::Receiver,
+    source: Arc<Source>,
+    hub: LogHub,
+) {
+    let max = hub.max_line;
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    // Skipping the rest of a line that was cut.
+    let mut skipping = false;
+    loop {
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let n = match pipe.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let _ = n;
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(pos) = memchr(b'\n', &buf[start..]) {
+            let line = &buf[start..start + pos];
+            if skipping {
+                skipping = false;
+            } else {
+                push_line(&mut out, line, max);
+            }
+            start += pos + 1;
+        }
+        buf.drain(..start);
+        if buf.len() > max {
+            if !skipping {
+                push_line(&mut out, &buf, max);
+                skipping = true;
+            }
+            buf.clear();
+        }
+        if !out.is_empty() {
+            hub.push(&source, out);
+        }
+    }
+    // A last line without its newline (an abort, a crash) is kept.
+    if !buf.is_empty() && !skipping {
+        let mut out = Vec::new();
+        push_line(&mut out, &buf, max);
+        hub.push(&source, out);
+    }
+}
+
+/// Appends `line` (cut to `max` bytes with a marker) and a newline.
+fn push_line(out: &mut Vec<u8>, line: &[u8], max: usize) {
+    if line.len() <= max {
+        out.extend_from_slice(line);
+    } else {
+        out.extend_from_slice(&line[..max]);
+        out.extend_from_slice(format!(" [line cut: longer than {max} bytes]").as_bytes());
+    }
+    out.push(b'\n');
+}
+
+fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|b| *b == needle)
+}
+
+struct Sink {
+    rx: Receiver<Chunk>,
+    out: Out,
+    format: LogFormat,
+    max_size: u64,
+    daily: bool,
+    keep: usize,
+    gzip: bool,
+    ring_len: usize,
+    hub: LogHub,
+    failing_since: Option<Instant>,
+    dropped_while_failing: u64,
+    /// Lines buffered since the last successful flush.
+    unflushed: u64,
+}
+
+impl Sink {
+    fn run(mut self) {
+        let master = Arc::new(Source::master(std::process::id()));
+        loop {
+            let chunk = match self.rx.recv_timeout(TICK) {
+                Ok(c) => Some(c),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            };
+            if self.hub.reopen.swap(false, Ordering::Relaxed) {
+                self.reopen(&master);
+            }
+            if self.failing_since.is_some_and(|t| t.elapsed() >= RETRY) {
+                self.reopen(&master);
+            }
+            let Some(chunk) = chunk else {
+                self.flush();
+                continue;
+            };
+            self.hub
+                .queued
+                .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
+            self.write_chunk(&chunk);
+            // Flush when the queue is empty: batches under load, prompt
+            // lines when quiet.
+            if self.hub.queued.load(Ordering::Relaxed) == 0 {
+                self.flush();
+            }
+        }
+    }
+
+    fn write_chunk(&mut self, chunk: &Chunk) {
+        for raw in chunk.bytes.split(|b| *b == b'\n') {
+            if raw.is_empty() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(raw);
+            let (tagged, level) = tag(&text, &chunk.source, self.format);
+            self.write_line(&tagged);
+            let line = Arc::new(Line {
+                group: chunk.source.group.as_str().into(),
+                slot: chunk.source.slot,
+                level,
+                text: tagged,
+            });
+            if self.ring_len > 0 {
+                let mut ring = self
+                    .hub
+                    .ring
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if ring.len() >= self.ring_len {
+                    ring.pop_front();
+                }
+                ring.push_back(line.clone());
+            }
+            let _ = self.hub.follow.send(line);
+        }
+    }
+
+    /// Writes one tagged line (rotating first if it would not fit).
+    fn write_line(&mut self, line: &str) {
+        if self.failing_since.is_some() {
+            self.dropped_while_failing += 1;
+            self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let len = line.len() as u64 + 1;
+        self.maybe_rotate(len);
+        let result = match &mut self.out {
+            Out::Stderr(e) => writeln!(e, "{line}"),
+            Out::File { file, size, .. } => match file {
+                Some(f) => writeln!(f, "{line}").map(|()| *size += len),
+                None => Err(io::Error::other("the log file is not open")),
+            },
+        };
+        match result {
+            Ok(()) => self.unflushed += 1,
+            Err(e) => self.fail(e),
+        }
+    }
+
+    /// Writing failed: the line at hand and those still buffered are lost
+    /// (counted); lines are dropped until a reopen works.
+    fn fail(&mut self, e: io::Error) {
+        if self.failing_since.is_none() {
+            eprintln!(
+                "ringmaster: cannot write the log ({e}); dropping lines and retrying every second"
+            );
+        }
+        self.failing_since = Some(Instant::now());
+        let lost = std::mem::take(&mut self.unflushed) + 1;
+        self.dropped_while_failing += lost;
+        self.hub.stats.dropped.fetch_add(lost, Ordering::Relaxed);
+        if let Out::File { file, .. } = &mut self.out {
+            // What the buffer holds is lost with the failed write.
+            *file = None;
+        }
+    }
+
+    fn flush(&mut self) {
+        let result = match &mut self.out {
+            Out::Stderr(e) => e.flush(),
+            Out::File { file: Some(f), .. } => f.flush(),
+            Out::File { file: None, .. } => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                let n = std::mem::take(&mut self.unflushed);
+                self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
+            }
+            // `fail` counts the line at hand too; here there is none.
+            Err(e) => {
+                self.unflushed = self.unflushed.saturating_sub(1);
+                self.fail(e);
+            }
+        }
+    }
+
+    /// Opens the file at its path again (SIGUSR1, or a retry after a
+    /// failure); then says how many lines were dropped meanwhile.
+    fn reopen(&mut self, master: &Arc<Source>) {
+        let Out::File {
+            path, file, size, ..
+        } = &mut self.out
+        else {
+            self.failing_since = None;
+            return;
+        };
+        if let Some(f) = file
+            && f.flush().is_ok()
+        {
+            let n = std::mem::take(&mut self.unflushed);
+            self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
+        }
+        match open(path) {
+            Ok(f) => {
+                *size = f.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
+                *file = Some(f);
+                self.failing_since = None;
+                if self.dropped_while_failing > 0 {
+                    let n = std::mem::take(&mut self.dropped_while_failing);
+                    let note = format!("{n} log lines dropped while the log could not be written");
+                    let (tagged, _) = tag(&note, master, self.format);
+                    self.write_line(&tagged);
+                }
+            }
+            Err(e) => {
+                if self.failing_since.is_none() {
+                    eprintln!(
+                        "ringmaster: cannot open the log file {} ({e}); dropping lines and retrying every second",
+                        path.display()
+                    );
+                }
+                self.failing_since = Some(Instant::now());
+                *file = None;
+            }
+        }
+    }
+
+    /// Rotates before a line of `len` bytes if the size or the day says so.
+    fn maybe_rotate(&mut self, len: u64) {
+        let Out::File {
+            file, size, day, ..
+        } = &mut self.out
+        else {
+            return;
+        };
+        let by_size = self.max_size > 0 && *size > 0 && *size + len > self.max_size;
+        let by_day = self.daily && today() != *day;
+        if !by_size && !by_day {
+            return;
+        }
+        let flushed = file.as_mut().map(|f| f.flush());
+        *file = None;
+        match flushed {
+            Some(Ok(())) => {
+                let n = std::mem::take(&mut self.unflushed);
+                self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
+            }
+            Some(Err(e)) => {
+                self.unflushed = self.unflushed.saturating_sub(1);
+                self.fail(e);
+                return;
+            }
+            None => {}
+        }
+        let Out::File {
+            path,
+            file,
+            size,
+            day,
+        } = &mut self.out
+        else {
+            return;
+        };
+        rotate(path, self.keep, self.gzip);
+        *day = today();
+        match open(path) {
+            Ok(f) => {
+                *size = 0;
+                *file = Some(f);
+            }
+            Err(e) => self.fail(e),
+        }
+    }
+}
+
+/// Shifts `path.1` .. `path.N` up by one (dropping the oldest), moves
+/// `path` to `path.1`, and gzips it in the background if asked.
+fn rotate(path: &Path, keep: usize, gzip: bool) {
+    let name = |i: usize, gz: bool| {
+        let mut p = path.as_os_str().to_owned();
+        p.push(format!(".{i}{}", if gz { ".gz" } else { "" }));
+        PathBuf::from(p)
+    };
+    if keep == 0 {
+        let _ = std::fs::remove_file(path);
+        return;
+    }
+    for gz in [false, true] {
+        let _ = std::fs::remove_file(name(keep, gz));
+        for i in (1..keep).rev() {
+            let _ = std::fs::rename(name(i, gz), name(i + 1, gz));
+        }
+    }
+    let first = name(1, false);
+    if std::fs::rename(path, &first).is_ok() && gzip {
+        let gz = name(1, true);
+        std::thread::spawn(move || {
+            if let Err(e) = gzip_file(&first, &gz) {
+                eprintln!("ringmaster: cannot gzip {}: {e}", first.display());
+            }
+        });
+    }
+}
+
+fn gzip_file(from: &Path, to: &Path) -> io::Result<()> {
+    let mut input = File::open(from)?;
+    let tmp = to.with_extension("gz.tmp");
+    let mut enc =
+        flate2::write::GzEncoder::new(File::create(&tmp)?, flate2::Compression::default());
+    io::copy(&mut input, &mut enc)?;
+    enc.finish()?.sync_all()?;
+    std::fs::rename(&tmp, to)?;
+    std::fs::remove_file(from)
+}
+
+fn open(path: &Path) -> io::Result<BufWriter<File>> {
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let f = OpenOptions::new().create(true).append(true).open(path)?;
+    Ok(BufWriter::with_capacity(256 * 1024, f))
+}
+
+/// Days since the epoch (UTC).
+fn today() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+
+/// Tags a line with its source; finds its level.
+fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Option<&'static str>) {
+    match format {
+        LogFormat::Json => {
+            let t = text.trim_end();
+            if t.starts_with('{') && t.ends_with('}') {
+                let level = t.find("\"level\":\"").and_then(|i| {
+                    let rest = &t[i + 9..];
+                    LEVELS.iter().copied().find(|l| rest.starts_with(l))
+                });
+                let inner = t[1..].trim_start();
+                let sep = if inner.starts_with('}') { "" } else { "," };
+                (format!("{{{}{sep}{inner}", src.json_fields), level)
+            } else {
+                // Raw output (a panic, a print, a C library): wrapped.
+                let level = if src.stream == "stderr" {
+                    "WARN"
+                } else {
+                    "INFO"
+                };
+                let line = format!(
+                    "{{{},\"level\":\"{level}\",\"stream\":\"{}\",\"fields\":{{\"message\":{}}}}}",
+                    src.json_fields,
+                    src.stream,
+                    json_string(t)
+                );
+                (line, Some(level))
+            }
+        }
+        LogFormat::Text => {
+            let level = text
+                .split_whitespace()
+                .take(3)
+                .find_map(|w| LEVELS.iter().copied().find(|l| *l == w));
+            (format!("{}{text}", src.text_prefix), level)
+        }
+    }
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_get_fields_and_raw_lines_are_wrapped() {
+        let src = Source::worker("web", 1, 42, 3, "log");
+        let (t, level) = tag(
+            r#"{"level":"INFO","fields":{"message":"hi"}}"#,
+            &src,
+            LogFormat::Json,
+        );
+        assert_eq!(
+            t,
+            r#"{"group":"web","slot":1,"pid":42,"generation":3,"level":"INFO","fields":{"message":"hi"}}"#
+        );
+        assert_eq!(level, Some("INFO"));
+        let err = Source::worker("web", 1, 42, 3, "stderr");
+        let (t, level) = tag("thread 'x' panicked at \"a\\b\"", &err, LogFormat::Json);
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["fields"]["message"], "thread 'x' panicked at \"a\\b\"");
+        assert_eq!(v["stream"], "stderr");
+        assert_eq!(level, Some("WARN"));
+        let (t, level) = tag(
+            "2026-01-01T00:00:00Z  WARN something",
+            &src,
+            LogFormat::Text,
+        );
+        assert_eq!(t, "web/1 42 g3 | 2026-01-01T00:00:00Z  WARN something");
+        assert_eq!(level, Some("WARN"));
+    }
+
+    #[test]
+    fn long_lines_are_cut_with_a_marker() {
+        let mut out = Vec::new();
+        push_line(&mut out, &[b'a'; 300], 256);
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.starts_with(&"a".repeat(256)));
+        assert!(s.ends_with(" [line cut: longer than 256 bytes]\n"), "{s}");
+    }
+
+    #[test]
+    fn rotation_keeps_n_files() {
+        let dir = std::env::temp_dir().join(format!("rm-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.log");
+        for i in 0..5 {
+            std::fs::write(&path, format!("{i}")).unwrap();
+            rotate(&path, 3, false);
+        }
+        let read = |n: usize| std::fs::read_to_string(dir.join(format!("app.log.{n}"))).unwrap();
+        assert_eq!(
+            (read(1), read(2), read(3)),
+            ("4".into(), "3".into(), "2".into())
+        );
+        assert!(!dir.join("app.log.4").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
