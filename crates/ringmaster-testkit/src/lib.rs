@@ -33,6 +33,8 @@ pub struct ClusterProc {
     seen: Mutex<Vec<u32>>,
     /// The threads copying stdout and stderr into `log`.
     readers: Vec<std::thread::JoinHandle<()>>,
+    /// The log file the configuration names (`server.log_file`), if any.
+    log_file: Option<PathBuf>,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -101,7 +103,17 @@ impl ClusterProc {
                 }
             }));
         }
+        // `log_file = "..."` in the configuration: the log is (also) there.
+        let log_file = config.lines().find_map(|l| {
+            let v = l
+                .trim()
+                .strip_prefix("log_file")?
+                .trim()
+                .strip_prefix('=')?;
+            Some(dir.join(v.trim().trim_matches('"')))
+        });
         ClusterProc {
+            log_file,
             child: Some(child),
             log,
             dir,
@@ -143,7 +155,11 @@ impl ClusterProc {
 
     /// Everything the master and its workers printed so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        let mut text = self.log.lock().unwrap().clone();
+        if let Some(file) = &self.log_file {
+            text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+        text
     }
 
     /// Waits until the log matches `pred`, or panics after `timeout`.
@@ -263,7 +279,9 @@ fn parse_addrs(log: &str) -> Vec<(String, SocketAddr)> {
         else {
             continue;
         };
-        if let Some(addr) = url.strip_prefix("http://").and_then(|a| a.parse().ok()) {
+        if let Some(addr) = url.strip_prefix("http://").and_then(|a| a.parse().ok())
+            && !out.iter().any(|(n, _)| n == name)
+        {
             out.push((name.to_string(), addr));
         }
     }

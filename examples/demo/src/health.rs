@@ -6,6 +6,8 @@
 //!   stops heartbeating), `/__test/panic`, `/__test/ipc-garbage?kind=`
 //!   (`garbage` or `oversized`: the worker breaks its IPC socket),
 //!   `/__test/ipc-stall` (the worker stops reading its IPC socket),
+//!   `/__test/abort` (logs a line, then aborts the process),
+//!   `/__test/log?n=&size=` (logs `n` lines of about `size` bytes),
 //!   `/__test/flood?n=` (publishes `n` invalidations of made-up codes to
 //!   every worker) and `/__test/ask?group=&timeout_ms=` (asks `api.stats`
 //!   of a group);
@@ -60,6 +62,8 @@ impl Module for Health {
                 .get("/__test/panic", panic)
                 .get("/__test/ipc-garbage", ipc_garbage)
                 .get("/__test/ipc-stall", ipc_stall)
+                .get("/__test/abort", abort)
+                .get("/__test/log", log_lines)
                 .get("/__test/flood", flood)
                 .get("/__test/ask", ask);
         }
@@ -159,6 +163,29 @@ async fn ipc_garbage(
         .await
         .map_err(|e| AppError::internal(e.to_string()))?;
     Ok("sent")
+}
+
+/// Logs a last line and aborts the whole process (no unwinding, no
+/// destructors): the line must still reach the log.
+async fn abort() -> &'static str {
+    tracing::error!("the demo's /__test/abort route aborts the worker now");
+    std::process::abort()
+}
+
+#[derive(Deserialize)]
+struct LogParams {
+    n: u64,
+    #[serde(default)]
+    size: usize,
+}
+
+/// Logs `n` numbered lines padded to about `size` bytes, as fast as it can.
+async fn log_lines(Query(p): Query<LogParams>) -> String {
+    let pad = "x".repeat(p.size);
+    for i in 0..p.n {
+        tracing::info!(i, pad = %pad, "test log line");
+    }
+    format!("logged {}", p.n)
 }
 
 /// Stops this worker's IPC reader; the master must restart it as stalled.

@@ -227,6 +227,15 @@ impl Supervisor {
             ),
             None => None,
         };
+        let to_file = self.opts.config.server.log_file.as_ref();
+        if let Some(file) = to_file {
+            // The terminal (or whatever started us) still learns where we are.
+            eprintln!(
+                "ringmaster: master {} logging to {}",
+                self.master_pid,
+                file.display()
+            );
+        }
         for group in &self.groups {
             tracing::info!(
                 group = %group.name,
@@ -236,6 +245,13 @@ impl Supervisor {
                 group.name,
                 group.listeners.addr()
             );
+            if to_file.is_some() {
+                eprintln!(
+                    "ringmaster: group {} listening on http://{}",
+                    group.name,
+                    group.listeners.addr()
+                );
+            }
         }
         if self.opts.migrate {
             // Workers start once the schema is up to date; until then the
