@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/lib.sh "$@"
+# The access log is at info level (target `access`).
+export RINGMASTER_LOG=info
 
 start_cluster off reuseport "$(printf 'access_log = false\n[server]\nlog_file = "%s/off.log"\n' "$work")"
 start_cluster on reuseport "$(printf 'access_log = true\n[server]\nlog_file = "%s/on.log"\n' "$work")"

@@ -29,7 +29,7 @@ start_cluster() {
   port[$1]=$(free_port)
   printf '[groups.web]\nlisten = "127.0.0.1:%s"\ncount = 2\nlisten_mode = "%s"\n%s\n' \
     "${port[$1]}" "$2" "${3:-}" > "$work/$1.toml"
-  (cd "$work" && RINGMASTER_LOG=warn exec $srv "$OLDPWD/target/release/ringmaster-demo" serve --config "$work/$1.toml") &
+  (cd "$work" && RINGMASTER_LOG=${RINGMASTER_LOG:-warn} exec $srv "$OLDPWD/target/release/ringmaster-demo" serve --config "$work/$1.toml") &
   pids+=($!)
 }
 
