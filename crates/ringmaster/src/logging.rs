@@ -2,11 +2,15 @@
 //! (e.g. `info`, `debug`, `info,ringmaster_master=debug`), as text or JSON
 //! lines (`server.log_format`):
 //!
-//! - a **worker** writes each event with one non-blocking `write` on the
-//!   log pipe the master reads (fd 6): it never waits for the master; an
-//!   event that finds the pipe full is dropped and counted, and a line
-//!   "N log lines dropped" goes out once there is room again. Nothing is
-//!   buffered in the worker, so an abort loses no line already logged;
+//! - a **worker** writes to the log pipe the master reads (fd 6) without
+//!   ever waiting for the master: events are gathered in one buffer and
+//!   written with non-blocking `write`s, at once for warnings and errors,
+//!   else when 16 KiB are gathered or every 10 ms (so a busy worker makes
+//!   one write per many lines). When the pipe stays full, events beyond a
+//!   256 KiB buffer are dropped and counted, and a line "N log lines
+//!   dropped" goes out once there is room again. A worker that aborts
+//!   loses at most its last 10 ms of info and debug lines; its warnings
+//!   and errors are already written;
 //! - the **master** (`serve`) queues its events to its own log sink, the
 //!   same stream as the workers' lines, without blocking;
 //! - every other command (and a worker started by hand) writes to stderr.
@@ -44,7 +48,11 @@ pub(crate) fn init(output: Output) {
     let pipe = std::env::var_os(ringmaster_worker::ENV_LOG_PIPE).is_some_and(|v| v == "1");
     let (format, writer) = match output {
         Output::Stderr => (LogFormat::Text, Writer::Stderr),
-        Output::Worker(format) if pipe => (format, Writer::Pipe(Arc::new(Pipe::open()))),
+        Output::Worker(format) if pipe => {
+            let p = Arc::new(Pipe::open());
+            Pipe::start_ticker(&p);
+            (format, Writer::Pipe(p))
+        }
         Output::Worker(format) => (format, Writer::Stderr),
         Output::Master(hub, format) => {
             let source = Arc::new(Source::master(std::process::id()));
@@ -84,23 +92,43 @@ impl<'a> MakeWriter<'a> for Writer {
     type Writer = Box<dyn Write + 'a>;
 
     fn make_writer(&'a self) -> Self::Writer {
+        self.writer(true)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        // Warnings and errors are written at once.
+        self.writer(*meta.level() <= tracing::Level::WARN)
+    }
+}
+
+impl Writer {
+    fn writer(&self, urgent: bool) -> Box<dyn Write + '_> {
         match self {
             Writer::Stderr => Box::new(std::io::stderr()),
             Writer::Pipe(pipe) => Box::new(Event {
                 pipe,
                 buf: Vec::new(),
+                urgent,
             }),
             Writer::Hub(hub, source) => Box::new(hub.writer(source.clone())),
         }
     }
 }
 
-/// The worker's log pipe, written without blocking.
+/// The worker's log pipe, written without blocking, through one buffer.
 struct Pipe {
     fd: i32,
+    buf: std::sync::Mutex<Vec<u8>>,
     /// Events dropped since the last note saying so.
     unreported: AtomicU64,
 }
+
+/// Gathered bytes that trigger a write.
+const BATCH: usize = 16 * 1024;
+/// Gathered bytes beyond which new events are dropped.
+const CAP: usize = 256 * 1024;
+/// How often gathered lines are written anyway.
+const TICK: std::time::Duration = std::time::Duration::from_millis(10);
 
 impl Pipe {
     fn open() -> Pipe {
@@ -116,62 +144,76 @@ impl Pipe {
         }
         Pipe {
             fd,
+            buf: std::sync::Mutex::new(Vec::with_capacity(CAP)),
             unreported: AtomicU64::new(0),
         }
     }
 
-    /// Writes one whole event, or drops it. Events up to 4096 bytes
-    /// (PIPE_BUF) are written whole or not at all; a longer one that finds
-    /// the pipe partly full gets 10 ms for the rest.
-    fn write_event(&self, bytes: &[u8]) {
-        let dropped = self.unreported.load(Ordering::Relaxed);
+    /// Writes what is gathered every [`TICK`], from a thread of its own.
+    fn start_ticker(pipe: &Arc<Pipe>) {
+        let weak = Arc::downgrade(pipe);
+        let _ = std::thread::Builder::new()
+            .name("ringmaster-log-flush".into())
+            .spawn(move || {
+                while let Some(pipe) = weak.upgrade() {
+                    pipe.flush(&mut pipe.lock());
+                    drop(pipe);
+                    std::thread::sleep(TICK);
+                }
+            });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Gathers one whole event, or drops it if the buffer is full; writes
+    /// at once if `urgent` or enough is gathered.
+    fn event(&self, bytes: &[u8], urgent: bool) {
+        let mut buf = self.lock();
+        if buf.len() + bytes.len() > CAP {
+            self.flush(&mut buf);
+            if buf.len() + bytes.len() > CAP {
+                self.unreported.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let dropped = self.unreported.swap(0, Ordering::Relaxed);
         if dropped > 0 {
             let note = format!("{dropped} log lines dropped: the master was not reading them\n");
-            if self.write_all(note.as_bytes()) {
-                self.unreported.fetch_sub(dropped, Ordering::Relaxed);
-            }
+            buf.extend_from_slice(note.as_bytes());
         }
-        if !self.write_all(bytes) {
-            self.unreported.fetch_add(1, Ordering::Relaxed);
+        buf.extend_from_slice(bytes);
+        if urgent || buf.len() >= BATCH {
+            self.flush(&mut buf);
         }
     }
 
-    fn write_all(&self, mut bytes: &[u8]) -> bool {
-        let mut first = true;
-        while !bytes.is_empty() {
+    /// Writes as much of `buf` as the pipe takes now; the rest (always
+    /// starting at a line's first byte or in its middle, never lost) waits.
+    fn flush(&self, buf: &mut Vec<u8>) {
+        let mut done = 0;
+        while done < buf.len() {
+            let rest = &buf[done..];
             // SAFETY: write from a live slice to our fd.
-            let n = unsafe { libc::write(self.fd, bytes.as_ptr().cast(), bytes.len()) };
+            let n = unsafe { libc::write(self.fd, rest.as_ptr().cast(), rest.len()) };
             if n > 0 {
-                bytes = &bytes[n as usize..];
-                first = false;
+                done += n as usize;
                 continue;
             }
-            let err = std::io::Error::last_os_error();
-            match err.raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) if !first => {
-                    // The rest of a long line: wait a little for room.
-                    let mut pfd = libc::pollfd {
-                        fd: self.fd,
-                        events: libc::POLLOUT,
-                        revents: 0,
-                    };
-                    // SAFETY: poll on one valid pollfd.
-                    if unsafe { libc::poll(&mut pfd, 1, 10) } <= 0 {
-                        return false;
-                    }
-                }
-                _ => return false,
+            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
             }
+            break;
         }
-        true
+        buf.drain(..done);
     }
 }
-
 /// One event being formatted.
 struct Event<'a> {
     pipe: &'a Pipe,
     buf: Vec<u8>,
+    urgent: bool,
 }
 
 impl Write for Event<'_> {
@@ -188,7 +230,7 @@ impl Write for Event<'_> {
 impl Drop for Event<'_> {
     fn drop(&mut self) {
         if !self.buf.is_empty() {
-            self.pipe.write_event(&self.buf);
+            self.pipe.event(&self.buf, self.urgent);
         }
     }
 }
