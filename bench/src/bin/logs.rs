@@ -23,13 +23,22 @@ fn main() -> ExitCode {
     {
         return Cluster::new().worker(Bench).run();
     }
-    let rounds: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let workers: u64 = std::env::args().nth(2).and_then(|s| s.parse().ok()).unwrap_or(2);
+    let rounds: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    let workers: u64 = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let mut rates = Vec::new();
     for _ in 0..rounds {
         let (lines, secs) = run(workers);
         let rate = lines as f64 / secs;
-        println!("round: {lines} lines in {secs:.3} s = {rate:.0} lines/s (of {} logged)", LINES * workers);
+        println!(
+            "round: {lines} lines in {secs:.3} s = {rate:.0} lines/s (of {} logged)",
+            LINES * workers
+        );
         rates.push(rate);
     }
     let (p50, _, min, max) = ringmaster_bench::summary(&mut rates);

@@ -53,6 +53,7 @@ pub struct Source {
     pub generation: u64,
     /// The stream: `log` (tracing), `stdout` or `stderr`.
     pub stream: &'static str,
+    group_arc: Arc<str>,
     text_prefix: String,
     json_fields: String,
 }
@@ -72,6 +73,7 @@ impl Source {
             pid,
             generation,
             stream,
+            group_arc: group.into(),
             text_prefix: format!("{group}/{slot} {pid} g{generation} | "),
             json_fields: format!(
                 "\"group\":{},\"slot\":{slot},\"pid\":{pid},\"generation\":{generation}",
@@ -88,6 +90,7 @@ impl Source {
             pid,
             generation: 0,
             stream: "log",
+            group_arc: "master".into(),
             text_prefix: format!("master {pid} | "),
             json_fields: format!("\"group\":\"master\",\"pid\":{pid}"),
         }
@@ -415,6 +418,8 @@ impl Sink {
     }
 
     fn write_chunk(&mut self, chunk: &Chunk) {
+        let mut lines = Vec::new();
+        let follow = self.hub.follow.receiver_count() > 0;
         for raw in chunk.bytes.split(|b| *b == b'\n') {
             if raw.is_empty() {
                 continue;
@@ -422,24 +427,31 @@ impl Sink {
             let text = String::from_utf8_lossy(raw);
             let (tagged, level) = tag(&text, &chunk.source, self.format);
             self.write_line(&tagged);
-            let line = Arc::new(Line {
-                group: chunk.source.group.as_str().into(),
-                slot: chunk.source.slot,
-                level,
-                text: tagged,
-            });
-            if self.ring_len > 0 {
-                let mut ring = self
-                    .hub
-                    .ring
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if ring.len() >= self.ring_len {
-                    ring.pop_front();
-                }
-                ring.push_back(line.clone());
+            if self.ring_len > 0 || follow {
+                lines.push(Arc::new(Line {
+                    group: chunk.source.group_arc.clone(),
+                    slot: chunk.source.slot,
+                    level,
+                    text: tagged,
+                }));
             }
-            let _ = self.hub.follow.send(line);
+        }
+        if self.ring_len > 0 && !lines.is_empty() {
+            let mut ring = self
+                .hub
+                .ring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let keep = lines.len().min(self.ring_len);
+            while ring.len() + keep > self.ring_len {
+                ring.pop_front();
+            }
+            ring.extend(lines[lines.len() - keep..].iter().cloned());
+        }
+        if follow {
+            for line in lines {
+                let _ = self.hub.follow.send(line);
+            }
         }
     }
 
@@ -684,7 +696,10 @@ fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Option<&'static 
                 .split_whitespace()
                 .take(3)
                 .find_map(|w| LEVELS.iter().copied().find(|l| *l == w));
-            (format!("{}{text}", src.text_prefix), level)
+            let mut out = String::with_capacity(src.text_prefix.len() + text.len());
+            out.push_str(&src.text_prefix);
+            out.push_str(text);
+            (out, level)
         }
     }
 }

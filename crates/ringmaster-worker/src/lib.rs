@@ -24,6 +24,7 @@
 //! - `views`: minijinja [`Views`] and module [`Templates`].
 //! - `migrate`: per-module [`Migration`]s, run once by [`migrate`].
 //! - `ipc`: [`Ipc`], the worker's end of the IPC pool (topics, requests).
+//! - [`logpipe`]: writing log lines to the master without blocking.
 //! - `registry`: [`Registry`] and its [`Counter`], [`Gauge`] and
 //!   [`Histogram`] handles on the master's shared segment.
 //! - `handoff`: reading what the master handed over (fds, environment).
@@ -38,6 +39,7 @@ mod controller;
 mod error;
 mod handoff;
 mod ipc;
+pub mod logpipe;
 pub mod middleware;
 mod migrate;
 mod registry;

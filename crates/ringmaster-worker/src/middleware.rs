@@ -457,15 +457,18 @@ fn done(
     if let Some(a) = access {
         let ms = a.start.elapsed().as_secs_f64() * 1e3;
         let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
-        tracing::info!(
-            target: "access",
-            method = a.method,
-            path = &*a.path,
-            status = response.status().as_u16(),
-            duration_ms = (ms * 1000.0).round() / 1000.0,
-            request_id = rid,
-            "request"
-        );
+        let status = response.status().as_u16();
+        if !crate::logpipe::access(a.method, &a.path, status, ms, rid) {
+            tracing::info!(
+                target: "access",
+                method = a.method,
+                path = &*a.path,
+                status,
+                duration_ms = (ms * 1000.0).round() / 1000.0,
+                request_id = rid,
+                "request"
+            );
+        }
     }
     if let Some(id) = id {
         response.headers_mut().insert(X_REQUEST_ID.clone(), id);

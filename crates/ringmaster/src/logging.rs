@@ -17,10 +17,10 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ringmaster_config::LogFormat;
 use ringmaster_master::logs::{LogHub, Source};
+use ringmaster_worker::logpipe::LogPipe;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
@@ -49,9 +49,10 @@ pub(crate) fn init(output: Output) {
     let (format, writer) = match output {
         Output::Stderr => (LogFormat::Text, Writer::Stderr),
         Output::Worker(format) if pipe => {
-            let p = Arc::new(Pipe::open());
-            Pipe::start_ticker(&p);
-            (format, Writer::Pipe(p))
+            match ringmaster_worker::logpipe::install(format == LogFormat::Json) {
+                Some(p) => (format, Writer::Pipe(p)),
+                None => (format, Writer::Stderr),
+            }
         }
         Output::Worker(format) => (format, Writer::Stderr),
         Output::Master(hub, format) => {
@@ -84,7 +85,7 @@ pub(crate) fn init(output: Output) {
 #[derive(Clone)]
 enum Writer {
     Stderr,
-    Pipe(Arc<Pipe>),
+    Pipe(Arc<LogPipe>),
     Hub(LogHub, Arc<Source>),
 }
 
@@ -115,103 +116,9 @@ impl Writer {
     }
 }
 
-/// The worker's log pipe, written without blocking, through one buffer.
-struct Pipe {
-    fd: i32,
-    buf: std::sync::Mutex<Vec<u8>>,
-    /// Events dropped since the last note saying so.
-    unreported: AtomicU64,
-}
-
-/// Gathered bytes that trigger a write.
-const BATCH: usize = 16 * 1024;
-/// Gathered bytes beyond which new events are dropped.
-const CAP: usize = 256 * 1024;
-/// How often gathered lines are written anyway.
-const TICK: std::time::Duration = std::time::Duration::from_millis(10);
-
-impl Pipe {
-    fn open() -> Pipe {
-        let fd = ringmaster_worker::LOG_FD;
-        // SAFETY: fcntl on the fd the master handed over (checked by the
-        // env variable); O_NONBLOCK only affects this pipe's writes.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFL);
-            if flags >= 0 {
-                libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
-            }
-            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        }
-        Pipe {
-            fd,
-            buf: std::sync::Mutex::new(Vec::with_capacity(CAP)),
-            unreported: AtomicU64::new(0),
-        }
-    }
-
-    /// Writes what is gathered every [`TICK`], from a thread of its own.
-    fn start_ticker(pipe: &Arc<Pipe>) {
-        let weak = Arc::downgrade(pipe);
-        let _ = std::thread::Builder::new()
-            .name("ringmaster-log-flush".into())
-            .spawn(move || {
-                while let Some(pipe) = weak.upgrade() {
-                    pipe.flush(&mut pipe.lock());
-                    drop(pipe);
-                    std::thread::sleep(TICK);
-                }
-            });
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
-        self.buf.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Gathers one whole event, or drops it if the buffer is full; writes
-    /// at once if `urgent` or enough is gathered.
-    fn event(&self, bytes: &[u8], urgent: bool) {
-        let mut buf = self.lock();
-        if buf.len() + bytes.len() > CAP {
-            self.flush(&mut buf);
-            if buf.len() + bytes.len() > CAP {
-                self.unreported.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-        }
-        let dropped = self.unreported.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            let note = format!("{dropped} log lines dropped: the master was not reading them\n");
-            buf.extend_from_slice(note.as_bytes());
-        }
-        buf.extend_from_slice(bytes);
-        if urgent || buf.len() >= BATCH {
-            self.flush(&mut buf);
-        }
-    }
-
-    /// Writes as much of `buf` as the pipe takes now; the rest (always
-    /// starting at a line's first byte or in its middle, never lost) waits.
-    fn flush(&self, buf: &mut Vec<u8>) {
-        let mut done = 0;
-        while done < buf.len() {
-            let rest = &buf[done..];
-            // SAFETY: write from a live slice to our fd.
-            let n = unsafe { libc::write(self.fd, rest.as_ptr().cast(), rest.len()) };
-            if n > 0 {
-                done += n as usize;
-                continue;
-            }
-            if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            break;
-        }
-        buf.drain(..done);
-    }
-}
 /// One event being formatted.
 struct Event<'a> {
-    pipe: &'a Pipe,
+    pipe: &'a LogPipe,
     buf: Vec<u8>,
     urgent: bool,
 }
