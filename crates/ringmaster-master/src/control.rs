@@ -9,7 +9,6 @@
 //! `error: ...` line back.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -157,8 +156,8 @@ async fn serve(stream: UnixStream, logs: LogHub) {
         return;
     };
     loop {
-        let line: Arc<Line> = match rx.recv().await {
-            Ok(l) => l,
+        let block = match rx.recv().await {
+            Ok(b) => b,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 let note = format!("[{n} lines skipped: this client reads too slowly]\n");
                 if write.write_all(note.as_bytes()).await.is_err() {
@@ -168,12 +167,12 @@ async fn serve(stream: UnixStream, logs: LogHub) {
             }
             Err(_) => return,
         };
-        if !req.keeps(&line) {
-            continue;
+        let mut text = String::new();
+        for line in block.lines().filter(|l| req.keeps(l)) {
+            text.push_str(&line.text);
+            text.push('\n');
         }
-        let mut text = line.text.clone();
-        text.push('\n');
-        if write.write_all(text.as_bytes()).await.is_err() {
+        if !text.is_empty() && write.write_all(text.as_bytes()).await.is_err() {
             return;
         }
     }

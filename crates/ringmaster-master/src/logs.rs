@@ -124,6 +124,34 @@ struct Chunk {
     bytes: Vec<u8>,
 }
 
+/// Whole lines of one source as written, kept for `logs` and sent to
+/// followers; they are tagged (as [`Line`]s) only when someone reads them.
+#[derive(Debug)]
+pub struct Block {
+    source: Arc<Source>,
+    bytes: Vec<u8>,
+    lines: usize,
+    format: LogFormat,
+}
+
+impl Block {
+    /// The block's lines, tagged as in the log.
+    pub fn lines(&self) -> impl Iterator<Item = Line> + '_ {
+        self.bytes
+            .split(|b| *b == b'\n')
+            .filter(|raw| !raw.is_empty())
+            .map(|raw| {
+                let (text, level) = tag(&String::from_utf8_lossy(raw), &self.source, self.format);
+                Line {
+                    group: self.source.group_arc.clone(),
+                    slot: self.source.slot,
+                    level,
+                    text,
+                }
+            })
+    }
+}
+
 /// The handle on the log: cheap to clone.
 #[derive(Clone)]
 pub struct LogHub {
@@ -131,8 +159,9 @@ pub struct LogHub {
     queued: Arc<AtomicUsize>,
     limit: usize,
     stats: Arc<LogStats>,
-    ring: Arc<Mutex<VecDeque<Arc<Line>>>>,
-    follow: broadcast::Sender<Arc<Line>>,
+    /// Recent blocks and how many lines they hold.
+    ring: Arc<Mutex<(VecDeque<Arc<Block>>, usize)>>,
+    follow: broadcast::Sender<Arc<Block>>,
     reopen: Arc<AtomicBool>,
     max_line: usize,
 }
@@ -179,7 +208,7 @@ impl LogHub {
             queued: Arc::new(AtomicUsize::new(0)),
             limit: cfg.log_buffer,
             stats: Arc::new(LogStats::default()),
-            ring: Arc::new(Mutex::new(VecDeque::new())),
+            ring: Arc::new(Mutex::new((VecDeque::new(), 0))),
             follow,
             reopen: Arc::new(AtomicBool::new(false)),
             max_line: cfg.log_max_line,
@@ -215,24 +244,33 @@ impl LogHub {
     }
 
     /// The last `n` lines that pass `keep`, oldest first.
-    pub fn tail(&self, n: usize, keep: impl Fn(&Line) -> bool) -> Vec<Arc<Line>> {
-        let ring = self
-            .ring
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut out: Vec<Arc<Line>> = ring
-            .iter()
-            .rev()
-            .filter(|l| keep(l))
-            .take(n)
-            .cloned()
-            .collect();
+    pub fn tail(&self, n: usize, keep: impl Fn(&Line) -> bool) -> Vec<Line> {
+        let blocks: Vec<Arc<Block>> = {
+            let ring = self
+                .ring
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ring.0.iter().cloned().collect()
+        };
+        let mut out = Vec::new();
+        for block in blocks.iter().rev() {
+            let mut lines: Vec<Line> = block.lines().filter(|l| keep(l)).collect();
+            while let Some(l) = lines.pop() {
+                if out.len() == n {
+                    break;
+                }
+                out.push(l);
+            }
+            if out.len() == n {
+                break;
+            }
+        }
         out.reverse();
         out
     }
 
-    /// New lines from now on (a lagging follower skips lines).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Line>> {
+    /// New blocks of lines from now on (a lagging follower skips some).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Block>> {
         self.follow.subscribe()
     }
 
@@ -408,7 +446,7 @@ impl Sink {
             self.hub
                 .queued
                 .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
-            self.write_chunk(&chunk);
+            self.write_chunk(chunk);
             // Flush when the queue is empty: batches under load, prompt
             // lines when quiet.
             if self.hub.queued.load(Ordering::Relaxed) == 0 {
@@ -417,57 +455,72 @@ impl Sink {
         }
     }
 
-    fn write_chunk(&mut self, chunk: &Chunk) {
-        let mut lines = Vec::new();
-        let follow = self.hub.follow.receiver_count() > 0;
+    fn write_chunk(&mut self, chunk: Chunk) {
+        let src = &chunk.source;
+        let mut lines = 0;
         for raw in chunk.bytes.split(|b| *b == b'\n') {
             if raw.is_empty() {
                 continue;
             }
-            let text = String::from_utf8_lossy(raw);
-            let (tagged, level) = tag(&text, &chunk.source, self.format);
-            self.write_line(&tagged);
-            if self.ring_len > 0 || follow {
-                lines.push(Arc::new(Line {
-                    group: chunk.source.group_arc.clone(),
-                    slot: chunk.source.slot,
-                    level,
-                    text: tagged,
-                }));
+            lines += 1;
+            match fast_parts(raw, src, self.format) {
+                Some(parts) => self.write_line(&parts),
+                None => {
+                    let (tagged, _) = tag(&String::from_utf8_lossy(raw), src, self.format);
+                    self.write_line(&[tagged.as_bytes()]);
+                }
             }
         }
-        if self.ring_len > 0 && !lines.is_empty() {
+        let follow = self.hub.follow.receiver_count() > 0;
+        if self.ring_len == 0 && !follow {
+            return;
+        }
+        // The bytes move into the ring as they are: nothing is tagged
+        // unless `logs` asks.
+        let block = Arc::new(Block {
+            source: chunk.source,
+            bytes: chunk.bytes,
+            lines,
+            format: self.format,
+        });
+        if self.ring_len > 0 {
             let mut ring = self
                 .hub
                 .ring
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let keep = lines.len().min(self.ring_len);
-            while ring.len() + keep > self.ring_len {
-                ring.pop_front();
+            ring.1 += block.lines;
+            ring.0.push_back(block.clone());
+            while ring.0.len() > 1 && ring.1 - ring.0[0].lines >= self.ring_len {
+                let old = ring.0.pop_front().map_or(0, |b| b.lines);
+                ring.1 -= old;
             }
-            ring.extend(lines[lines.len() - keep..].iter().cloned());
         }
         if follow {
-            for line in lines {
-                let _ = self.hub.follow.send(line);
-            }
+            let _ = self.hub.follow.send(block);
         }
     }
 
-    /// Writes one tagged line (rotating first if it would not fit).
-    fn write_line(&mut self, line: &str) {
+    /// Writes one tagged line, given in parts (rotating first if it would
+    /// not fit).
+    fn write_line(&mut self, parts: &[&[u8]]) {
         if self.failing_since.is_some() {
             self.dropped_while_failing += 1;
             self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let len = line.len() as u64 + 1;
+        let len = parts.iter().map(|p| p.len() as u64).sum::<u64>() + 1;
         self.maybe_rotate(len);
+        let write = |w: &mut dyn Write| -> io::Result<()> {
+            for p in parts {
+                w.write_all(p)?;
+            }
+            w.write_all(b"\n")
+        };
         let result = match &mut self.out {
-            Out::Stderr(e) => writeln!(e, "{line}"),
+            Out::Stderr(e) => write(e),
             Out::File { file, size, .. } => match file {
-                Some(f) => writeln!(f, "{line}").map(|()| *size += len),
+                Some(f) => write(f).map(|()| *size += len),
                 None => Err(io::Error::other("the log file is not open")),
             },
         };
@@ -539,7 +592,7 @@ impl Sink {
                     let n = std::mem::take(&mut self.dropped_while_failing);
                     let note = format!("{n} log lines dropped while the log could not be written");
                     let (tagged, _) = tag(&note, master, self.format);
-                    self.write_line(&tagged);
+                    self.write_line(&[tagged.as_bytes()]);
                 }
             }
             Err(e) => {
@@ -662,6 +715,27 @@ fn today() -> u64 {
 
 const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 
+/// The tagged line as slices of `raw` and `src`, when no copy is needed:
+/// text (prefix, line) and JSON objects (fields spliced after `{`).
+fn fast_parts<'a>(raw: &'a [u8], src: &'a Source, format: LogFormat) -> Option<[&'a [u8]; 4]> {
+    match format {
+        LogFormat::Text => Some([src.text_prefix.as_bytes(), raw, b"", b""]),
+        LogFormat::Json => {
+            let t = raw.trim_ascii_end();
+            if t.len() < 2
+                || t[0] != b'{'
+                || t[t.len() - 1] != b'}'
+                || std::str::from_utf8(t).is_err()
+            {
+                return None;
+            }
+            let inner = t[1..].trim_ascii_start();
+            let sep: &[u8] = if inner.starts_with(b"}") { b"" } else { b"," };
+            Some([b"{", src.json_fields.as_bytes(), sep, inner])
+        }
+    }
+}
+
 /// Tags a line with its source; finds its level.
 fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Option<&'static str>) {
     match format {
@@ -753,6 +827,23 @@ mod tests {
         );
         assert_eq!(t, "web/1 42 g3 | 2026-01-01T00:00:00Z  WARN something");
         assert_eq!(level, Some("WARN"));
+    }
+
+    #[test]
+    fn the_fast_path_writes_what_tag_gives() {
+        let src = Source::worker("web", 2, 7, 1, "log");
+        for (raw, format) in [
+            ("2026-01-01T00:00:00Z  INFO hello", LogFormat::Text),
+            (
+                r#"{"level":"INFO","fields":{"message":"x"}}"#,
+                LogFormat::Json,
+            ),
+            ("{}", LogFormat::Json),
+        ] {
+            let fast: Vec<u8> = fast_parts(raw.as_bytes(), &src, format).unwrap().concat();
+            assert_eq!(String::from_utf8(fast).unwrap(), tag(raw, &src, format).0);
+        }
+        assert!(fast_parts(b"not json", &src, LogFormat::Json).is_none());
     }
 
     #[test]
