@@ -174,9 +174,14 @@ pub fn serve(opts: ServeOptions) -> Result<(), MasterError> {
         .enable_all()
         .build()
         .map_err(MasterError::Runtime)?;
+    let logs = opts.logs.clone();
     runtime.block_on(async {
         let master = Master::bind(opts)?;
-        master.run(std::future::pending()).await
+        let result = master.run(std::future::pending()).await;
+        if let Some(logs) = logs {
+            logs.drain(std::time::Duration::from_secs(2)).await;
+        }
+        result
     })
 }
 

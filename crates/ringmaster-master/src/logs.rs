@@ -124,6 +124,13 @@ struct Chunk {
     bytes: Vec<u8>,
 }
 
+/// What the sink receives.
+enum Msg {
+    Lines(Chunk),
+    /// Write out everything before this, then say so.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// Whole lines of one source as written, kept for `logs` and sent to
 /// followers; they are tagged (as [`Line`]s) only when someone reads them.
 #[derive(Debug)]
@@ -155,7 +162,9 @@ impl Block {
 /// The handle on the log: cheap to clone.
 #[derive(Clone)]
 pub struct LogHub {
-    tx: SyncSender<Chunk>,
+    tx: SyncSender<Msg>,
+    /// Pipe readers still running.
+    readers: Arc<AtomicUsize>,
     queued: Arc<AtomicUsize>,
     limit: usize,
     stats: Arc<LogStats>,
@@ -205,6 +214,7 @@ impl LogHub {
         let (follow, _) = broadcast::channel(4096);
         let hub = LogHub {
             tx,
+            readers: Arc::new(AtomicUsize::new(0)),
             queued: Arc::new(AtomicUsize::new(0)),
             limit: cfg.log_buffer,
             stats: Arc::new(LogStats::default()),
@@ -287,16 +297,36 @@ impl LogHub {
             source: source.clone(),
             bytes,
         };
-        if let Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) = self.tx.try_send(chunk)
+        if let Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) =
+            self.tx.try_send(Msg::Lines(chunk))
         {
             self.queued.fetch_sub(len, Ordering::Relaxed);
-            self.drop_lines(&c.bytes);
+            if let Msg::Lines(c) = msg {
+                self.drop_lines(&c.bytes);
+            }
         }
     }
 
     fn drop_lines(&self, bytes: &[u8]) {
-        let n = bytes.iter().filter(|b| **b == b'\n').count().max(1);
+        let n = memchr::memchr_iter(b'\n', bytes).count().max(1);
         self.stats.dropped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Waits (up to `timeout`) until every worker pipe reached its end and
+    /// every line queued so far is written: call it before the master
+    /// exits, so the last lines (workers' exits, the stop) are not lost.
+    pub async fn drain(&self, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.readers.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.tx.send(Msg::Flush(tx)).is_err() {
+            return;
+        }
+        while rx.try_recv().is_err() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
     }
 
     /// A writer for the master's own events: each `write` is one event;
@@ -341,10 +371,22 @@ impl Drop for HubWriter {
 }
 
 /// Reads one worker pipe until end-of-file, sending whole lines to `hub`.
+/// The common case (no line too long) sends the bytes read as they are,
+/// without copying them.
 pub async fn read_pipe(
     mut pipe: tokio::net::unix::pipe::Receiver,
     source: Arc<Source>,
     hub: LogHub,
+) {
+    hub.readers.fetch_add(1, Ordering::Relaxed);
+    read_lines(&mut pipe, &source, &hub).await;
+    hub.readers.fetch_sub(1, Ordering::Relaxed);
+}
+
+async fn read_lines(
+    pipe: &mut tokio::net::unix::pipe::Receiver,
+    source: &Arc<Source>,
+    hub: &LogHub,
 ) {
     let max = hub.max_line;
     let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
@@ -354,39 +396,57 @@ pub async fn read_pipe(
         if buf.capacity() - buf.len() < 16 * 1024 {
             buf.reserve(64 * 1024);
         }
-        let n = match pipe.read_buf(&mut buf).await {
+        match pipe.read_buf(&mut buf).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => n,
+            Ok(_) => {}
+        }
+        let Some(last) = memchr::memrchr(b'\n', &buf) else {
+            if buf.len() > max {
+                if !skipping {
+                    let mut out = Vec::new();
+                    push_line(&mut out, &buf, max);
+                    hub.push(source, out);
+                    skipping = true;
+                }
+                buf.clear();
+            }
+            continue;
         };
-        let _ = n;
-        let mut out = Vec::new();
+        let whole = last + 1;
+        let mut longest = 0;
         let mut start = 0;
-        while let Some(pos) = memchr(b'\n', &buf[start..]) {
-            let line = &buf[start..start + pos];
+        for nl in memchr::memchr_iter(b'\n', &buf[..whole]) {
+            longest = longest.max(nl - start);
+            start = nl + 1;
+        }
+        if !skipping && longest <= max {
+            // Hand over the whole lines, keep the partial one.
+            let rest = buf[whole..].to_vec();
+            buf.truncate(whole);
+            let out = std::mem::replace(&mut buf, rest);
+            hub.push(source, out);
+            continue;
+        }
+        let mut out = Vec::with_capacity(whole);
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &buf[..whole]) {
             if skipping {
                 skipping = false;
             } else {
-                push_line(&mut out, line, max);
+                push_line(&mut out, &buf[start..nl], max);
             }
-            start += pos + 1;
+            start = nl + 1;
         }
-        buf.drain(..start);
-        if buf.len() > max {
-            if !skipping {
-                push_line(&mut out, &buf, max);
-                skipping = true;
-            }
-            buf.clear();
-        }
+        buf.drain(..whole);
         if !out.is_empty() {
-            hub.push(&source, out);
+            hub.push(source, out);
         }
     }
     // A last line without its newline (an abort, a crash) is kept.
     if !buf.is_empty() && !skipping {
         let mut out = Vec::new();
         push_line(&mut out, &buf, max);
-        hub.push(&source, out);
+        hub.push(source, out);
     }
 }
 
@@ -401,12 +461,8 @@ fn push_line(out: &mut Vec<u8>, line: &[u8], max: usize) {
     out.push(b'\n');
 }
 
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|b| *b == needle)
-}
-
 struct Sink {
-    rx: Receiver<Chunk>,
+    rx: Receiver<Msg>,
     out: Out,
     format: LogFormat,
     max_size: u64,
@@ -426,7 +482,12 @@ impl Sink {
         let master = Arc::new(Source::master(std::process::id()));
         loop {
             let chunk = match self.rx.recv_timeout(TICK) {
-                Ok(c) => Some(c),
+                Ok(Msg::Lines(c)) => Some(c),
+                Ok(Msg::Flush(ack)) => {
+                    self.flush();
+                    let _ = ack.send(());
+                    continue;
+                }
                 Err(RecvTimeoutError::Timeout) => None,
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush();
@@ -458,7 +519,10 @@ impl Sink {
     fn write_chunk(&mut self, chunk: Chunk) {
         let src = &chunk.source;
         let mut lines = 0;
-        for raw in chunk.bytes.split(|b| *b == b'\n') {
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &chunk.bytes) {
+            let raw = &chunk.bytes[start..nl];
+            start = nl + 1;
             if raw.is_empty() {
                 continue;
             }

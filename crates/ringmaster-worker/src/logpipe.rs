@@ -23,7 +23,7 @@ static PIPE: OnceLock<Arc<LogPipe>> = OnceLock::new();
 /// Opens the log pipe if the master handed one over (once per process);
 /// `json`: lines are JSON objects.
 pub fn install(json: bool) -> Option<Arc<LogPipe>> {
-    if !std::env::var_os(ENV_LOG_PIPE).is_some_and(|v| v == "1") {
+    if std::env::var_os(ENV_LOG_PIPE).is_none_or(|v| v != "1") {
         return None;
     }
     Some(
@@ -140,35 +140,100 @@ impl LogPipe {
     }
 }
 
+thread_local! {
+    /// This thread's line buffer and its cached `YYYY-MM-DDTHH:MM:SS`.
+    static SCRATCH: std::cell::RefCell<(Vec<u8>, u64, [u8; 19])> =
+        const { std::cell::RefCell::new((Vec::new(), u64::MAX, [0; 19])) };
+}
+
 /// Writes one access log line (if the log pipe is installed and the
 /// `access` target is enabled at info); returns whether it did, else the
-/// caller logs through `tracing`.
-pub(crate) fn access(method: &str, path: &str, status: u16, ms: f64, request_id: &str) -> bool {
+/// caller logs through `tracing`. Formatted by hand: it runs per request.
+pub(crate) fn access(method: &str, path: &str, status: u16, micros: u64, request_id: &str) -> bool {
     let Some(pipe) = installed() else {
         return false;
     };
     if !tracing::enabled!(target: "access", tracing::Level::INFO) {
         return true;
     }
-    let mut line = String::with_capacity(160 + path.len());
-    let ts = rfc3339(SystemTime::now());
-    use std::fmt::Write;
-    if pipe.json {
-        let _ = write!(
-            line,
-            "{{\"timestamp\":\"{ts}\",\"level\":\"INFO\",\"fields\":{{\"message\":\"request\",\"method\":\"{method}\",\"path\":{},\"status\":{status},\"duration_ms\":{ms:.3},\"request_id\":{}}},\"target\":\"access\"}}",
-            json_string(path),
-            json_string(request_id)
-        );
-    } else {
-        let _ = write!(
-            line,
-            "{ts}  INFO access: method={method} path={path} status={status} duration_ms={ms:.3} request_id={request_id}"
-        );
-    }
-    line.push('\n');
-    pipe.event(line.as_bytes(), false);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SCRATCH.with_borrow_mut(|(line, cached_secs, stamp)| {
+        line.clear();
+        if *cached_secs != now.as_secs() {
+            *cached_secs = now.as_secs();
+            stamp.copy_from_slice(&rfc3339(now.as_secs()).as_bytes()[..19]);
+        }
+        let ts = |line: &mut Vec<u8>| {
+            line.extend_from_slice(&stamp[..]);
+            line.push(b'.');
+            push_padded(line, u64::from(now.subsec_micros()), 6);
+            line.push(b'Z');
+        };
+        let ms = |line: &mut Vec<u8>| {
+            push_u64(line, micros / 1000);
+            line.push(b'.');
+            push_padded(line, micros % 1000, 3);
+        };
+        if pipe.json {
+            line.extend_from_slice(b"{\"timestamp\":\"");
+            ts(line);
+            line.extend_from_slice(
+                b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"method\":\"",
+            );
+            line.extend_from_slice(method.as_bytes());
+            line.extend_from_slice(b"\",\"path\":");
+            line.extend_from_slice(json_string(path).as_bytes());
+            line.extend_from_slice(b",\"status\":");
+            push_u64(line, u64::from(status));
+            line.extend_from_slice(b",\"duration_ms\":");
+            ms(line);
+            line.extend_from_slice(b",\"request_id\":");
+            line.extend_from_slice(json_string(request_id).as_bytes());
+            line.extend_from_slice(b"},\"target\":\"access\"}");
+        } else {
+            ts(line);
+            line.extend_from_slice(b"  INFO access: method=");
+            line.extend_from_slice(method.as_bytes());
+            line.extend_from_slice(b" path=");
+            line.extend_from_slice(path.as_bytes());
+            line.extend_from_slice(b" status=");
+            push_u64(line, u64::from(status));
+            line.extend_from_slice(b" duration_ms=");
+            ms(line);
+            line.extend_from_slice(b" request_id=");
+            line.extend_from_slice(request_id.as_bytes());
+        }
+        line.push(b'\n');
+        pipe.event(line, false);
+    });
     true
+}
+
+fn push_u64(out: &mut Vec<u8>, v: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut v = v;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut v = v;
+    for d in digits[..width].iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
 }
 
 fn json_string(s: &str) -> String {
@@ -188,10 +253,8 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// `2026-11-28T00:12:26.695528Z`, as `tracing`'s text format shows time.
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
+/// `2026-11-28T00:12:26Z` for `secs` since the epoch (UTC).
+fn rfc3339(secs: u64) -> String {
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Days to civil date (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -204,11 +267,10 @@ fn rfc3339(t: SystemTime) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
         rem / 3600,
         rem % 3600 / 60,
-        rem % 60,
-        d.subsec_micros()
+        rem % 60
     )
 }
 
@@ -218,11 +280,22 @@ mod tests {
 
     #[test]
     fn timestamps_are_rfc3339() {
-        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_795_825_946_695_528);
-        assert_eq!(rfc3339(t), "2026-11-28T00:32:26.695528Z");
+        assert_eq!(rfc3339(1_795_825_946), "2026-11-28T00:32:26Z");
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn numbers_are_written_by_hand_right() {
+        let mut v = Vec::new();
+        push_u64(&mut v, 0);
+        v.push(b' ');
+        push_u64(&mut v, u64::MAX);
+        v.push(b' ');
+        push_padded(&mut v, 42, 6);
         assert_eq!(
-            rfc3339(SystemTime::UNIX_EPOCH),
-            "1970-01-01T00:00:00.000000Z"
+            String::from_utf8(v).unwrap(),
+            "0 18446744073709551615 000042"
         );
     }
 }

@@ -458,7 +458,8 @@ fn done(
         let ms = a.start.elapsed().as_secs_f64() * 1e3;
         let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         let status = response.status().as_u16();
-        if !crate::logpipe::access(a.method, &a.path, status, ms, rid) {
+        let micros = a.start.elapsed().as_micros() as u64;
+        if !crate::logpipe::access(a.method, &a.path, status, micros, rid) {
             tracing::info!(
                 target: "access",
                 method = a.method,
