@@ -920,6 +920,32 @@ mod tests {
     }
 
     #[test]
+    fn rotated_files_are_gzipped_whole() {
+        let dir = std::env::temp_dir().join(format!("rm-gzip-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("app.log");
+        let text = "a line\n".repeat(1000);
+        std::fs::write(&path, &text).unwrap();
+        rotate(&path, 2, true);
+        let gz = dir.join("app.log.1.gz");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !gz.exists() {
+            assert!(Instant::now() < deadline, "no {}", gz.display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut back = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(File::open(&gz).unwrap()),
+            &mut back,
+        )
+        .unwrap();
+        assert_eq!(back, text);
+        assert!(!dir.join("app.log.1").exists(), "the plain copy is gone");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn rotation_keeps_n_files() {
         let dir = std::env::temp_dir().join(format!("rm-rotate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
