@@ -48,6 +48,8 @@ pub struct LogPipe {
     buf: std::sync::Mutex<Vec<u8>>,
     /// Events dropped since the last note saying so.
     unreported: AtomicU64,
+    /// Events dropped since the start.
+    dropped: AtomicU64,
 }
 
 /// Gathered bytes that trigger a write.
@@ -74,6 +76,7 @@ impl LogPipe {
             json,
             buf: std::sync::Mutex::new(Vec::with_capacity(CAP)),
             unreported: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         }
     }
 
@@ -97,6 +100,11 @@ impl LogPipe {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Events this worker dropped since it started (the pipe stayed full).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     /// Gathers one whole event, or drops it if the buffer is full; writes
     /// at once if `urgent` or enough is gathered.
     pub fn event(&self, bytes: &[u8], urgent: bool) {
@@ -105,6 +113,7 @@ impl LogPipe {
             self.flush(&mut buf);
             if buf.len() + bytes.len() > CAP {
                 self.unreported.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
         }

@@ -160,6 +160,16 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     tokio::spawn(heartbeat(outbox.clone(), cfg.heartbeat_interval).in_current_span());
+    if let Some(pipe) = crate::logpipe::installed() {
+        let w = ctx.worker();
+        let slot = w.slot.to_string();
+        let counter = ctx.registry().counter_with(
+            "ringmaster_worker_log_lines_dropped_total",
+            "Log lines a worker dropped because the master was not reading its pipe.",
+            &[("group", &w.group), ("slot", &slot)],
+        );
+        tokio::spawn(count_log_drops(pipe.clone(), counter));
+    }
     // After the subscriptions `init` made: the master delivers to this
     // worker before it counts it ready.
     let _ = outbox
@@ -332,6 +342,19 @@ async fn drain_deadline(mut rx: DrainRx) {
         Err(_) => return std::future::pending().await,
     };
     tokio::time::sleep(grace).await;
+}
+
+/// Copies the log pipe's drop count into the registry every second.
+async fn count_log_drops(pipe: Arc<crate::logpipe::LogPipe>, counter: crate::Counter) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = pipe.dropped();
+        if now > seen {
+            counter.add(now - seen);
+            seen = now;
+        }
+    }
 }
 
 /// Sends a heartbeat every interval, from the serving runtime.
