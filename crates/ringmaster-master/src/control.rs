@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::logs::{Line, LogHub};
@@ -132,7 +132,12 @@ impl LogsRequest {
 async fn serve(stream: UnixStream, logs: LogHub) {
     let (read, mut write) = stream.into_split();
     let mut first = String::new();
-    if BufReader::new(read).read_line(&mut first).await.is_err() {
+    // A request is one short line; a client cannot make the master buffer more.
+    if BufReader::new(read.take(4096))
+        .read_line(&mut first)
+        .await
+        .is_err()
+    {
         return;
     }
     let req = match LogsRequest::parse(first.trim()) {
