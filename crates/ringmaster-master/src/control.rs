@@ -9,11 +9,17 @@
 //! `error: ...` line back.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::logs::{Line, LogHub};
+
+/// Clients served at once, at most.
+const MAX_CLIENTS: usize = 32;
+/// How long a client has to send its request line.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The socket, removed when the master stops.
 pub(crate) struct Control {
@@ -30,7 +36,15 @@ impl Control {
     /// Binds the socket and serves it; `None` (logged) if it cannot be
     /// bound, for example because another master is using it.
     pub(crate) fn start(path: &Path, logs: LogHub) -> Option<Control> {
-        if path.exists() {
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                tracing::error!(
+                    path = %path.display(),
+                    "server.control_socket names a file that is not a socket; it is left alone and `logs` will not work"
+                );
+                return None;
+            }
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 tracing::error!(
                     path = %path.display(),
@@ -47,11 +61,26 @@ impl Control {
                 return None;
             }
         };
+        // The logs may hold secrets: the socket is the owner's only.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        let clients = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         tokio::spawn(async move {
             loop {
                 match listener.accept().await {
                     Ok((stream, _)) => {
-                        tokio::spawn(serve(stream, logs.clone()));
+                        if clients.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENTS {
+                            // Dropped: too many clients at once.
+                            continue;
+                        }
+                        clients.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let (logs, clients) = (logs.clone(), clients.clone());
+                        tokio::spawn(async move {
+                            serve(stream, logs).await;
+                            clients.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "control socket accept failed");
@@ -133,12 +162,10 @@ async fn serve(stream: UnixStream, logs: LogHub) {
     let (read, mut write) = stream.into_split();
     let mut first = String::new();
     // A request is one short line; a client cannot make the master buffer more.
-    if BufReader::new(read.take(4096))
-        .read_line(&mut first)
-        .await
-        .is_err()
-    {
-        return;
+    let mut reader = BufReader::new(read.take(4096));
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut first)).await {
+        Ok(Ok(_)) => {}
+        _ => return,
     }
     let req = match LogsRequest::parse(first.trim()) {
         Ok(r) => r,

@@ -211,7 +211,9 @@ impl LogHub {
             }
         };
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CHUNKS);
-        let (follow, _) = broadcast::channel(4096);
+        // Blocks of up to ~64 KiB: a follower that does not read holds at
+        // most this many.
+        let (follow, _) = broadcast::channel(256);
         let hub = LogHub {
             tx,
             readers: Arc::new(AtomicUsize::new(0)),
@@ -236,6 +238,7 @@ impl LogHub {
             failing_since: None,
             dropped_while_failing: 0,
             unflushed: 0,
+            gzip_job: None,
         };
         std::thread::Builder::new()
             .name("ringmaster-log".into())
@@ -288,7 +291,8 @@ impl LogHub {
     /// drops and counts them if the sink is too far behind.
     pub fn push(&self, source: &Arc<Source>, bytes: Vec<u8>) {
         let len = bytes.len();
-        if self.queued.load(Ordering::Relaxed) + len > self.limit {
+        let queued = self.queued.load(Ordering::Relaxed);
+        if queued > 0 && queued + len > self.limit {
             self.drop_lines(&bytes);
             return;
         }
@@ -321,8 +325,17 @@ impl LogHub {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        if self.tx.send(Msg::Flush(tx)).is_err() {
-            return;
+        let mut flush = Msg::Flush(tx);
+        // Never a blocking send on the runtime: the queue may be full.
+        loop {
+            match self.tx.try_send(flush) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if tokio::time::Instant::now() < deadline => {
+                    flush = m;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err(_) => return,
+            }
         }
         while rx.try_recv().is_err() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -475,6 +488,8 @@ struct Sink {
     dropped_while_failing: u64,
     /// Lines buffered since the last successful flush.
     unflushed: u64,
+    /// The gzip of the last rotated file, while it runs.
+    gzip_job: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sink {
@@ -575,6 +590,12 @@ impl Sink {
         }
         let len = parts.iter().map(|p| p.len() as u64).sum::<u64>() + 1;
         self.maybe_rotate(len);
+        if self.failing_since.is_some() {
+            // The rotation failed: this line is lost too.
+            self.dropped_while_failing += 1;
+            self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let write = |w: &mut dyn Write| -> io::Result<()> {
             for p in parts {
                 w.write_all(p)?;
@@ -590,20 +611,20 @@ impl Sink {
         };
         match result {
             Ok(()) => self.unflushed += 1,
-            Err(e) => self.fail(e),
+            Err(e) => self.fail(e, true),
         }
     }
 
     /// Writing failed: the line at hand and those still buffered are lost
     /// (counted); lines are dropped until a reopen works.
-    fn fail(&mut self, e: io::Error) {
+    fn fail(&mut self, e: io::Error, with_line: bool) {
         if self.failing_since.is_none() {
             eprintln!(
                 "ringmaster: cannot write the log ({e}); dropping lines and retrying every second"
             );
         }
         self.failing_since = Some(Instant::now());
-        let lost = std::mem::take(&mut self.unflushed) + 1;
+        let lost = std::mem::take(&mut self.unflushed) + u64::from(with_line);
         self.dropped_while_failing += lost;
         self.hub.stats.dropped.fetch_add(lost, Ordering::Relaxed);
         if let Out::File { file, .. } = &mut self.out {
@@ -623,11 +644,7 @@ impl Sink {
                 let n = std::mem::take(&mut self.unflushed);
                 self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
             }
-            // `fail` counts the line at hand too; here there is none.
-            Err(e) => {
-                self.unflushed = self.unflushed.saturating_sub(1);
-                self.fail(e);
-            }
+            Err(e) => self.fail(e, false),
         }
     }
 
@@ -641,11 +658,14 @@ impl Sink {
             self.failing_since = None;
             return;
         };
-        if let Some(f) = file
-            && f.flush().is_ok()
-        {
+        if let Some(f) = file {
             let n = std::mem::take(&mut self.unflushed);
-            self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
+            if f.flush().is_ok() {
+                self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
+            } else {
+                self.dropped_while_failing += n;
+                self.hub.stats.dropped.fetch_add(n, Ordering::Relaxed);
+            }
         }
         match open(path) {
             Ok(f) => {
@@ -693,8 +713,7 @@ impl Sink {
                 self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
             }
             Some(Err(e)) => {
-                self.unflushed = self.unflushed.saturating_sub(1);
-                self.fail(e);
+                self.fail(e, false);
                 return;
             }
             None => {}
@@ -708,21 +727,26 @@ impl Sink {
         else {
             return;
         };
-        rotate(path, self.keep, self.gzip);
+        rotate(path, self.keep, self.gzip, &mut self.gzip_job);
         *day = today();
         match open(path) {
             Ok(f) => {
                 *size = 0;
                 *file = Some(f);
             }
-            Err(e) => self.fail(e),
+            Err(e) => self.fail(e, false),
         }
     }
 }
 
 /// Shifts `path.1` .. `path.N` up by one (dropping the oldest), moves
-/// `path` to `path.1`, and gzips it in the background if asked.
-fn rotate(path: &Path, keep: usize, gzip: bool) {
+/// `path` to `path.1`, and gzips it in the background if asked. One gzip
+/// at a time: a rotation first waits for the previous one (`job`), so no
+/// file is shifted while it is being compressed.
+fn rotate(path: &Path, keep: usize, gzip: bool, job: &mut Option<std::thread::JoinHandle<()>>) {
+    if let Some(previous) = job.take() {
+        let _ = previous.join();
+    }
     let name = |i: usize, gz: bool| {
         let mut p = path.as_os_str().to_owned();
         p.push(format!(".{i}{}", if gz { ".gz" } else { "" }));
@@ -741,11 +765,11 @@ fn rotate(path: &Path, keep: usize, gzip: bool) {
     let first = name(1, false);
     if std::fs::rename(path, &first).is_ok() && gzip {
         let gz = name(1, true);
-        std::thread::spawn(move || {
+        *job = Some(std::thread::spawn(move || {
             if let Err(e) = gzip_file(&first, &gz) {
                 eprintln!("ringmaster: cannot gzip {}: {e}", first.display());
             }
-        });
+        }));
     }
 }
 
@@ -783,7 +807,12 @@ const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 /// text (prefix, line) and JSON objects (fields spliced after `{`).
 fn fast_parts<'a>(raw: &'a [u8], src: &'a Source, format: LogFormat) -> Option<[&'a [u8]; 4]> {
     match format {
-        LogFormat::Text => Some([src.text_prefix.as_bytes(), raw, b"", b""]),
+        // A carriage return could hide the prefix on a terminal: such a
+        // line takes the slow path, which escapes it.
+        LogFormat::Text if memchr::memchr(b'\r', raw).is_none() => {
+            Some([src.text_prefix.as_bytes(), raw, b"", b""])
+        }
+        LogFormat::Text => None,
         LogFormat::Json => {
             let t = raw.trim_ascii_end();
             if t.len() < 2
@@ -793,9 +822,11 @@ fn fast_parts<'a>(raw: &'a [u8], src: &'a Source, format: LogFormat) -> Option<[
             {
                 return None;
             }
-            let inner = t[1..].trim_ascii_start();
-            let sep: &[u8] = if inner.starts_with(b"}") { b"" } else { b"," };
-            Some([b"{", src.json_fields.as_bytes(), sep, inner])
+            // The master's fields go last: with a duplicate key, the last
+            // one wins in JSON parsers, so a worker cannot pose as another.
+            let body = t[..t.len() - 1].trim_ascii_end();
+            let sep: &[u8] = if body.len() == 1 { b"" } else { b"," };
+            Some([body, sep, src.json_fields.as_bytes(), b"}"])
         }
     }
 }
@@ -810,9 +841,9 @@ fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Option<&'static 
                     let rest = &t[i + 9..];
                     LEVELS.iter().copied().find(|l| rest.starts_with(l))
                 });
-                let inner = t[1..].trim_start();
-                let sep = if inner.starts_with('}') { "" } else { "," };
-                (format!("{{{}{sep}{inner}", src.json_fields), level)
+                let body = t[..t.len() - 1].trim_end();
+                let sep = if body.len() == 1 { "" } else { "," };
+                (format!("{body}{sep}{}}}", src.json_fields), level)
             } else {
                 // Raw output (a panic, a print, a C library): wrapped.
                 let level = if src.stream == "stderr" {
@@ -836,7 +867,7 @@ fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Option<&'static 
                 .find_map(|w| LEVELS.iter().copied().find(|l| *l == w));
             let mut out = String::with_capacity(src.text_prefix.len() + text.len());
             out.push_str(&src.text_prefix);
-            out.push_str(text);
+            out.push_str(&text.replace('\r', "\\r"));
             (out, level)
         }
     }
@@ -875,7 +906,7 @@ mod tests {
         );
         assert_eq!(
             t,
-            r#"{"group":"web","slot":1,"pid":42,"generation":3,"level":"INFO","fields":{"message":"hi"}}"#
+            r#"{"level":"INFO","fields":{"message":"hi"},"group":"web","slot":1,"pid":42,"generation":3}"#
         );
         assert_eq!(level, Some("INFO"));
         let err = Source::worker("web", 1, 42, 3, "stderr");
@@ -927,7 +958,8 @@ mod tests {
         let path = dir.join("app.log");
         let text = "a line\n".repeat(1000);
         std::fs::write(&path, &text).unwrap();
-        rotate(&path, 2, true);
+        let mut job = None;
+        rotate(&path, 2, true, &mut job);
         let gz = dir.join("app.log.1.gz");
         let deadline = Instant::now() + Duration::from_secs(5);
         while !gz.exists() {
@@ -953,7 +985,7 @@ mod tests {
         let path = dir.join("app.log");
         for i in 0..5 {
             std::fs::write(&path, format!("{i}")).unwrap();
-            rotate(&path, 3, false);
+            rotate(&path, 3, false, &mut None);
         }
         let read = |n: usize| std::fs::read_to_string(dir.join(format!("app.log.{n}"))).unwrap();
         assert_eq!(

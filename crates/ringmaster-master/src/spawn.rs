@@ -164,8 +164,19 @@ pub(crate) fn spawn_worker(
             }
         }
     }
-    master_end.set_nonblocking(true)?;
-    let channel = Channel::<MasterMsg, WorkerMsg>::new(UnixStream::from_std(master_end)?);
+    let stream = master_end
+        .set_nonblocking(true)
+        .and_then(|()| UnixStream::from_std(master_end));
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => {
+            // Not a worker we could watch: it must not live on untracked.
+            let mut child = child;
+            let _ = child.start_kill();
+            return Err(e);
+        }
+    };
+    let channel = Channel::<MasterMsg, WorkerMsg>::new(stream);
     let (tx, rx) = channel.split();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (frames, frame_rx) = mpsc::channel(spec.queue.max(1));

@@ -61,6 +61,8 @@ pub const DEFAULT_BUCKETS: [f64; 13] = [
 pub const MAX_BUCKETS: usize = 16;
 const MAX_NAME: usize = 120;
 const MAX_LABELS: usize = 220;
+/// Labels one series may have.
+const MAX_LABEL_COUNT: usize = 16;
 const MAX_HELP: usize = 500;
 // Descriptor layout: kind, bucket count, name length, label bytes length
 // (u16 at 4), help length (u16 at 6), cells offset (u64 at 8), stride (u64
@@ -99,6 +101,19 @@ pub(crate) fn validate(
         message,
     };
     validate_name(name).map_err(invalid)?;
+    // Bounds first: the checks below compare labels pairwise.
+    if labels.len() > MAX_LABEL_COUNT {
+        return Err(invalid(format!(
+            "{} labels; at most {MAX_LABEL_COUNT}",
+            labels.len()
+        )));
+    }
+    let total: usize = labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+    if total > MAX_LABELS {
+        return Err(invalid(format!(
+            "its labels take {total} bytes; at most {MAX_LABELS}"
+        )));
+    }
     let mut bytes = 0;
     for (i, (k, v)) in labels.iter().enumerate() {
         let ok_first = |c: char| c.is_ascii_alphabetic() || c == '_';

@@ -101,6 +101,13 @@ pub struct Segment {
     /// map the segment too, so the master never trusts what it reads back
     /// from shared memory.
     owner: Option<std::sync::Mutex<Vec<Desc>>>,
+    /// The layout, read once (by an opener, validated) or set (by the
+    /// creator): never read back from shared memory afterwards.
+    rows: u32,
+    capacity: usize,
+    cells: usize,
+    /// The creator's bump pointer for cells.
+    used: std::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: the mapping is shared memory accessed only through atomics (cells,
@@ -157,7 +164,12 @@ impl Segment {
             });
         }
         // SAFETY: a constant C string and flags.
-        let raw = unsafe { libc::memfd_create(c"ringmaster-registry".as_ptr(), libc::MFD_CLOEXEC) };
+        let raw = unsafe {
+            libc::memfd_create(
+                c"ringmaster-registry".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
         if raw < 0 {
             return Err(os("memfd_create"));
         }
@@ -167,12 +179,23 @@ impl Segment {
         if unsafe { libc::ftruncate(fd.as_raw_fd(), size as libc::off_t) } < 0 {
             return Err(os("ftruncate"));
         }
-        let mut seg = Self::map(fd, size, true)?;
-        seg.owner = Some(std::sync::Mutex::new(Vec::new()));
+        // Its size is fixed for good: no worker can shrink it under the
+        // master (which would make the master's next access fault).
+        // SAFETY: fcntl on our own fd.
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(os("sealing the memfd"));
+        }
         let rows_total = rows as usize + 1;
         // Room for descriptors: about one per 16 KiB, at least 256.
         let capacity = (size / (16 * 1024)).clamp(256, 16_384);
-        let cells = (HEADER_LEN + capacity * DESC_LEN).next_multiple_of(4096);
+        let cells = (HEADER_LEN + capacity * DESC_LEN).next_multiple_of(page_size());
+        let mut seg = Self::map(fd, size, true)?;
+        seg.owner = Some(std::sync::Mutex::new(Vec::new()));
+        seg.rows = rows;
+        seg.capacity = capacity;
+        seg.cells = cells;
+        seg.used = std::sync::atomic::AtomicUsize::new(cells);
         if cells + rows_total * LINE > size {
             return Err(RegistryError::Invalid {
                 name: String::new(),
@@ -183,7 +206,6 @@ impl Segment {
         seg.put_u64(16, u64::from(rows));
         seg.put_u64(24, capacity as u64);
         seg.put_u64(48, cells as u64);
-        seg.used().store(cells as u64, Ordering::Relaxed);
         // The magic last: a reader that sees it sees the rest.
         fence(Ordering::Release);
         seg.put_u64(0, MAGIC);
@@ -203,14 +225,22 @@ impl Segment {
         if len < MIN_SIZE {
             return Err(RegistryError::BadHeader);
         }
-        let seg = Self::map(fd, len, false)?;
+        let mut seg = Self::map(fd, len, false)?;
         if seg.get_u64(0) != MAGIC || seg.get_u64(8) as usize != len {
             return Err(RegistryError::BadHeader);
         }
         let cells = seg.get_u64(48) as usize;
-        if !cells.is_multiple_of(4096) || cells >= len {
+        let capacity = seg.get_u64(24) as usize;
+        let rows = u32::try_from(seg.get_u64(16)).map_err(|_| RegistryError::BadHeader)?;
+        if !cells.is_multiple_of(page_size())
+            || cells >= len
+            || capacity.saturating_mul(DESC_LEN).saturating_add(HEADER_LEN) > cells
+        {
             return Err(RegistryError::BadHeader);
         }
+        seg.rows = rows;
+        seg.capacity = capacity;
+        seg.cells = cells;
         if writable {
             // Only the cells are writable here: the header and the
             // descriptors stay the master's.
@@ -254,6 +284,10 @@ impl Segment {
             len,
             fd: Some(fd),
             owner: None,
+            rows: 0,
+            capacity: 0,
+            cells: len,
+            used: std::sync::atomic::AtomicUsize::new(len),
         })
     }
 
@@ -292,13 +326,9 @@ impl Segment {
         self.atomic(40)
     }
 
-    fn used(&self) -> &AtomicU64 {
-        self.atomic(56)
-    }
-
     /// Worker rows; the retired row's index is this number.
     pub fn rows(&self) -> u32 {
-        self.get_u64(16) as u32
+        self.rows
     }
 
     /// The index of the retired row (also the master's own row).
@@ -307,7 +337,7 @@ impl Segment {
     }
 
     fn capacity(&self) -> usize {
-        self.get_u64(24) as usize
+        self.capacity
     }
 
     /// How many series are registered.
@@ -381,11 +411,13 @@ impl Segment {
         }
         let stride = (kind.cells(buckets.len()) * 8).next_multiple_of(LINE);
         let need = stride * (self.rows() as usize + 1);
-        let offset = self.used().load(Ordering::Relaxed) as usize;
-        if offset + need > self.len {
+        let offset = self.used.load(Ordering::Relaxed);
+        if offset.saturating_add(need) > self.len {
             return Err(full("no room for its cells"));
         }
-        self.used().store((offset + need) as u64, Ordering::Relaxed);
+        self.used.store(offset + need, Ordering::Relaxed);
+        // For readers of the header (informational only).
+        self.put_u64(56, (offset + need) as u64);
         let at = HEADER_LEN + n as usize * DESC_LEN;
         let bytes = desc::encode(kind, name, help, &labels, &buckets, offset, stride);
         // SAFETY: descriptor `n` is inside the table and not yet visible to
@@ -407,7 +439,7 @@ impl Segment {
     /// outside the cells region (never a panic, never out of bounds).
     fn row_cells(&self, d: &Desc, row: u32) -> &[AtomicU64] {
         let n = d.kind.cells(d.buckets.len());
-        let start = self.get_u64(48) as usize;
+        let start = self.cells;
         let at = d
             .offset
             .saturating_add((row as usize).saturating_mul(d.stride));
@@ -471,8 +503,10 @@ impl Segment {
 
     /// Runs `read` until no fold overlapped it, so a reader never sees a
     /// row both folded and not.
+    /// Gives up after many tries (a fold takes microseconds; a sequence
+    /// stuck odd means a corrupt header) and returns the last reading.
     pub(crate) fn consistent<T>(&self, mut read: impl FnMut() -> T) -> T {
-        loop {
+        for _ in 0..10_000 {
             let before = self.seq().load(Ordering::Acquire);
             if !before.is_multiple_of(2) {
                 std::hint::spin_loop();
@@ -484,6 +518,7 @@ impl Segment {
                 return value;
             }
         }
+        read()
     }
 
     /// The cluster-wide sum of a counter's or a gauge's rows (a gauge's
@@ -497,6 +532,13 @@ impl Segment {
                 .fold(0u64, u64::wrapping_add)
         })
     }
+}
+
+/// The system's page size (mappings and `mprotect` work in pages).
+fn page_size() -> usize {
+    // SAFETY: sysconf with a constant name.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(p).unwrap_or(4096).max(4096)
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

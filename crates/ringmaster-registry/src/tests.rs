@@ -43,6 +43,11 @@ fn registration_is_idempotent_and_checks_kinds() {
         .register("hits_total", "help", Kind::Gauge, &[], &[])
         .unwrap_err();
     assert!(err.to_string().contains("one name has one kind"), "{err}");
+    let many: Vec<(String, String)> = (0..17).map(|i| (format!("l{i}"), "v".into())).collect();
+    let err = s
+        .register("many", "help", Kind::Counter, &many, &[])
+        .unwrap_err();
+    assert!(err.to_string().contains("at most 16"), "{err}");
     for (name, l, b, kind, what) in [
         (
             "9lives",
@@ -259,6 +264,10 @@ fn a_worker_maps_it_from_the_fd_and_sees_the_masters_series() {
     let i = s
         .register("c_total", "help", Kind::Counter, &[], &[])
         .unwrap();
+    // Sealed: nobody can shrink it under the master.
+    // SAFETY: ftruncate on our own fd.
+    let shrink = unsafe { libc::ftruncate(s.fd().unwrap().as_raw_fd(), 4096) };
+    assert!(shrink < 0, "the segment's size is sealed");
     let dup = s.fd().unwrap().try_clone_to_owned().unwrap();
     let w = Segment::open(dup, true).unwrap();
     assert_eq!(w.series_count(), 1);

@@ -415,7 +415,18 @@ impl Ipc {
         {
             Some(Response::Reply(result)) => result,
             Some(_) => return Err(IpcError::Confused),
-            None => return Err(timeout_error(None)),
+            // The master answers every request at its deadline; nothing
+            // came a second later: the answer was lost on the way.
+            None => {
+                return Err(IpcError::Refused {
+                    group: group.to_string(),
+                    topic: topic.to_string(),
+                    reason: format!(
+                        "no answer from the master within {} ms: it was lost (this worker's IPC queue in the master was full, or the reply was too large for a frame)",
+                        timeout.saturating_add(MASTER_GRACE).as_millis()
+                    ),
+                });
+            }
         };
         let refused = |reason: String| IpcError::Refused {
             group: group.to_string(),

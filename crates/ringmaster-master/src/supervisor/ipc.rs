@@ -31,6 +31,10 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 /// a worker past this is broken (or hostile) and is replaced, so it cannot
 /// grow the master's tables without bound.
 const MAX_TOPICS: usize = 4096;
+/// The longest topic (or group) name a worker may use, in bytes.
+pub(super) const MAX_TOPIC_LEN: usize = 256;
+/// Bytes of request payloads waiting for a server, at most.
+const MAX_PARKED_BYTES: usize = 64 << 20;
 
 /// A request between workers that has not been answered yet.
 #[derive(Debug)]
@@ -58,6 +62,11 @@ pub(super) struct Router {
     pending: HashMap<u64, Pending>,
     /// Pending requests by deadline.
     deadlines: BTreeSet<(Instant, u64)>,
+    /// Pending requests per requesting worker (each may hold a quarter of
+    /// `max_pending`, so one worker cannot starve the others).
+    per_requester: HashMap<u64, usize>,
+    /// Payload bytes of requests parked until a server is ready.
+    parked_bytes: usize,
     next_id: u64,
     max_pending: usize,
     stall_timeout: Duration,
@@ -71,6 +80,8 @@ impl Router {
             servers: HashMap::new(),
             pending: HashMap::new(),
             deadlines: BTreeSet::new(),
+            per_requester: HashMap::new(),
+            parked_bytes: 0,
             next_id: 0,
             max_pending,
             stall_timeout,
@@ -96,12 +107,21 @@ impl Router {
 
     fn insert(&mut self, id: u64, p: Pending) {
         self.deadlines.insert((p.deadline, id));
+        *self.per_requester.entry(p.requester).or_default() += 1;
+        self.parked_bytes += p.payload.len();
         self.pending.insert(id, p);
     }
 
     fn remove(&mut self, id: u64) -> Option<Pending> {
         let p = self.pending.remove(&id)?;
         self.deadlines.remove(&(p.deadline, id));
+        self.parked_bytes -= p.payload.len();
+        if let Some(n) = self.per_requester.get_mut(&p.requester) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_requester.remove(&p.requester);
+            }
+        }
         Some(p)
     }
 }
@@ -178,6 +198,13 @@ impl Supervisor {
         if w.topics.contains(&topic) {
             return;
         }
+        if topic.len() > MAX_TOPIC_LEN {
+            self.kill(
+                serial,
+                format!("subscribed to a topic name longer than {MAX_TOPIC_LEN} bytes"),
+            );
+            return;
+        }
         if w.topics.len() >= MAX_TOPICS {
             self.kill(
                 serial,
@@ -198,6 +225,13 @@ impl Supervisor {
             return;
         };
         if w.serves.contains(&topic) {
+            return;
+        }
+        if topic.len() > MAX_TOPIC_LEN {
+            self.kill(
+                serial,
+                format!("serves a topic name longer than {MAX_TOPIC_LEN} bytes"),
+            );
             return;
         }
         if w.serves.len() >= MAX_TOPICS {
@@ -253,7 +287,20 @@ impl Supervisor {
         payload: Vec<u8>,
     ) {
         self.router.stats.received += 1;
-        if self.router.pending.len() >= self.router.max_pending {
+        if topic.len() > MAX_TOPIC_LEN || group.len() > MAX_TOPIC_LEN {
+            self.kill(
+                serial,
+                format!(
+                    "sent a request with a topic or group name longer than {MAX_TOPIC_LEN} bytes"
+                ),
+            );
+            return;
+        }
+        let mine = self.router.per_requester.get(&serial).copied().unwrap_or(0);
+        if self.router.pending.len() >= self.router.max_pending
+            || mine >= (self.router.max_pending / 4).max(1)
+            || self.router.parked_bytes + payload.len() > MAX_PARKED_BYTES
+        {
             let limit = self.router.max_pending as u64;
             self.router.stats.failed_requests += 1;
             let result = Err(ReplyError::Overloaded { limit });
@@ -305,11 +352,16 @@ impl Supervisor {
             return;
         };
         p.server = Some(server);
+        let payload = std::mem::take(&mut p.payload);
+        self.router.parked_bytes -= payload.len();
+        let Some(p) = self.router.pending.get(&mid) else {
+            return;
+        };
         let msg = MasterMsg::Request {
             id: mid,
             from,
             topic: p.topic.clone(),
-            payload: std::mem::take(&mut p.payload),
+            payload,
         };
         if !self.send(server, &msg) {
             let origin = self.workers.get(&server).map(|w| w.origin.clone());
@@ -499,6 +551,8 @@ impl Supervisor {
                 break;
             }
             let Some(p) = self.router.remove(mid) else {
+                // Never out of step with `pending`; if it were, do not spin.
+                self.router.deadlines.pop_first();
                 continue;
             };
             let server = p

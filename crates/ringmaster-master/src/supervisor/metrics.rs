@@ -13,6 +13,9 @@ use tokio::time::Instant;
 
 use super::{Phase, Supervisor, Worker};
 
+/// The one `ringmaster_` series workers register themselves.
+const WORKER_LOG_DROPS: &str = "ringmaster_worker_log_lines_dropped_total";
+
 /// How often the master refreshes its own series.
 const REFRESH: Duration = Duration::from_secs(1);
 
@@ -26,6 +29,8 @@ pub(super) struct Registry {
     /// The master's own series, by name and labels.
     own: HashMap<(String, Vec<(String, String)>), u32>,
     refreshed: Option<Instant>,
+    /// Workers already warned about a refused registration.
+    warned: std::collections::HashSet<u64>,
 }
 
 impl Registry {
@@ -37,6 +42,7 @@ impl Registry {
             free,
             own: HashMap::new(),
             refreshed: None,
+            warned: std::collections::HashSet::new(),
         }
     }
 
@@ -122,6 +128,15 @@ impl Supervisor {
             return;
         };
         self.count_received();
+        // `ringmaster_` series are the master's (and the one each worker
+        // keeps of its own log drops): a worker may not forge them.
+        if name.starts_with("ringmaster_") && name != WORKER_LOG_DROPS {
+            let result = Err(format!(
+                "metric {name:?}: names starting with `ringmaster_` are ringmaster's own; pick another prefix"
+            ));
+            self.send(serial, &MasterMsg::Registered { id, result });
+            return;
+        }
         let result = match kind(metric) {
             Some(k) => self
                 .registry
@@ -130,7 +145,11 @@ impl Supervisor {
                 .map_err(|e| e.to_string()),
             None => Err(format!("metric {name:?}: unknown kind")),
         };
-        if let Err(e) = &result {
+        if let Err(e) = &result
+            && self.registry.warned.insert(serial)
+        {
+            // Once per worker: a worker registering in a loop must not
+            // flood the log.
             let w = self.workers.get(&serial);
             tracing::warn!(
                 group = w.map(|w| w.origin.group.as_str()),
@@ -262,7 +281,7 @@ impl Supervisor {
             ),
             (
                 "ringmaster_ipc_requests_failed_total",
-                "Requests between workers answered with an error by the master.",
+                "Requests between workers that ended in an error: timeout, refusal or a failing handler.",
                 stats.failed_requests,
             ),
         ] {
@@ -304,5 +323,5 @@ fn rss_bytes(pid: u32) -> u64 {
         .unwrap_or(0);
     // SAFETY: sysconf with a constant name.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page).unwrap_or(4096)
+    pages.saturating_mul(u64::try_from(page).unwrap_or(4096))
 }
