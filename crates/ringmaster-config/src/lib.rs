@@ -183,7 +183,8 @@ pub struct ServerConfig {
     /// drops lines (counted). Default 8 MiB.
     #[serde(deserialize_with = "fields::uint")]
     pub log_buffer: usize,
-    /// Recent lines kept in memory for `logs`. Default 1000.
+    /// Recent lines kept in memory for `logs`, 0 to 100,000 (the master
+    /// tags them when `logs` asks, on its own thread). Default 1000.
     #[serde(deserialize_with = "fields::uint")]
     pub log_ring: usize,
 }

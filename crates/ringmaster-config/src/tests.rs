@@ -447,6 +447,9 @@ fn other_numeric_and_duration_checks() {
         ("registry_size = 1000", "server.registry_size"),
         ("registry_slots = 0", "server.registry_slots"),
         ("pid_file = \"\"", "server.pid_file"),
+        ("log_ring = 200000", "server.log_ring"),
+        ("log_buffer = 10", "server.log_buffer"),
+        ("log_file = \"\"", "server.log_file"),
     ] {
         let err = from_str_err(&format!("[server]\n{body}\n"));
         assert_eq!(err.key(), Some(key), "{body}: {err}");

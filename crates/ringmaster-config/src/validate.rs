@@ -146,7 +146,7 @@ fn validate_registry(config: &Config) -> Result<(), Violation> {
     for (field, value, min, max) in [
         ("log_max_line", server.log_max_line, 256, 1 << 20),
         ("log_buffer", server.log_buffer, 64 << 10, 1 << 30),
-        ("log_ring", server.log_ring, 0, 1 << 20),
+        ("log_ring", server.log_ring, 0, 100_000),
         ("log_keep", server.log_keep, 0, 10_000),
     ] {
         if !(min..=max).contains(&value) {
