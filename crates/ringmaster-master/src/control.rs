@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::logs::{Line, LogHub};
+use crate::logs::{LEVELS, Line, LogHub};
 
 /// Clients served at once, at most.
 const MAX_CLIENTS: usize = 32;
@@ -104,8 +104,6 @@ pub(crate) struct LogsRequest {
     pub(crate) slot: Option<usize>,
     pub(crate) level: Option<usize>,
 }
-
-const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 
 impl LogsRequest {
     pub(crate) fn parse(line: &str) -> Result<LogsRequest, String> {

@@ -44,7 +44,7 @@ const QUEUE_CHUNKS: usize = 16 * 1024;
 #[derive(Debug)]
 pub struct Source {
     /// The group, or `master`.
-    pub group: String,
+    pub group: Arc<str>,
     /// The slot (none for the master).
     pub slot: Option<usize>,
     /// The process id.
@@ -53,7 +53,6 @@ pub struct Source {
     pub generation: u64,
     /// The stream: `log` (tracing), `stdout` or `stderr`.
     pub stream: &'static str,
-    group_arc: Arc<str>,
     text_prefix: String,
     json_fields: String,
 }
@@ -68,12 +67,11 @@ impl Source {
         stream: &'static str,
     ) -> Self {
         Source {
-            group: group.to_string(),
+            group: group.into(),
             slot: Some(slot),
             pid,
             generation,
             stream,
-            group_arc: group.into(),
             text_prefix: format!("{group}/{slot} {pid} g{generation} | "),
             json_fields: format!(
                 "\"group\":{},\"slot\":{slot},\"pid\":{pid},\"generation\":{generation}",
@@ -85,12 +83,11 @@ impl Source {
     /// The master's own events.
     pub fn master(pid: u32) -> Self {
         Source {
-            group: "master".to_string(),
+            group: "master".into(),
             slot: None,
             pid,
             generation: 0,
             stream: "log",
-            group_arc: "master".into(),
             text_prefix: format!("master {pid} | "),
             json_fields: format!("\"group\":\"master\",\"pid\":{pid}"),
         }
@@ -150,7 +147,7 @@ impl Block {
             .map(|raw| {
                 let (text, level) = tag(&String::from_utf8_lossy(raw), &self.source, self.format);
                 Line {
-                    group: self.source.group_arc.clone(),
+                    group: self.source.group.clone(),
                     slot: self.source.slot,
                     level,
                     text,
@@ -801,7 +798,8 @@ fn today() -> u64 {
         .map_or(0, |d| d.as_secs() / 86_400)
 }
 
-const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
+/// The levels, least severe first.
+pub(crate) const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 
 /// The tagged line as slices of `raw` and `src`, when no copy is needed:
 /// text (prefix, line) and JSON objects (fields spliced after `{`).

@@ -134,6 +134,17 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// Whether a worker of `group` serving `slot` is among the receivers.
+    pub fn includes(&self, group: &str, slot: u32) -> bool {
+        match self {
+            Target::All => true,
+            Target::Group(g) => g == group,
+            Target::Slot { group: g, slot: s } => g == group && *s == slot,
+        }
+    }
+}
+
 /// The worker a message came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Origin {

@@ -27,7 +27,7 @@ impl Kind {
     }
 
     /// Cells per row: one, or one per bucket plus `+Inf` plus the sum.
-    pub(crate) fn cells(self, buckets: usize) -> usize {
+    pub fn cells(self, buckets: usize) -> usize {
         match self {
             Kind::Counter | Kind::Gauge => 1,
             Kind::Histogram => buckets + 2,

@@ -298,7 +298,7 @@ impl Ipc {
     ) -> Result<(), IpcError> {
         let payload = encode(topic, msg)?;
         if self.inner.outbox.is_none() {
-            if self.inner.me.is_in(&to) {
+            if to.includes(&self.inner.me.group, self.inner.me.slot) {
                 self.deliver(topic, self.inner.me.clone(), payload).await;
             }
             return Ok(());
@@ -678,21 +678,6 @@ fn encode<T: Serialize + ?Sized>(topic: &str, msg: &T) -> Result<Vec<u8>, IpcErr
         });
     }
     Ok(payload)
-}
-
-trait Reaches {
-    fn is_in(&self, to: &Target) -> bool;
-}
-
-impl Reaches for Origin {
-    fn is_in(&self, to: &Target) -> bool {
-        match to {
-            Target::All => true,
-            Target::Group(g) => self.group == *g,
-            Target::Slot { group, slot } => self.group == *group && self.slot == *slot,
-            _ => false,
-        }
-    }
 }
 
 /// The messages published on one topic, decoded as `T`: use

@@ -245,21 +245,9 @@ fn push_padded(out: &mut Vec<u8>, v: u64, width: usize) {
     out.extend_from_slice(&digits[..width]);
 }
 
+/// `s` as a JSON string literal.
 fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = std::fmt::Write::write_fmt(&mut out, format_args!("\\u{:04x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// `2026-11-28T00:12:26Z` for `secs` since the epoch (UTC).

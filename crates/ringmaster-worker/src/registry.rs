@@ -157,7 +157,7 @@ impl Registry {
                 Vec::new()
             },
             shared: OnceLock::new(),
-            pending: (0..kind_cells(kind, buckets.len()))
+            pending: (0..kind.cells(buckets.len()))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             segment: self.inner.segment,
@@ -210,13 +210,6 @@ impl Registry {
                 ),
             }
         });
-    }
-}
-
-fn kind_cells(kind: Kind, buckets: usize) -> usize {
-    match kind {
-        Kind::Counter | Kind::Gauge => 1,
-        Kind::Histogram => buckets + 2,
     }
 }
 

@@ -26,16 +26,7 @@ fn links_flow(cluster: &ClusterProc) {
     let (web, api) = (cluster.addrs[0].1, cluster.addrs[1].1);
     assert_eq!(cluster.addrs[0].0, "web");
     assert_eq!(cluster.addrs[1].0, "api");
-    let r = request(
-        web,
-        "POST",
-        "/links",
-        Some(r#"{"url":"https://example.com/ringmaster"}"#),
-    )
-    .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
-    let link: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    let code = link["code"].as_str().unwrap().to_string();
+    let code = support::create_link(web, "https://example.com/ringmaster");
     let mut served_by = std::collections::HashSet::new();
     for _ in 0..10 {
         let r = request(web, "GET", &format!("/l/{code}"), None).unwrap();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Response, alive, get, request, web_config};
+use support::{Response, alive, create_link, get, request, web_config};
 
 /// The pid in the demo's `x-ringmaster-worker` header (`web/1 4242`).
 fn served_by(r: &Response) -> u32 {
@@ -17,19 +17,6 @@ fn served_by(r: &Response) -> u32 {
         .header(ringmaster_demo::WORKER_HEADER)
         .unwrap_or_else(|| panic!("no worker header in {r:?}"));
     v.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
-fn create_link(web: SocketAddr) -> String {
-    let r = request(
-        web,
-        "POST",
-        "/links",
-        Some(r#"{"url":"https://example.com/ipc"}"#),
-    )
-    .unwrap();
-    assert_eq!(r.status, 201, "{}", r.body);
-    let link: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-    link["code"].as_str().unwrap().to_string()
 }
 
 /// Follows `/l/{code}` over fresh connections until every pid in `pids`
@@ -63,7 +50,7 @@ fn follow_until_each_answered(
 /// one of them, and checks that every worker answers 404 from then on: no
 /// worker redirects in a request sent 100 ms or more after the delete.
 fn delete_reaches_every_cache(web: SocketAddr, pids: &[u32]) {
-    let code = create_link(web);
+    let code = create_link(web, "https://example.com/ipc");
     follow_until_each_answered(web, &code, pids, 302);
     let r = request(web, "DELETE", &format!("/links/{code}"), None).unwrap();
     assert_eq!(r.status, 204, "{}", r.body);

@@ -170,20 +170,36 @@ fn three_workers_logging_flat_out_write_only_whole_json_lines() {
         assert_eq!(c.join().unwrap().status, 200);
     }
     let path = cluster.dir().join("app.log");
-    // Lines may be dropped under this flood (counted), never torn: wait
-    // until the file stops growing, then check every line.
-    let mut last = 0;
-    wait_until(Duration::from_secs(10), "the file to settle", || {
-        std::thread::sleep(Duration::from_millis(300));
-        let len = read(&path).len();
-        let settled = len == last && len > 0;
-        last = len;
-        settled
-    });
+    // Lines may be dropped under this flood (by the workers or the
+    // master, and counted), never torn: wait until every test line is
+    // either in the file or counted as dropped.
+    let expected = 6 * 3000;
+    let count_test_lines = |text: &str| text.matches("\"test log line\"").count() as u64;
+    wait_until(
+        Duration::from_secs(10),
+        "every line written or counted",
+        || {
+            let dropped: u64 = support::stats_json(&cluster)["series"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|s| {
+                    s["name"]
+                        .as_str()
+                        .is_some_and(|n| n.ends_with("log_lines_dropped_total"))
+                })
+                .filter_map(|s| s["value"].as_u64())
+                .sum();
+            count_test_lines(&read(&path)) + dropped >= expected
+        },
+    );
+    // The sink may be writing the access lines still: a last line without
+    // its newline is in progress, every other one must be whole.
     let text = read(&path);
     let mut pids = std::collections::HashSet::new();
     let mut test_lines = 0;
-    for line in text.lines() {
+    for line in text.split_inclusive('\n').filter(|l| l.ends_with('\n')) {
+        let line = line.trim_end();
         let v: serde_json::Value = serde_json::from_str(line)
             .unwrap_or_else(|e| panic!("not a whole JSON line ({e}): {line:?}"));
         assert!(v["group"].is_string() && v["pid"].is_u64(), "{line}");
@@ -216,28 +232,8 @@ fn a_log_that_cannot_be_written_drops_and_counts_then_resumes() {
     std::fs::remove_file(dir.join("app.log")).unwrap();
     std::os::unix::fs::symlink("/dev/full", dir.join("app.log")).unwrap();
     cluster.signal(libc::SIGUSR1);
-    std::thread::sleep(Duration::from_millis(300));
-    for _ in 0..5 {
-        assert_eq!(
-            get(cluster.addr(), "/__test/log?n=100").unwrap().status,
-            200
-        );
-        assert_eq!(
-            get(cluster.addr(), "/healthz").unwrap().status,
-            200,
-            "it keeps serving"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let dropped = || -> u64 {
-        let out = Command::new(demo_exe())
-            .args(["stats", "--json", "--config"])
-            .arg(cluster.config_path())
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v["series"]
+        support::stats_json(&cluster)["series"]
             .as_array()
             .unwrap()
             .iter()
@@ -245,7 +241,12 @@ fn a_log_that_cannot_be_written_drops_and_counts_then_resumes() {
             .and_then(|s| s["value"].as_u64())
             .unwrap_or(0)
     };
-    wait_until(Duration::from_secs(5), "the drop counter to count", || {
+    // Log until the master counts drops (it reopens on USR1 first).
+    wait_until(Duration::from_secs(10), "the drop counter to count", || {
+        let r = get(cluster.addr(), "/__test/log?n=100").unwrap();
+        assert_eq!(r.status, 200);
+        let r = get(cluster.addr(), "/healthz").unwrap();
+        assert_eq!(r.status, 200, "it keeps serving");
         dropped() >= 100
     });
     // Writable again: the sink retries by itself.
@@ -271,14 +272,9 @@ fn logs_prints_recent_lines_filters_them_and_follows() {
     let cluster = support::start(&config("", "count = 2"), &[]);
     cluster.wait_workers(2);
     let logs = |args: &[&str]| {
-        Command::new(demo_exe())
-            .arg("logs")
-            .args(args)
-            .arg("--config")
-            .arg(cluster.config_path())
-            .current_dir(cluster.dir())
-            .output()
-            .unwrap()
+        let mut all = vec!["logs"];
+        all.extend_from_slice(args);
+        support::cli(&cluster, &all)
     };
     let out = logs(&["-n", "5"]);
     assert!(out.status.success(), "{out:?}");
@@ -310,20 +306,24 @@ fn logs_prints_recent_lines_filters_them_and_follows() {
             }
         }
     });
-    std::thread::sleep(Duration::from_millis(200));
-    let r = get(cluster.addr(), "/healthz").unwrap();
-    let id = r.header("x-request-id").unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Requests until one of them shows up in the follower's output (the
+    // first ones may come before it is connected).
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut seen = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no followed line with {id}: {seen:?}"));
-        if line.contains(&id) {
-            assert!(line.starts_with("web/"), "{line}");
-            break;
+    'found: loop {
+        assert!(
+            Instant::now() < deadline,
+            "no followed request line: {seen:?}"
+        );
+        let r = get(cluster.addr(), "/healthz").unwrap();
+        let id = r.header("x-request-id").unwrap().to_string();
+        while let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(&id) {
+                assert!(line.starts_with("web/"), "{line}");
+                break 'found;
+            }
+            seen.push(line);
         }
-        seen.push(line);
     }
     let _ = follower.kill();
     let _ = follower.wait();

@@ -13,15 +13,7 @@ use support::{ClusterProc, demo_exe, get, web_config};
 
 /// `stats --json` of the running cluster: (name, labels) -> value.
 fn stats(cluster: &ClusterProc) -> HashMap<(String, String), serde_json::Value> {
-    let out = std::process::Command::new(demo_exe())
-        .args(["stats", "--json", "--config"])
-        .arg(cluster.config_path())
-        .current_dir(cluster.dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "stats: {out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["series"]
+    support::stats_json(cluster)["series"]
         .as_array()
         .unwrap()
         .iter()
@@ -173,15 +165,7 @@ fn stats_prints_a_table_and_prometheus_and_says_when_no_master_runs() {
     let cluster = support::start(&web_config("count = 1"), &[]);
     cluster.wait_workers(1);
     get(cluster.addr(), "/counter").unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(demo_exe())
-            .args(args)
-            .arg("--config")
-            .arg(cluster.config_path())
-            .current_dir(cluster.dir())
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| support::cli(&cluster, args);
     let table = run(&["stats"]);
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.starts_with("NAME"), "{text}");

@@ -140,20 +140,6 @@ fn frame(msg: &MasterMsg) -> Option<Bytes> {
     }
 }
 
-impl Worker {
-    /// Whether a publication to `to` may reach this worker.
-    fn is_in(&self, to: &Target) -> bool {
-        match to {
-            Target::All => true,
-            Target::Group(g) => self.origin.group == *g,
-            Target::Slot { group, slot } => {
-                self.origin.group == *group && self.origin.slot == *slot
-            }
-            _ => false,
-        }
-    }
-}
-
 impl Supervisor {
     /// Queues an encoded frame for one worker; a full queue drops it and
     /// counts. Returns whether it was queued.
@@ -192,61 +178,52 @@ impl Supervisor {
     }
 
     pub(super) fn on_subscribe(&mut self, serial: u64, topic: String) {
-        let Some(w) = self.workers.get_mut(&serial) else {
-            return;
-        };
-        if w.topics.contains(&topic) {
-            return;
+        if self.declare_topic(serial, &topic, false) {
+            self.router
+                .subscribers
+                .entry(topic)
+                .or_default()
+                .push(serial);
         }
-        if topic.len() > MAX_TOPIC_LEN {
-            self.kill(
-                serial,
-                format!("subscribed to a topic name longer than {MAX_TOPIC_LEN} bytes"),
-            );
-            return;
-        }
-        if w.topics.len() >= MAX_TOPICS {
-            self.kill(
-                serial,
-                format!("subscribed to more than {MAX_TOPICS} topics"),
-            );
-            return;
-        }
-        w.topics.push(topic.clone());
-        self.router
-            .subscribers
-            .entry(topic)
-            .or_default()
-            .push(serial);
     }
 
     pub(super) fn on_serve(&mut self, serial: u64, topic: String) {
-        let Some(w) = self.workers.get_mut(&serial) else {
+        if !self.declare_topic(serial, &topic, true) {
+            return;
+        }
+        let Some(w) = self.workers.get(&serial) else {
             return;
         };
-        if w.serves.contains(&topic) {
-            return;
-        }
-        if topic.len() > MAX_TOPIC_LEN {
-            self.kill(
-                serial,
-                format!("serves a topic name longer than {MAX_TOPIC_LEN} bytes"),
-            );
-            return;
-        }
-        if w.serves.len() >= MAX_TOPICS {
-            self.kill(
-                serial,
-                format!("serves more than {MAX_TOPICS} request topics"),
-            );
-            return;
-        }
-        w.serves.push(topic.clone());
+        let ready = w.phase == Phase::Ready;
         let key = (w.origin.group.clone(), topic);
         self.router.servers.entry(key).or_default().0.push(serial);
-        if w.phase == Phase::Ready {
+        if ready {
             self.dispatch_parked();
         }
+    }
+
+    /// Records that worker `serial` subscribes to (or, with `serves`,
+    /// serves) `topic`; whether it is new. A worker past the limits of
+    /// name length or count is killed as broken.
+    fn declare_topic(&mut self, serial: u64, topic: &str, serves: bool) -> bool {
+        let Some(w) = self.workers.get_mut(&serial) else {
+            return false;
+        };
+        let list = if serves { &mut w.serves } else { &mut w.topics };
+        if list.iter().any(|t| t == topic) {
+            return false;
+        }
+        let what = if serves { "serves" } else { "subscribed to" };
+        let why = if topic.len() > MAX_TOPIC_LEN {
+            format!("{what} a topic name longer than {MAX_TOPIC_LEN} bytes")
+        } else if list.len() >= MAX_TOPICS {
+            format!("{what} more than {MAX_TOPICS} topics")
+        } else {
+            list.push(topic.to_string());
+            return true;
+        };
+        self.kill(serial, why);
+        false
     }
 
     pub(super) fn on_publish(&mut self, serial: u64, to: Target, topic: String, payload: Vec<u8>) {
@@ -260,7 +237,11 @@ impl Supervisor {
         let receivers: Vec<u64> = receivers
             .iter()
             .copied()
-            .filter(|s| self.workers.get(s).is_some_and(|w| w.is_in(&to)))
+            .filter(|s| {
+                self.workers
+                    .get(s)
+                    .is_some_and(|w| to.includes(&w.origin.group, w.origin.slot))
+            })
             .collect();
         if receivers.is_empty() {
             return;

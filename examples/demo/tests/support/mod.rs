@@ -35,3 +35,32 @@ pub fn spawn(config: &str, env: &[(&str, &str)]) -> ClusterProc {
 pub fn start_exe(dir: std::path::PathBuf, exe: &Path, config: &str) -> ClusterProc {
     ClusterProc::start(exe, dir, config, &with_test_env(&[]))
 }
+
+/// Runs the demo binary's command `args` against the running `cluster`
+/// (its configuration, from its directory, where its pid file and control
+/// socket are).
+pub fn cli(cluster: &ClusterProc, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(demo_exe())
+        .args(args)
+        .arg("--config")
+        .arg(cluster.config_path())
+        .current_dir(cluster.dir())
+        .output()
+        .unwrap()
+}
+
+/// `stats --json` of the running `cluster`.
+pub fn stats_json(cluster: &ClusterProc) -> serde_json::Value {
+    let out = cli(cluster, &["stats", "--json"]);
+    assert!(out.status.success(), "stats: {out:?}");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Creates a link to `url` through the `web` group at `web`; its code.
+pub fn create_link(web: std::net::SocketAddr, url: &str) -> String {
+    let body = format!(r#"{{"url":"{url}"}}"#);
+    let r = request(web, "POST", "/links", Some(&body)).unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    let link: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    link["code"].as_str().unwrap().to_string()
+}
