@@ -22,3 +22,53 @@ pub fn start(config: &str) -> ClusterProc {
         &[("RINGMASTER_LOG", "warn,ringmaster_master=info")],
     )
 }
+
+/// Whether this process is the app of a benchmark binary that is itself a
+/// ringmaster app (`ipc`, `logs`): a master its driver started (`serve`),
+/// or a process that master started (`RINGMASTER_ROLE`).
+pub fn is_app_process() -> bool {
+    std::env::args().nth(1).as_deref() == Some("serve")
+        || std::env::var_os("RINGMASTER_ROLE").is_some()
+}
+
+/// The app of such a binary: one worker, `bench`, with one module whose
+/// `init` is the benchmark's code.
+pub struct BenchApp(pub fn(&mut ringmaster::Init) -> Result<(), ringmaster::BootError>);
+
+impl ringmaster::Worker for BenchApp {
+    fn name(&self) -> &str {
+        "bench"
+    }
+
+    fn modules(&self) -> Vec<Box<dyn ringmaster::Module>> {
+        vec![Box::new(BenchModule(self.0))]
+    }
+}
+
+struct BenchModule(fn(&mut ringmaster::Init) -> Result<(), ringmaster::BootError>);
+
+impl ringmaster::Module for BenchModule {
+    fn name(&self) -> &str {
+        "bench"
+    }
+
+    fn controllers(&self) -> Vec<ringmaster::Controller> {
+        Vec::new()
+    }
+
+    fn init(&self, init: &mut ringmaster::Init) -> Result<(), ringmaster::BootError> {
+        (self.0)(init)
+    }
+}
+
+/// Waits until every worker of every group is ready, asking the master.
+pub async fn all_ready(ipc: &ringmaster::Ipc) {
+    loop {
+        if let Ok(s) = ipc.status().await
+            && s.groups.iter().all(|g| g.ready == g.count)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

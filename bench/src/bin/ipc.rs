@@ -17,8 +17,9 @@
 //! any routing could reach on this machine.
 //!
 //! Usage: `ipc [ROUNDS] [WORKERS...]` (default 3 rounds, 2 and 8 workers):
-//! both modes, medians of the rounds. Workers print one `RESULT` line each on stdout,
-//! which this driver reads.
+//! both modes, medians of the rounds. Workers print one `RESULT` line each
+//! on stdout; the master captures it into its log (its stderr, tagged with
+//! the worker), which this driver reads.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, ExitCode, Stdio};
@@ -36,10 +37,10 @@ const LATENCY_SECS: u64 = 3;
 fn main() -> ExitCode {
     // `serve` (the driver starting a master) or a role the master gave
     // (`RINGMASTER_ROLE`: worker or migrate): the app itself.
-    if std::env::args().nth(1).as_deref() == Some("serve")
-        || std::env::var_os("RINGMASTER_ROLE").is_some()
-    {
-        return Cluster::new().worker(Bench).run();
+    if ringmaster_bench::is_app_process() {
+        return Cluster::new()
+            .worker(ringmaster_bench::BenchApp(init_ipc))
+            .run();
     }
     let rounds: usize = std::env::args()
         .nth(1)
@@ -209,14 +210,18 @@ fn run_cluster_in(mode: &str, workers: u64) -> (Vec<String>, std::path::PathBuf)
             "RINGMASTER_LOG",
             std::env::var("RINGMASTER_LOG").unwrap_or_else(|_| "warn".into()),
         )
-        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start the master");
-    let stdout = child.stdout.take().expect("piped");
+    let log = child.stderr.take().expect("piped");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.starts_with("RESULT") && tx.send(line).is_err() {
+        for line in BufReader::new(log).lines().map_while(Result::ok) {
+            // `bench/1 4242 g0 | RESULT ...`: the worker's line, tagged.
+            let Some(at) = line.find("| RESULT ") else {
+                continue;
+            };
+            if tx.send(line[at + 2..].to_string()).is_err() {
                 return;
             }
         }
@@ -249,136 +254,99 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-struct Bench;
-
-impl Worker for Bench {
-    fn name(&self) -> &str {
-        "bench"
-    }
-
-    fn modules(&self) -> Vec<Box<dyn Module>> {
-        vec![Box::new(BenchModule)]
-    }
-}
-
-struct BenchModule;
-
-impl Module for BenchModule {
-    fn name(&self) -> &str {
-        "bench"
-    }
-
-    fn controllers(&self) -> Vec<Controller> {
-        Vec::new()
-    }
-
-    fn init(&self, init: &mut Init) -> Result<(), BootError> {
-        let mode = std::env::var(ENV_MODE).unwrap_or_default();
-        let ipc = init.ipc().clone();
-        let slot = init.worker().slot as u64;
-        let count = init.worker().config.count as u64;
-        let group = init.worker().group.to_string();
-        let mut sub = ipc.subscribe::<u64>(TOPIC);
-        let ipc2 = ipc.clone();
-        let all_ready = async move {
-            loop {
-                if let Ok(s) = ipc2.status().await
-                    && s.groups.iter().all(|g| g.ready == g.count)
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        };
-        match mode.as_str() {
-            "throughput" => {
-                let per_worker = MSGS_TOTAL / count;
-                tokio::spawn(async move {
-                    let (mut received, mut first, mut last) = (0u64, 0u64, 0u64);
-                    loop {
-                        let next = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await;
-                        match next {
-                            Ok(Some(_)) => {
-                                last = monotonic_ns();
-                                if received == 0 {
-                                    first = last;
-                                }
-                                received += 1;
-                                if received == per_worker {
-                                    break;
-                                }
+/// The benchmark's code in each worker.
+fn init_ipc(init: &mut Init) -> Result<(), BootError> {
+    let mode = std::env::var(ENV_MODE).unwrap_or_default();
+    let ipc = init.ipc().clone();
+    let slot = init.worker().slot as u64;
+    let count = init.worker().config.count as u64;
+    let group = init.worker().group.to_string();
+    let mut sub = ipc.subscribe::<u64>(TOPIC);
+    let ipc2 = ipc.clone();
+    let all_ready = async move { ringmaster_bench::all_ready(&ipc2).await };
+    match mode.as_str() {
+        "throughput" => {
+            let per_worker = MSGS_TOTAL / count;
+            tokio::spawn(async move {
+                let (mut received, mut first, mut last) = (0u64, 0u64, 0u64);
+                loop {
+                    let next = tokio::time::timeout(Duration::from_secs(2), sub.recv()).await;
+                    match next {
+                        Ok(Some(_)) => {
+                            last = monotonic_ns();
+                            if received == 0 {
+                                first = last;
                             }
-                            _ if received > 0 => break,
-                            _ => {}
+                            received += 1;
+                            if received == per_worker {
+                                break;
+                            }
                         }
+                        _ if received > 0 => break,
+                        _ => {}
                     }
-                    println!(
-                        "RESULT slot={slot} received={received} first_ns={first} last_ns={last}"
-                    );
-                });
-                let to = Target::Slot {
-                    group,
-                    slot: ((slot + 1) % count) as u32,
-                };
+                }
+                println!("RESULT slot={slot} received={received} first_ns={first} last_ns={last}");
+            });
+            let to = Target::Slot {
+                group,
+                slot: ((slot + 1) % count) as u32,
+            };
+            tokio::spawn(async move {
+                all_ready.await;
+                for i in 0..per_worker {
+                    if ipc.publish(to.clone(), TOPIC, &i).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        "latency" => {
+            let total = LATENCY_RATE * LATENCY_SECS;
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(total as usize);
+                while let Ok(Some(d)) =
+                    tokio::time::timeout(Duration::from_secs(30), sub.recv()).await
+                {
+                    lat.push((monotonic_ns().saturating_sub(d.msg)) / 1000);
+                    if lat.len() as u64 == total {
+                        break;
+                    }
+                }
+                // Samples go to a file: long lines from several
+                // processes on one pipe would interleave.
+                let list: Vec<String> = lat.iter().map(u64::to_string).collect();
+                let file = format!("lat-{slot}.txt");
+                if let Err(e) = std::fs::write(&file, list.join(",")) {
+                    eprintln!("cannot write {file}: {e}");
+                }
+                println!("RESULT slot={slot} n={} file={file}", lat.len());
+            });
+            if slot == 0 {
+                let handle = tokio::runtime::Handle::current();
                 tokio::spawn(async move {
                     all_ready.await;
-                    for i in 0..per_worker {
-                        if ipc.publish(to.clone(), TOPIC, &i).await.is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-            "latency" => {
-                let total = LATENCY_RATE * LATENCY_SECS;
-                tokio::spawn(async move {
-                    let mut lat = Vec::with_capacity(total as usize);
-                    while let Ok(Some(d)) =
-                        tokio::time::timeout(Duration::from_secs(30), sub.recv()).await
-                    {
-                        lat.push((monotonic_ns().saturating_sub(d.msg)) / 1000);
-                        if lat.len() as u64 == total {
-                            break;
-                        }
-                    }
-                    // Samples go to a file: long lines from several
-                    // processes on one pipe would interleave.
-                    let list: Vec<String> = lat.iter().map(u64::to_string).collect();
-                    let file = format!("lat-{slot}.txt");
-                    if let Err(e) = std::fs::write(&file, list.join(",")) {
-                        eprintln!("cannot write {file}: {e}");
-                    }
-                    println!("RESULT slot={slot} n={} file={file}", lat.len());
-                });
-                if slot == 0 {
-                    let handle = tokio::runtime::Handle::current();
-                    tokio::spawn(async move {
-                        all_ready.await;
-                        // A plain thread paces the messages: the runtime's
-                        // timer has a 1 ms resolution.
-                        std::thread::spawn(move || {
-                            let start = Instant::now();
-                            let gap = Duration::from_nanos(1_000_000_000 / LATENCY_RATE);
-                            for i in 0..total {
-                                let at = start + gap * i as u32;
-                                if let Some(wait) = at.checked_duration_since(Instant::now()) {
-                                    std::thread::sleep(wait);
-                                }
-                                let sent = handle.block_on(ipc.publish(
-                                    Target::All,
-                                    TOPIC,
-                                    &monotonic_ns(),
-                                ));
-                                if sent.is_err() {
-                                    return;
-                                }
+                    // A plain thread paces the messages: the runtime's
+                    // timer has a 1 ms resolution.
+                    std::thread::spawn(move || {
+                        let start = Instant::now();
+                        let gap = Duration::from_nanos(1_000_000_000 / LATENCY_RATE);
+                        for i in 0..total {
+                            let at = start + gap * i as u32;
+                            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
                             }
-                        });
+                            let sent =
+                                handle.block_on(ipc.publish(Target::All, TOPIC, &monotonic_ns()));
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
                     });
-                }
+                });
             }
-            _ => {}
         }
-        Ok(())
+        _ => {}
     }
+    Ok(())
 }

@@ -18,10 +18,10 @@ const ENV_LINES: &str = "RINGMASTER_BENCH_LOG_LINES";
 const LINES: u64 = 500_000;
 
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("serve")
-        || std::env::var_os("RINGMASTER_ROLE").is_some()
-    {
-        return Cluster::new().worker(Bench).run();
+    if ringmaster_bench::is_app_process() {
+        return Cluster::new()
+            .worker(ringmaster_bench::BenchApp(init_logs))
+            .run();
     }
     let rounds: usize = std::env::args()
         .nth(1)
@@ -115,50 +115,20 @@ fn run(workers: u64) -> (usize, f64) {
     (total - before, (end - start).as_secs_f64().max(0.002))
 }
 
-struct Bench;
-
-impl Worker for Bench {
-    fn name(&self) -> &str {
-        "bench"
-    }
-
-    fn modules(&self) -> Vec<Box<dyn Module>> {
-        vec![Box::new(BenchModule)]
-    }
-}
-
-struct BenchModule;
-
-impl Module for BenchModule {
-    fn name(&self) -> &str {
-        "bench"
-    }
-
-    fn controllers(&self) -> Vec<Controller> {
-        Vec::new()
-    }
-
-    fn init(&self, init: &mut Init) -> Result<(), BootError> {
-        let lines: u64 = std::env::var(ENV_LINES)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let ipc = init.ipc().clone();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(s) = ipc.status().await
-                    && s.groups.iter().all(|g| g.ready == g.count)
-                {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
+/// The benchmark's code in each worker.
+fn init_logs(init: &mut Init) -> Result<(), BootError> {
+    let lines: u64 = std::env::var(ENV_LINES)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let ipc = init.ipc().clone();
+    tokio::spawn(async move {
+        ringmaster_bench::all_ready(&ipc).await;
+        tokio::task::spawn_blocking(move || {
+            for i in 0..lines {
+                tracing::info!(i, "bench line");
             }
-            tokio::task::spawn_blocking(move || {
-                for i in 0..lines {
-                    tracing::info!(i, "bench line");
-                }
-            });
         });
-        Ok(())
-    }
+    });
+    Ok(())
 }
