@@ -60,7 +60,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
             "expected a socket path such as \"ringmaster.sock\", got an empty string".to_owned(),
         ));
     }
-    validate_ipc(&config.server)?;
+    validate_server(&config.server)?;
     for name in config.groups.keys() {
         if !is_valid_group_name(name) {
             return Err(violation(
@@ -77,7 +77,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
         validate_group(name, group)?;
     }
     check_listen_conflicts(config)?;
-    validate_registry(config)?;
+    validate_registry_slots(config)?;
     for name in config.backends.keys() {
         if !is_valid_group_name(name) {
             return Err(violation(
@@ -96,20 +96,30 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
     Ok(())
 }
 
-/// Largest accepted `server.ipc_queue` and `server.ipc_max_pending`.
-const MAX_IPC_QUEUE: usize = 1 << 20;
-
-/// Checks the IPC settings of `[server]`.
-fn validate_ipc(server: &ServerConfig) -> Result<(), Violation> {
+/// Checks the settings of `[server]` alone.
+fn validate_server(server: &ServerConfig) -> Result<(), Violation> {
     let key = |field: &str| vec!["server".to_owned(), field.to_owned()];
-    for (field, value) in [
-        ("ipc_queue", server.ipc_queue),
-        ("ipc_max_pending", server.ipc_max_pending),
-    ] {
-        if value == 0 || value > MAX_IPC_QUEUE {
+    // (key, value, min, max, unit)
+    let ranges: [(&str, usize, usize, usize, &str); 7] = [
+        ("ipc_queue", server.ipc_queue, 1, 1 << 20, ""),
+        ("ipc_max_pending", server.ipc_max_pending, 1, 1 << 20, ""),
+        (
+            "registry_size",
+            server.registry_size,
+            1 << 20,
+            1 << 34,
+            " bytes",
+        ),
+        ("log_max_line", server.log_max_line, 256, 1 << 20, " bytes"),
+        ("log_buffer", server.log_buffer, 64 << 10, 1 << 30, " bytes"),
+        ("log_ring", server.log_ring, 0, 100_000, " lines"),
+        ("log_keep", server.log_keep, 0, 10_000, " files"),
+    ];
+    for (field, value, min, max, unit) in ranges {
+        if !(min..=max).contains(&value) {
             return Err(violation(
                 key(field),
-                format!("expected a number from 1 to {MAX_IPC_QUEUE}, got {value}"),
+                format!("expected a number from {min} to {max}{unit}, got {value}"),
             ));
         }
     }
@@ -119,42 +129,11 @@ fn validate_ipc(server: &ServerConfig) -> Result<(), Violation> {
     if server.ipc_stall_timeout > MAX_DURATION {
         return Err(too_long(key("ipc_stall_timeout"), server.ipc_stall_timeout));
     }
-    Ok(())
-}
-
-/// Checks the registry settings of `[server]` against the groups.
-fn validate_registry(config: &Config) -> Result<(), Violation> {
-    let key = |field: &str| vec!["server".to_owned(), field.to_owned()];
-    let server = &config.server;
-    const MIN: usize = 1 << 20;
-    const MAX: usize = 1 << 34;
-    if !(MIN..=MAX).contains(&server.registry_size) {
-        return Err(violation(
-            key("registry_size"),
-            format!(
-                "expected a size in bytes from {MIN} (1 MiB) to {MAX} (16 GiB), got {}",
-                server.registry_size
-            ),
-        ));
-    }
     if server.pid_file.as_os_str().is_empty() {
         return Err(violation(
             key("pid_file"),
             "expected a file path such as \"ringmaster.pid\", got an empty string".to_owned(),
         ));
-    }
-    for (field, value, min, max) in [
-        ("log_max_line", server.log_max_line, 256, 1 << 20),
-        ("log_buffer", server.log_buffer, 64 << 10, 1 << 30),
-        ("log_ring", server.log_ring, 0, 100_000),
-        ("log_keep", server.log_keep, 0, 10_000),
-    ] {
-        if !(min..=max).contains(&value) {
-            return Err(violation(
-                key(field),
-                format!("expected a number from {min} to {max}, got {value}"),
-            ));
-        }
     }
     if server
         .log_file
@@ -166,22 +145,28 @@ fn validate_registry(config: &Config) -> Result<(), Violation> {
             "expected a file path such as \"log/app.log\" (or no log_file: stderr), got an empty string".to_owned(),
         ));
     }
-    let workers: usize = config.groups.values().map(|g| g.count).sum();
-    let Some(slots) = server.registry_slots else {
+    Ok(())
+}
+
+/// Checks `server.registry_slots` against the groups' workers.
+fn validate_registry_slots(config: &Config) -> Result<(), Violation> {
+    let key = vec!["server".to_owned(), "registry_slots".to_owned()];
+    let Some(slots) = config.server.registry_slots else {
         return Ok(());
     };
     if slots == 0 || slots > MAX_WORKERS * 4 {
         return Err(violation(
-            key("registry_slots"),
+            key,
             format!(
                 "expected a number from 1 to {}, got {slots}",
                 MAX_WORKERS * 4
             ),
         ));
     }
+    let workers: usize = config.groups.values().map(|g| g.count).sum();
     if slots < workers {
         let mut v = violation(
-            key("registry_slots"),
+            key,
             format!(
                 "the groups run {workers} workers but the registry has {slots} rows; raise registry_slots to at least {workers}"
             ),

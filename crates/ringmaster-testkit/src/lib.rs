@@ -207,6 +207,24 @@ impl ClusterProc {
         }
     }
 
+    /// Waits until `n` workers run and `gone` is not among them (it was
+    /// replaced); their pids.
+    pub fn wait_replaced(&self, gone: u32, n: usize) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.worker_pids();
+            if now.len() == n && !now.contains(&gone) {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker {gone} was not replaced: {now:?}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Sends a signal to the master.
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill with a pid we started.

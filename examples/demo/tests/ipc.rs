@@ -82,15 +82,7 @@ fn a_replacement_worker_receives_what_is_published_after_it_is_ready() {
     let before = cluster.wait_workers(2);
     // SAFETY: kill a worker of this test's cluster.
     unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let after = loop {
-        let now = cluster.worker_pids();
-        if now.len() == 2 && !now.contains(&before[0]) {
-            break now;
-        }
-        assert!(Instant::now() < deadline, "no replacement: {now:?}");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let after = cluster.wait_replaced(before[0], 2);
     cluster.wait_log(Duration::from_secs(10), "the replacement is ready", |log| {
         log.matches("worker ready").count() >= 3
     });
@@ -114,17 +106,7 @@ fn a_worker_that_breaks_its_ipc_is_restarted_and_the_others_keep_going() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        let pids = loop {
-            let now = cluster.worker_pids();
-            if now.len() == 3 && !now.contains(&culprit) {
-                break now;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "[{kind}] no replacement: {now:?}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        };
+        let pids = cluster.wait_replaced(culprit, 3);
         cluster.wait_log(Duration::from_secs(5), "why the worker was killed", |log| {
             log.matches("broke the IPC protocol").count() >= culprits
         });

@@ -80,15 +80,7 @@ fn the_counter_equals_the_answers_through_two_kill_9s() {
         let victim = cluster.worker_pids()[0];
         // SAFETY: kill a worker of this test's cluster.
         unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let now = cluster.worker_pids();
-            if now.len() == 2 && !now.contains(&victim) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "no replacement for {victim}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        cluster.wait_replaced(victim, 2);
     }
     let before = ok.load(Ordering::Relaxed);
     while ok.load(Ordering::Relaxed) < before + 200 {
