@@ -324,6 +324,8 @@ where
             tracing::Span::current().record("request_id", text);
         }
         let html = wants_html(req.headers());
+        // One clock read for the metrics and the access log.
+        let start = std::time::Instant::now();
         let timer = self.metrics.as_ref().map(|m| {
             let route = req
                 .extensions()
@@ -334,13 +336,13 @@ where
                 metrics: m.clone(),
                 route: m.route(route),
                 method: method_label(req.method()),
-                start: std::time::Instant::now(),
+                start,
             }
         });
         let access = self.access_log.then(|| Access {
             method: method_label(req.method()),
             path: req.uri().path().into(),
-            start: std::time::Instant::now(),
+            start,
         });
         EssentialsFuture {
             access,
@@ -455,17 +457,16 @@ fn done(
         t.finish(response.status());
     }
     if let Some(a) = access {
-        let ms = a.start.elapsed().as_secs_f64() * 1e3;
+        let micros = a.start.elapsed().as_micros() as u64;
         let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         let status = response.status().as_u16();
-        let micros = a.start.elapsed().as_micros() as u64;
         if !crate::logpipe::access(a.method, &a.path, status, micros, rid) {
             tracing::info!(
                 target: "access",
                 method = a.method,
                 path = &*a.path,
                 status,
-                duration_ms = (ms * 1000.0).round() / 1000.0,
+                duration_ms = micros as f64 / 1000.0,
                 request_id = rid,
                 "request"
             );
