@@ -284,8 +284,8 @@ struct RequestTimer {
 }
 
 impl RequestTimer {
-    fn finish(self, status: StatusCode) {
-        self.route.duration.observe_duration(self.start.elapsed());
+    fn finish(self, status: StatusCode, took: Duration) {
+        self.route.duration.observe_duration(took);
         self.metrics
             .count(&self.route, self.method, status.as_u16());
     }
@@ -453,11 +453,16 @@ fn done(
     timer: Option<RequestTimer>,
     access: Option<Access>,
 ) -> Response {
+    let took = match (&timer, &access) {
+        (Some(t), _) => t.start.elapsed(),
+        (None, Some(a)) => a.start.elapsed(),
+        (None, None) => Duration::ZERO,
+    };
     if let Some(t) = timer {
-        t.finish(response.status());
+        t.finish(response.status(), took);
     }
     if let Some(a) = access {
-        let micros = a.start.elapsed().as_micros() as u64;
+        let micros = took.as_micros() as u64;
         let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         let status = response.status().as_u16();
         if !crate::logpipe::access(a.method, &a.path, status, micros, rid) {
