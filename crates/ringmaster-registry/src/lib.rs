@@ -23,7 +23,7 @@
 //!
 //! | offset | what |
 //! |---|---|
-//! | 0 | header: magic, size, rows, series capacity, series count, fold sequence, cells offset, cells used |
+//! | 0 | header: magic, size, rows, series capacity, series count, fold sequence, cells offset |
 //! | 128 | `capacity` descriptors of 1024 bytes: kind, bucket count, offset and stride of the cells, bucket bounds, name, labels, help |
 //! | cells offset | per series: `rows + 1` rows of `stride` bytes (a multiple of 64) |
 //!
@@ -416,8 +416,6 @@ impl Segment {
             return Err(full("no room for its cells"));
         }
         self.used.store(offset + need, Ordering::Relaxed);
-        // For readers of the header (informational only).
-        self.put_u64(56, (offset + need) as u64);
         let at = HEADER_LEN + n as usize * DESC_LEN;
         let bytes = desc::encode(kind, name, help, &labels, &buckets, offset, stride);
         // SAFETY: descriptor `n` is inside the table and not yet visible to
