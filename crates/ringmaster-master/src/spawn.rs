@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD, LOG_FD, REGISTRY_FD};
-use ringmaster_proto::{Channel, MasterMsg, Receiver, Sender, WorkerMsg};
+use ringmaster_proto::{Channel, MasterMsg, Receiver, RecvError, Sender, WorkerMsg};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -69,7 +69,7 @@ pub(crate) struct WorkerLink {
 pub(crate) enum WorkerEvent {
     /// The worker sent a message.
     Message { serial: u64, msg: WorkerMsg },
-    /// The worker's IPC channel broke (bad frame, I/O error).
+    /// The worker sent a frame that is not a message of the protocol.
     IpcError { serial: u64, error: String },
     /// The process exited and was reaped.
     Exited { serial: u64, status: ExitStatus },
@@ -271,10 +271,19 @@ async fn watch(
                     let _ = events.send(WorkerEvent::Message { serial, msg }).await;
                 }
                 Ok(None) => ipc_open = false,
-                Err(e) => {
+                Err(RecvError::Frame(e)) => {
                     ipc_open = false;
-                    let error = e.to_string();
+                    let error = RecvError::Frame(e).to_string();
                     let _ = events.send(WorkerEvent::IpcError { serial, error }).await;
+                }
+                Err(e) => {
+                    // A reset, or a frame cut short, is how the socket of a
+                    // worker that is exiting ends (it closed with our
+                    // messages unread, or died mid-write): the end of its
+                    // IPC, not a protocol violation. Its exit follows; a
+                    // worker that lives on without IPC stops heartbeating.
+                    ipc_open = false;
+                    tracing::debug!(serial, error = %e, "worker's IPC socket ended");
                 }
             },
             cmd = commands.recv(), if commands_open => match cmd {
