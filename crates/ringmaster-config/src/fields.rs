@@ -37,6 +37,14 @@ where
     deserializer.deserialize_str(SocketAddrVisitor)
 }
 
+/// Like [`socket_addr`], for an optional field: present means `Some`.
+pub(crate) fn some_socket_addr<'de, D>(deserializer: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    socket_addr(deserializer).map(Some)
+}
+
 struct UintVisitor<T>(PhantomData<T>);
 
 fn expected_uint<E: de::Error>(got: impl fmt::Display) -> E {

@@ -109,12 +109,69 @@ pub struct Config {
     /// Worker groups by name (`[groups.NAME]`), in file order. After loading
     /// there is at least one; with none configured, a single `web` group
     /// with default settings.
-    #[serde(default)]
+    #[serde(default, serialize_with = "serialize_user_groups")]
     pub groups: IndexMap<String, GroupConfig>,
     /// Storage backends by name (`[backends.NAME]`), in file order. May be
     /// empty: see [`Config::backend`] for names without a table.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub backends: IndexMap<String, BackendConfig>,
+    /// The built-in admin worker (`[admin]`): off unless `listen` is set.
+    /// When on, [`Config::groups`] holds its group, [`ADMIN_GROUP`].
+    #[serde(default, skip_serializing_if = "AdminConfig::is_off")]
+    pub admin: AdminConfig,
+}
+
+/// The name of the admin worker's group, added to [`Config::groups`] when
+/// `[admin] listen` is set.
+pub const ADMIN_GROUP: &str = "admin";
+
+/// The name of the built-in admin worker implementation.
+pub const ADMIN_WORKER: &str = "ringmaster-admin";
+
+/// The built-in admin worker: the `[admin]` table.
+///
+/// With `listen` set, the master runs one more group, `admin`, whose
+/// worker serves `/metrics`, `/status`, `/healthz`, `/readyz` and a live
+/// dashboard. It is a worker like any other: the master itself still
+/// serves no HTTP.
+#[non_exhaustive]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where the admin worker listens, e.g. `127.0.0.1:9100`; `None`
+    /// (default): no admin worker.
+    #[serde(
+        deserialize_with = "fields::some_socket_addr",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub listen: Option<SocketAddr>,
+    /// A bearer token every request but `/healthz` and `/readyz` must
+    /// carry (`Authorization: Bearer TOKEN`, or once `/?token=TOKEN` in a
+    /// browser). Required when `listen` is not a loopback address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl AdminConfig {
+    /// Whether no admin worker runs.
+    pub fn is_off(&self) -> bool {
+        self.listen.is_none() && self.token.is_none()
+    }
+
+    /// The settings of the admin worker's group: one worker on `listen`,
+    /// one runtime thread, no access log, a short drain (its long-lived
+    /// streams end when it drains).
+    fn group(&self, listen: SocketAddr) -> GroupConfig {
+        GroupConfig {
+            worker: Some(ADMIN_WORKER.to_owned()),
+            count: 1,
+            listen,
+            threads: Some(1),
+            access_log: false,
+            drain_timeout: Duration::from_secs(5),
+            ..GroupConfig::default()
+        }
+    }
 }
 
 /// Master-process settings: the `[server]` table.
@@ -289,6 +346,20 @@ pub struct GroupConfig {
     /// id). Default `true`.
     #[serde(default = "default_true")]
     pub access_log: bool,
+    /// Replace a worker once it has served this many requests (plus a
+    /// random 0 to `max_requests_jitter` of its own), replacement ready
+    /// first; 0 (default): never.
+    #[serde(default, deserialize_with = "fields::uint")]
+    pub max_requests: u64,
+    /// The most requests a worker adds to `max_requests`, picked at random
+    /// per worker so that workers started together are not all replaced at
+    /// once. Default 0.
+    #[serde(default, deserialize_with = "fields::uint")]
+    pub max_requests_jitter: u64,
+    /// Replace a worker whose resident memory passes this many bytes
+    /// (checked every second), replacement ready first; 0 (default): never.
+    #[serde(default, deserialize_with = "fields::uint")]
+    pub max_rss: u64,
 }
 
 fn default_count() -> usize {
@@ -364,6 +435,9 @@ impl Default for GroupConfig {
             request_timeout: default_request_timeout(),
             body_limit: default_body_limit(),
             access_log: true,
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_rss: 0,
         }
     }
 }
@@ -399,6 +473,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             groups,
             backends: IndexMap::new(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -526,7 +601,17 @@ impl Config {
     /// only implementation, else the one named like the group. Writes the
     /// choice into `groups.NAME.worker`; the error says which key to set.
     pub fn resolve_workers(&mut self, known: &[String]) -> Result<(), String> {
+        // The built-in admin worker is chosen only by name: a binary with one
+        // worker of its own still runs that one by default.
+        let known: Vec<String> = known
+            .iter()
+            .filter(|k| *k != ADMIN_WORKER)
+            .cloned()
+            .collect();
         for (name, group) in self.groups.iter_mut() {
+            if group.worker.as_deref() == Some(ADMIN_WORKER) && name == ADMIN_GROUP {
+                continue;
+            }
             let chosen = match &group.worker {
                 Some(w) if known.iter().any(|k| k == w) => w.clone(),
                 Some(w) => {
@@ -675,15 +760,49 @@ fn apply_override(table: &Table, over: &Override) -> Result<(Table, Config), Con
     }
 }
 
-/// Inserts the default group if none is configured, then validates.
+/// Inserts the default group if none is configured and the admin
+/// worker's group if `[admin]` asks for it, then validates.
 fn finish(mut config: Config, origin: &str, overrides: &[Override]) -> Result<Config, ConfigError> {
     if config.groups.is_empty() {
         config
             .groups
             .insert(DEFAULT_GROUP.to_owned(), GroupConfig::default());
     }
+    let admin = validate::validate_admin(&config).map_err(|v| attribute(v, origin, overrides))?;
+    if let Some(listen) = admin {
+        let group = config.admin.group(listen);
+        config.groups.insert(ADMIN_GROUP.to_owned(), group);
+    }
     validate::validate(&config).map_err(|v| attribute(v, origin, overrides))?;
     Ok(config)
+}
+
+/// Serializes the groups the file or environment defined, not the admin
+/// worker's: it is derived from `[admin]` again when the text is read back.
+fn serialize_user_groups<S: serde::Serializer>(
+    groups: &IndexMap<String, GroupConfig>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let user = groups
+        .iter()
+        .filter(|(name, g)| !(*name == ADMIN_GROUP && g.worker.as_deref() == Some(ADMIN_WORKER)));
+    let mut map = serializer.serialize_map(None)?;
+    for (name, group) in user {
+        map.serialize_entry(name, group)?;
+    }
+    map.end()
+}
+
+/// Parses a duration as the configuration writes them: `"250ms"`, `"30s"`,
+/// `"1.5s"`, `"2m"`, `"1h"` (for command-line options that take one).
+///
+/// ```
+/// assert_eq!(ringmaster_config::parse_duration("1.5s"), Ok(std::time::Duration::from_millis(1500)));
+/// assert!(ringmaster_config::parse_duration("soon").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    duration::parse(text)
 }
 
 /// Blames a violation on the last environment variable that set its key (or

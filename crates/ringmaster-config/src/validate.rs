@@ -11,11 +11,16 @@ use std::time::Duration;
 /// The longest duration any key accepts: longer values are mistakes, and
 /// deadlines computed from them must not overflow.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The smallest `max_rss`: below it every worker would be recycled at once.
+const MIN_MAX_RSS: u64 = 16 << 20;
 /// Heartbeats more frequent than this would flood the master.
 const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
 
 use crate::backend::MAX_POOL_SIZE;
-use crate::{BackendConfig, Config, GroupConfig, MAX_WORKERS, ServerConfig, duration};
+use crate::{
+    ADMIN_GROUP, ADMIN_WORKER, BackendConfig, Config, GroupConfig, MAX_WORKERS, ServerConfig,
+    duration,
+};
 
 /// A failed check: the key at fault, other keys involved, and the message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +99,59 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
         validate_backend(name, backend)?;
     }
     Ok(())
+}
+
+/// The shortest `admin.token` accepted.
+const MIN_TOKEN_LEN: usize = 16;
+
+/// Checks `[admin]` before its group is added: no group of the file may
+/// take the admin worker's name or implementation, and an address other
+/// than loopback needs a token. Returns the address to serve on, if any.
+pub(crate) fn validate_admin(config: &Config) -> Result<Option<SocketAddr>, Violation> {
+    let key = |field: &str| vec!["admin".to_owned(), field.to_owned()];
+    for (name, group) in &config.groups {
+        if group.worker.as_deref() == Some(ADMIN_WORKER) {
+            return Err(violation(
+                group_key(name, "worker"),
+                format!(
+                    "{ADMIN_WORKER:?} is the built-in admin worker; turn it on with                      [admin] listen = \"127.0.0.1:9100\" instead of a group"
+                ),
+            ));
+        }
+    }
+    if let Some(token) = &config.admin.token
+        && token.chars().count() < MIN_TOKEN_LEN
+    {
+        return Err(violation(
+            key("token"),
+            format!(
+                "expected a token of at least {MIN_TOKEN_LEN} characters (a long random                  string, e.g. from `openssl rand -hex 24`), got {} characters",
+                token.chars().count()
+            ),
+        ));
+    }
+    let Some(listen) = config.admin.listen else {
+        return Ok(None);
+    };
+    if config.groups.contains_key(ADMIN_GROUP) {
+        return Err(Violation {
+            key: vec!["groups".to_owned(), ADMIN_GROUP.to_owned()],
+            related: vec![key("listen")],
+            message: format!(
+                "the group name {ADMIN_GROUP:?} is the admin worker's when [admin] listen is                  set; rename this group"
+            ),
+        });
+    }
+    if !listen.ip().is_loopback() && config.admin.token.is_none() {
+        return Err(Violation {
+            key: key("token"),
+            related: vec![key("listen")],
+            message: format!(
+                "required when admin.listen ({listen}) is not a loopback address: the admin                  worker shows the whole cluster and its logs; set admin.token (or                  RINGMASTER__ADMIN__TOKEN) to a long random string, or listen on 127.0.0.1"
+            ),
+        });
+    }
+    Ok(Some(listen))
 }
 
 /// Checks the settings of `[server]` alone.
@@ -321,6 +379,25 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
                 duration::format(group.heartbeat_timeout)
             ),
         });
+    }
+    if group.max_requests_jitter > 0 && group.max_requests == 0 {
+        return Err(Violation {
+            key: key("max_requests_jitter"),
+            related: vec![key("max_requests")],
+            message: "has no effect without max_requests; set max_requests too (or remove \
+                      max_requests_jitter)"
+                .to_owned(),
+        });
+    }
+    if group.max_rss > 0 && group.max_rss < MIN_MAX_RSS {
+        return Err(violation(
+            key("max_rss"),
+            format!(
+                "expected at least {MIN_MAX_RSS} bytes (16 MiB; a worker's own resident \
+                 memory is rarely below it) or 0 for no limit, got {}",
+                group.max_rss
+            ),
+        ));
     }
     if group.restart_backoff_max < group.restart_backoff {
         return Err(Violation {

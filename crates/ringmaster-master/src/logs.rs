@@ -156,6 +156,16 @@ impl Block {
     }
 }
 
+/// The recent blocks, each with the sequence number of its first line.
+#[derive(Default)]
+struct Ring {
+    blocks: VecDeque<(u64, Arc<Block>)>,
+    /// Lines the blocks hold.
+    lines: usize,
+    /// The sequence number the next line gets (the first line is 1).
+    next_seq: u64,
+}
+
 /// The handle on the log: cheap to clone.
 #[derive(Clone)]
 pub struct LogHub {
@@ -165,8 +175,8 @@ pub struct LogHub {
     queued: Arc<AtomicUsize>,
     limit: usize,
     stats: Arc<LogStats>,
-    /// Recent blocks and how many lines they hold.
-    ring: Arc<Mutex<(VecDeque<Arc<Block>>, usize)>>,
+    /// Recent blocks of lines, for `logs` and the admin worker's tail.
+    ring: Arc<Mutex<Ring>>,
     follow: broadcast::Sender<Arc<Block>>,
     reopen: Arc<AtomicBool>,
     max_line: usize,
@@ -217,7 +227,10 @@ impl LogHub {
             queued: Arc::new(AtomicUsize::new(0)),
             limit: cfg.log_buffer,
             stats: Arc::new(LogStats::default()),
-            ring: Arc::new(Mutex::new((VecDeque::new(), 0))),
+            ring: Arc::new(Mutex::new(Ring {
+                next_seq: 1,
+                ..Ring::default()
+            })),
             follow,
             reopen: Arc::new(AtomicBool::new(false)),
             max_line: cfg.log_max_line,
@@ -255,13 +268,12 @@ impl LogHub {
 
     /// The last `n` lines that pass `keep`, oldest first.
     pub fn tail(&self, n: usize, keep: impl Fn(&Line) -> bool) -> Vec<Line> {
-        let blocks: Vec<Arc<Block>> = {
-            let ring = self
-                .ring
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            ring.0.iter().cloned().collect()
-        };
+        let blocks: Vec<Arc<Block>> = self
+            .lock_ring()
+            .blocks
+            .iter()
+            .map(|(_, b)| b.clone())
+            .collect();
         let mut out = Vec::new();
         for block in blocks.iter().rev() {
             let mut lines: Vec<Line> = block.lines().filter(|l| keep(l)).collect();
@@ -277,6 +289,43 @@ impl LogHub {
         }
         out.reverse();
         out
+    }
+
+    fn lock_ring(&self) -> std::sync::MutexGuard<'_, Ring> {
+        self.ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The lines after sequence number `after`, at most `max` (the
+    /// newest), oldest first, each with its sequence number; the number to
+    /// ask after next; and how many newer lines were left out (gone from
+    /// the ring, or past `max`).
+    pub fn since(&self, after: u64, max: usize) -> (Vec<(u64, Line)>, u64, u64) {
+        let (blocks, next) = {
+            let ring = self.lock_ring();
+            let blocks: Vec<(u64, Arc<Block>)> = ring
+                .blocks
+                .iter()
+                .filter(|(first, b)| first + b.lines as u64 > after + 1)
+                .cloned()
+                .collect();
+            (blocks, ring.next_seq)
+        };
+        let newer = next.saturating_sub(after + 1);
+        let mut out: Vec<(u64, Line)> = Vec::new();
+        for (first, block) in &blocks {
+            let lines = block
+                .lines()
+                .enumerate()
+                .map(|(i, l)| (first + i as u64, l));
+            out.extend(lines.filter(|(seq, _)| *seq > after));
+        }
+        if out.len() > max {
+            out.drain(..out.len() - max);
+        }
+        let skipped = newer.saturating_sub(out.len() as u64);
+        (out, next.saturating_sub(1).max(after), skipped)
     }
 
     /// New blocks of lines from now on (a lagging follower skips some).
@@ -560,16 +609,14 @@ impl Sink {
             format: self.format,
         });
         if self.ring_len > 0 {
-            let mut ring = self
-                .hub
-                .ring
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            ring.1 += block.lines;
-            ring.0.push_back(block.clone());
-            while ring.0.len() > 1 && ring.1 - ring.0[0].lines >= self.ring_len {
-                let old = ring.0.pop_front().map_or(0, |b| b.lines);
-                ring.1 -= old;
+            let mut ring = self.hub.lock_ring();
+            let first = ring.next_seq;
+            ring.next_seq += block.lines as u64;
+            ring.lines += block.lines;
+            ring.blocks.push_back((first, block.clone()));
+            while ring.blocks.len() > 1 && ring.lines - ring.blocks[0].1.lines >= self.ring_len {
+                let old = ring.blocks.pop_front().map_or(0, |(_, b)| b.lines);
+                ring.lines -= old;
             }
         }
         if follow {
@@ -991,6 +1038,40 @@ mod tests {
             ("4".into(), "3".into(), "2".into())
         );
         assert!(!dir.join("app.log.4").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn since_hands_out_each_line_once_with_its_sequence() {
+        let dir = std::env::temp_dir().join(format!("rm-since-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut cfg = ServerConfig::default();
+        cfg.log_file = Some(dir.join("app.log"));
+        cfg.log_ring = 5;
+        let hub = LogHub::start(&cfg).unwrap();
+        let src = Arc::new(Source::worker("web", 0, 42, 0, "log"));
+        hub.push(&src, b"one\ntwo\n".to_vec());
+        hub.push(&src, b"three\n".to_vec());
+        hub.drain(Duration::from_secs(5)).await;
+        let (lines, next, skipped) = hub.since(0, 100);
+        let seqs: Vec<u64> = lines.iter().map(|(s, _)| *s).collect();
+        assert_eq!((seqs, next, skipped), (vec![1, 2, 3], 3, 0));
+        assert!(lines[2].1.text.ends_with("three"));
+        let (lines, next, _) = hub.since(2, 100);
+        assert_eq!((lines.len(), next), (1, 3));
+        assert_eq!(hub.since(3, 100).0.len(), 0, "nothing new");
+        // Past the ring (5 lines) and past `max`: the newest are kept, the
+        // rest counted.
+        let many: String = (0..10).map(|i| format!("n{i}\n")).collect();
+        hub.push(&src, many.into_bytes());
+        hub.drain(Duration::from_secs(5)).await;
+        let (lines, next, skipped) = hub.since(3, 2);
+        assert_eq!(next, 13);
+        assert_eq!(
+            lines.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+            vec![12, 13]
+        );
+        assert_eq!(skipped, 8);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,6 +16,7 @@
 //!
 //! - `frame`: length-prefixed framing, cancel-safe reading.
 //! - `message`: the message enums and [`PROTOCOL_VERSION`].
+//! - `status`: [`ClusterStatus`], what `status` shows, over IPC and as JSON.
 //! - `channel`: [`Channel`], [`Sender`], [`Receiver`] and [`pair`].
 //! - [`handoff`]: fd numbers and environment variable names.
 #![warn(missing_docs)]
@@ -24,6 +25,7 @@ mod channel;
 mod frame;
 pub mod handoff;
 mod message;
+mod status;
 
 #[doc(inline)]
 pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
@@ -31,6 +33,11 @@ pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
 pub use frame::{FrameError, MAX_FRAME_LEN, decode_frame, encode_frame};
 #[doc(inline)]
 pub use message::{
-    Answer, BootPhase, ClusterStatus, GroupStatus, IpcStats, MasterMsg, MetricKind, Origin,
-    PROTOCOL_VERSION, ReplyError, Service, Target, WorkerInfo, WorkerMsg,
+    Answer, BootPhase, IpcStats, MasterMsg, MetricKind, Origin, PROTOCOL_VERSION, ReplyError,
+    Service, Target, WorkerInfo, WorkerMsg,
+};
+#[doc(inline)]
+pub use status::{
+    ClusterStatus, ExitInfo, GroupState, GroupStatus, LogLine, LogLines, ReloadProgress,
+    WorkerStatus,
 };

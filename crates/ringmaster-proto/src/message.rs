@@ -12,8 +12,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::{ClusterStatus, LogLines};
+
 /// Version of the message catalogue. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A message from a worker to its master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +105,12 @@ pub enum WorkerMsg {
         /// A histogram's finite bucket bounds, ascending; empty otherwise.
         buckets: Vec<f64>,
     },
+    /// This worker is past a recycling limit of its own (`max_requests`):
+    /// the master starts its replacement, then drains it. Sent once.
+    Recycle {
+        /// Which limit, e.g. `max_requests`.
+        reason: String,
+    },
 }
 
 /// The kind of a registered metric.
@@ -170,42 +178,26 @@ pub enum Service {
     Status,
     /// Every worker process ([`Answer::Workers`]).
     Workers,
+    /// Lines of the master's log after sequence number `after`, at most
+    /// `max` of them ([`Answer::Logs`]).
+    Logs {
+        /// The last sequence number already seen (0: none).
+        after: u64,
+        /// The most lines wanted.
+        max: u32,
+    },
 }
 
 /// The master's answer to a [`WorkerMsg::Call`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Answer {
     /// Answer to [`Service::Status`].
     Status(ClusterStatus),
     /// Answer to [`Service::Workers`].
     Workers(Vec<WorkerInfo>),
-}
-
-/// The cluster as the master sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ClusterStatus {
-    /// The master's process id.
-    pub master_pid: u32,
-    /// Milliseconds since the master started.
-    pub uptime_ms: u64,
-    /// Every group, in configuration order.
-    pub groups: Vec<GroupStatus>,
-    /// Counters of the IPC pool.
-    pub ipc: IpcStats,
-}
-
-/// One group's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupStatus {
-    /// The group name.
-    pub name: String,
-    /// The address it listens on.
-    pub listen: String,
-    /// Configured number of workers.
-    pub count: u32,
-    /// Workers currently ready.
-    pub ready: u32,
+    /// Answer to [`Service::Logs`].
+    Logs(LogLines),
 }
 
 /// Counters of the IPC pool since the master started.
@@ -285,7 +277,7 @@ pub struct BootPhase {
 }
 
 /// A message from the master to one worker.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum MasterMsg {
     /// Stop accepting, finish in-flight requests within `grace_ms`, exit 0.
@@ -354,10 +346,10 @@ mod tests {
     fn documented_examples_are_exact() {
         assert_eq!(
             frame(&WorkerMsg::Hello {
-                version: 2,
+                version: 3,
                 pid: 300
             }),
-            [0, 0, 0, 4, 0x00, 0x02, 0xac, 0x02]
+            [0, 0, 0, 4, 0x00, 0x03, 0xac, 0x02]
         );
         assert_eq!(frame(&WorkerMsg::Heartbeat), [0, 0, 0, 1, 0x02]);
         assert_eq!(

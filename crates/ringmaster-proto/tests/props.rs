@@ -5,8 +5,9 @@
 
 use proptest::prelude::*;
 use ringmaster_proto::{
-    Answer, BootPhase, ClusterStatus, GroupStatus, IpcStats, MasterMsg, MetricKind, Origin,
-    ReplyError, Service, Target, WorkerInfo, WorkerMsg, decode_frame, encode_frame,
+    Answer, BootPhase, ClusterStatus, ExitInfo, GroupStatus, IpcStats, LogLine, LogLines,
+    MasterMsg, MetricKind, Origin, ReloadProgress, ReplyError, Service, Target, WorkerInfo,
+    WorkerMsg, WorkerStatus, decode_frame, encode_frame,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -63,7 +64,11 @@ fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
             .prop_map(|(id, result)| WorkerMsg::Reply { id, result }),
         (
             any::<u64>(),
-            prop_oneof![Just(Service::Status), Just(Service::Workers)]
+            prop_oneof![
+                Just(Service::Status),
+                Just(Service::Workers),
+                (any::<u64>(), any::<u32>()).prop_map(|(after, max)| Service::Logs { after, max })
+            ]
         )
             .prop_map(|(id, service)| WorkerMsg::Call { id, service }),
         (
@@ -88,6 +93,7 @@ fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
                     buckets
                 }
             ),
+        text().prop_map(|reason| WorkerMsg::Recycle { reason }),
     ]
 }
 
@@ -109,14 +115,142 @@ fn answer() -> impl Strategy<Value = Answer> {
         pending_requests: c[3],
         failed_requests: c[4],
     });
-    let group =
-        (text(), text(), any::<u32>(), any::<u32>()).prop_map(|(name, listen, count, ready)| {
-            GroupStatus {
-                name,
-                listen,
-                count,
-                ready,
-            }
+    let exit = || {
+        (
+            any::<u32>(),
+            text(),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(any::<i32>()),
+            text(),
+            any::<u64>(),
+        )
+            .prop_map(|(pid, status, code, signal, reason, at_ms)| ExitInfo {
+                pid,
+                status,
+                code,
+                signal,
+                reason,
+                at_ms,
+            })
+    };
+    let counts = (
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<u64>(),
+        any::<i64>(),
+    );
+    let figures = (
+        proptest::option::of(any::<u64>()),
+        -1e9f64..1e9,
+        -1e9f64..1e9,
+        proptest::option::of(-1e9f64..1e9),
+        proptest::option::of(text()),
+        proptest::option::of(any::<u64>()),
+    );
+    let worker_status = (
+        any::<u32>(),
+        proptest::option::of(any::<u32>()),
+        text(),
+        counts,
+        figures,
+        proptest::option::of(exit()),
+    )
+        .prop_map(
+            |(
+                slot,
+                pid,
+                state,
+                (generation, uptime_ms, restarts, rss_bytes, in_flight),
+                f,
+                last_exit,
+            )| {
+                let (
+                    heartbeat_age_ms,
+                    cpu_percent,
+                    requests_per_sec,
+                    p99_ms,
+                    reason,
+                    restart_in_ms,
+                ) = f;
+                WorkerStatus {
+                    slot,
+                    pid,
+                    state,
+                    generation,
+                    uptime_ms,
+                    restarts,
+                    heartbeat_age_ms,
+                    rss_bytes,
+                    cpu_percent,
+                    in_flight,
+                    requests_total: restarts.wrapping_mul(7),
+                    requests_per_sec,
+                    p99_ms,
+                    reason,
+                    restart_in_ms,
+                    last_exit,
+                }
+            },
+        );
+    let group = (
+        (text(), text(), text(), text()),
+        any::<u32>(),
+        any::<u32>(),
+        text(),
+        proptest::option::of(exit()),
+        proptest::collection::vec(worker_status, 0..3),
+    )
+        .prop_map(
+            |((name, worker, listen, listen_mode), count, ready, state, last_exit, workers)| {
+                GroupStatus {
+                    name,
+                    worker,
+                    listen,
+                    listen_mode,
+                    count,
+                    ready,
+                    state,
+                    last_exit,
+                    workers,
+                }
+            },
+        );
+    let reload = proptest::option::of(
+        (
+            proptest::collection::vec(text(), 0..3),
+            any::<u32>(),
+            any::<u32>(),
+        )
+            .prop_map(|(groups, done, total)| ReloadProgress {
+                groups,
+                done,
+                total,
+            }),
+    );
+    let line = (
+        any::<u64>(),
+        text(),
+        proptest::option::of(any::<u32>()),
+        proptest::option::of(text()),
+        text(),
+    )
+        .prop_map(|(seq, group, slot, level, text)| LogLine {
+            seq,
+            group,
+            slot,
+            level,
+            text,
+        });
+    let logs = (
+        proptest::collection::vec(line, 0..4),
+        any::<u64>(),
+        any::<u64>(),
+    )
+        .prop_map(|(lines, next, skipped)| LogLines {
+            lines,
+            next,
+            skipped,
         });
     let worker = (
         text(),
@@ -141,17 +275,24 @@ fn answer() -> impl Strategy<Value = Answer> {
             any::<u32>(),
             any::<u64>(),
             proptest::collection::vec(group, 0..4),
-            stats
+            stats,
+            text(),
+            reload
         )
-            .prop_map(|(master_pid, uptime_ms, groups, ipc)| Answer::Status(
-                ClusterStatus {
-                    master_pid,
-                    uptime_ms,
-                    groups,
-                    ipc
-                }
-            )),
+            .prop_map(
+                |(master_pid, uptime_ms, groups, ipc, state, reload)| Answer::Status(
+                    ClusterStatus {
+                        master_pid,
+                        uptime_ms,
+                        state,
+                        reload,
+                        groups,
+                        ipc
+                    }
+                )
+            ),
         proptest::collection::vec(worker, 0..4).prop_map(Answer::Workers),
+        logs.prop_map(Answer::Logs),
     ]
 }
 

@@ -31,17 +31,20 @@
 //! - `lib.rs`: [`Segment`] and the cells;
 //! - `desc`: [`Kind`], names, labels and buckets, and their validation;
 //! - `render`: [`Snapshot`], the Prometheus text format and JSON.
+//! - `rows`: one metric row by row ([`PerRow`]) and [`quantile`].
 
 #![warn(missing_docs)]
 
 mod desc;
 mod render;
+mod rows;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 pub use desc::{DEFAULT_BUCKETS, Kind, MAX_BUCKETS, validate_name};
 pub use render::{Sample, Series, Snapshot, Value};
+pub use rows::{PerRow, quantile};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"RMREG001");
 const HEADER_LEN: usize = 128;

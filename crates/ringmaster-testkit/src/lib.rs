@@ -9,10 +9,14 @@
 //! - process helpers: [`children_of`], [`ppid_of`], [`alive`], [`exe_inode`];
 //! - HTTP helpers: [`get`], [`get_timeout`], [`health_pid`], [`Response`],
 //!   [`request`] (any method, with a body), [`KeepAlive`];
+//! - [`Load`]: a request loop under which a test changes the cluster;
 //! - [`pg`]: a uniquely named PostgreSQL database per test.
 #![warn(missing_docs)]
 
+mod load;
 pub mod pg;
+
+pub use load::Load;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -52,7 +56,8 @@ impl ClusterProc {
     /// `config` (TOML) and extra environment, and waits until every group
     /// the config names (at least one) listens.
     pub fn start(exe: &Path, dir: PathBuf, config: &str, env: &[(&str, &str)]) -> ClusterProc {
-        let expected = config.matches("[groups.").count().max(1);
+        let expected =
+            config.matches("[groups.").count().max(1) + config.matches("[admin]").count();
         Self::spawn(exe, dir, config, env).wait_for_addrs(expected)
     }
 
@@ -146,6 +151,15 @@ impl ClusterProc {
     /// The address of the first group.
     pub fn addr(&self) -> SocketAddr {
         self.addrs[0].1
+    }
+
+    /// The address of the group named `group`.
+    pub fn addr_of(&self, group: &str) -> SocketAddr {
+        self.addrs
+            .iter()
+            .find(|(g, _)| g == group)
+            .unwrap_or_else(|| panic!("no group {group} in {:?}", self.addrs))
+            .1
     }
 
     /// The master's pid.

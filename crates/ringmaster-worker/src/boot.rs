@@ -78,7 +78,10 @@ pub async fn boot(
 ) -> Result<Booted, BootError> {
     let ipc = Ipc::detached(&identity.group, identity.slot);
     let registry = Registry::local().map_err(|e| format!("metrics registry: {e}"))?;
-    boot_with(worker, identity, config, ipc, registry).await
+    // Outside a cluster nothing drains the app: its sender is dropped, so
+    // `AppContext::draining` never completes.
+    let (_, drain) = tokio::sync::watch::channel(None);
+    boot_with(worker, identity, config, ipc, registry, drain).await
 }
 
 /// Boots with the IPC pool of a worker process.
@@ -88,6 +91,7 @@ pub(crate) async fn boot_with(
     config: Arc<Config>,
     ipc: Ipc,
     registry: Registry,
+    drain: crate::serve::DrainRx,
 ) -> Result<Booted, BootError> {
     let mut phases = Phases::new();
 
@@ -127,6 +131,7 @@ pub(crate) async fn boot_with(
         backends,
         ipc,
         registry.clone(),
+        drain,
     );
     for module in &modules {
         guard(&format!("module {}'s init", module.name()), || {

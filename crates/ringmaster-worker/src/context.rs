@@ -15,6 +15,7 @@ use crate::backend::{Backends, Db, Redis};
 use crate::error::AppError;
 use crate::ipc::Ipc;
 use crate::registry::Registry;
+use crate::serve::DrainRx;
 use crate::views::Views;
 use crate::worker::WorkerContext;
 
@@ -32,6 +33,7 @@ struct Inner {
     registry: Registry,
     views: Views,
     values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    drain: DrainRx,
 }
 
 impl std::fmt::Debug for AppContext {
@@ -81,6 +83,33 @@ impl AppContext {
         &self.inner.registry
     }
 
+    /// Completes when this worker starts draining (a reload, a scale-down,
+    /// a recycle, a stop). End long-lived responses with it (Server-Sent
+    /// Events, long polls), so that they never hold up the drain:
+    ///
+    /// ```
+    /// # use ringmaster_worker::AppContext;
+    /// # async fn sse(ctx: AppContext) {
+    /// let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
+    /// let draining = ctx.draining();
+    /// tokio::pin!(draining);
+    /// loop {
+    ///     tokio::select! {
+    ///         _ = ticks.tick() => { /* send an event */ }
+    ///         () = &mut draining => break,
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn draining(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::serve::drain_started(self.inner.drain.clone())
+    }
+
+    /// Whether this worker is draining.
+    pub fn is_draining(&self) -> bool {
+        self.inner.drain.borrow().is_some()
+    }
+
     /// Closes every backend pool (after a drain).
     pub(crate) async fn backends_close(&self) {
         self.inner.backends.close().await;
@@ -104,6 +133,7 @@ pub struct Init {
     pub(crate) ipc: Ipc,
     pub(crate) registry: Registry,
     pub(crate) values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    drain: DrainRx,
 }
 
 impl Init {
@@ -113,6 +143,7 @@ impl Init {
         backends: Backends,
         ipc: Ipc,
         registry: Registry,
+        drain: DrainRx,
     ) -> Self {
         Init {
             worker,
@@ -121,7 +152,14 @@ impl Init {
             ipc,
             registry,
             values: HashMap::new(),
+            drain,
         }
+    }
+
+    /// Completes when this worker starts draining: a task a module starts
+    /// in `init` can end with it (see [`AppContext::draining`]).
+    pub fn draining(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        crate::serve::drain_started(self.drain.clone())
     }
 
     /// The cluster-wide registry: create the module's metrics here.
@@ -170,6 +208,7 @@ impl Init {
                 registry: self.registry,
                 views,
                 values: self.values,
+                drain: self.drain,
             }),
         }
     }

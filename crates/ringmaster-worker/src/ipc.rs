@@ -32,7 +32,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use ringmaster_proto::{
-    Answer, ClusterStatus, MAX_FRAME_LEN, MasterMsg, Origin, ReplyError, Service, Target,
+    Answer, ClusterStatus, LogLines, MAX_FRAME_LEN, MasterMsg, Origin, ReplyError, Service, Target,
     WorkerInfo, WorkerMsg,
 };
 use serde::Serialize;
@@ -462,6 +462,16 @@ impl Ipc {
     pub async fn status(&self) -> Result<ClusterStatus, IpcError> {
         match self.call(Service::Status).await? {
             Answer::Status(status) => Ok(status),
+            _ => Err(IpcError::Confused),
+        }
+    }
+
+    /// Lines of the master's log after sequence number `after` (0: from
+    /// the oldest it keeps), at most `max` (and at most 1000), from the
+    /// master's ring of recent lines (`server.log_ring`).
+    pub async fn logs(&self, after: u64, max: u32) -> Result<LogLines, IpcError> {
+        match self.call(Service::Logs { after, max }).await? {
+            Answer::Logs(lines) => Ok(lines),
             _ => Err(IpcError::Confused),
         }
     }

@@ -138,10 +138,11 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         Err(reason) => return fatal(outbox, writer, reason).await,
     };
     let config = Arc::new(handoff.config.clone());
-    let booted = match boot::boot_with(&*worker, identity, config, ipc, registry).await {
-        Ok(b) => b,
-        Err(e) => return fatal(outbox, writer, e.to_string()).await,
-    };
+    let booted =
+        match boot::boot_with(&*worker, identity, config, ipc, registry, drain_rx.clone()).await {
+            Ok(b) => b,
+            Err(e) => return fatal(outbox, writer, e.to_string()).await,
+        };
     phases.extend(booted.phases);
     let (app, ctx) = (booted.app, booted.ctx);
 
@@ -177,8 +178,9 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         .await;
     tracing::debug!("worker serving");
 
+    let limit = request_limit(&cfg, outbox.clone());
     tokio::select! {
-        () = serve::serve(listener, app, drain_rx.clone()) => {
+        () = serve::serve(listener, app, drain_rx.clone(), limit) => {
             // Every request is done: the pools can close cleanly.
             close_backends(&ctx).await;
             tracing::info!("drained; exiting");
@@ -190,6 +192,44 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// With `max_requests`, the counter that asks the master to recycle this
+/// worker once it has served `max_requests` plus its own random share of
+/// `max_requests_jitter`.
+fn request_limit(
+    cfg: &ringmaster_config::GroupConfig,
+    outbox: mpsc::Sender<Outgoing>,
+) -> Option<Arc<serve::RequestLimit>> {
+    if cfg.max_requests == 0 {
+        return None;
+    }
+    let jitter = match cfg.max_requests_jitter {
+        0 => 0,
+        j => {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(std::process::id());
+            h.finish() % (j + 1)
+        }
+    };
+    let limit = cfg.max_requests.saturating_add(jitter);
+    tracing::debug!(
+        limit,
+        "this worker asks to be recycled after {limit} requests"
+    );
+    Some(Arc::new(serve::RequestLimit::new(limit, move || {
+        tracing::info!(
+            limit,
+            "served max_requests; asking the master for a replacement"
+        );
+        let msg = WorkerMsg::Recycle {
+            reason: "max_requests".into(),
+        };
+        if outbox.try_send(Outgoing::Msg(msg)).is_err() {
+            tracing::warn!("cannot ask for a replacement: the queue to the master is full");
+        }
+    })))
 }
 
 /// Maps the master's registry segment at this worker's row, or a private

@@ -17,7 +17,7 @@
 //!    (a request in progress then still finishes).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -38,9 +38,38 @@ pub(crate) const DRAIN_LINGER: Duration = Duration::from_millis(1000);
 /// The drain trigger: `None` until a drain starts, then its grace period.
 pub(crate) type DrainRx = watch::Receiver<Option<Duration>>;
 
+/// Counts the requests a worker served and fires once when they reach a
+/// limit (`max_requests`): one relaxed atomic add per request.
+pub(crate) struct RequestLimit {
+    limit: u64,
+    served: AtomicU64,
+    reached: Box<dyn Fn() + Send + Sync>,
+}
+
+impl RequestLimit {
+    pub(crate) fn new(limit: u64, reached: impl Fn() + Send + Sync + 'static) -> Self {
+        RequestLimit {
+            limit,
+            served: AtomicU64::new(0),
+            reached: Box::new(reached),
+        }
+    }
+
+    fn count(&self) {
+        if self.served.fetch_add(1, Ordering::Relaxed) + 1 == self.limit {
+            (self.reached)();
+        }
+    }
+}
+
 /// Serves `app` on `listener` until a drain starts and every connection
-/// has closed.
-pub(crate) async fn serve(listener: std::net::TcpListener, app: Router, drain: DrainRx) {
+/// has closed; `limit` counts the requests served.
+pub(crate) async fn serve(
+    listener: std::net::TcpListener,
+    app: Router,
+    drain: DrainRx,
+    limit: Option<Arc<RequestLimit>>,
+) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -56,7 +85,13 @@ pub(crate) async fn serve(listener: std::net::TcpListener, app: Router, drain: D
     tokio::pin!(started);
     let serve_one = |connections: &mut JoinSet<()>, tcp: TcpStream| {
         let _ = tcp.set_nodelay(true);
-        let conn = connection(tcp, app.clone(), drain.clone(), draining.clone());
+        let conn = connection(
+            tcp,
+            app.clone(),
+            drain.clone(),
+            draining.clone(),
+            limit.clone(),
+        );
         connections.spawn(conn.in_current_span());
     };
     loop {
@@ -107,10 +142,19 @@ pub(crate) async fn drain_started(mut rx: DrainRx) {
     }
 }
 
-async fn connection(tcp: TcpStream, app: Router, drain: DrainRx, draining: Arc<AtomicBool>) {
+async fn connection(
+    tcp: TcpStream,
+    app: Router,
+    drain: DrainRx,
+    draining: Arc<AtomicBool>,
+    limit: Option<Arc<RequestLimit>>,
+) {
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let response = app.clone().oneshot(req.map(Body::new));
         let draining = draining.clone();
+        if let Some(limit) = &limit {
+            limit.count();
+        }
         async move {
             let mut response = response.await;
             if draining.load(Ordering::Relaxed)

@@ -1,5 +1,7 @@
-//! The command line of the master role: `serve`, `check`, `routes` and
-//! `migrate`; and the one-off migrate role the master starts.
+//! The command line of the master role: `serve`, `check`, `routes`,
+//! `migrate`, `stats`, and the control commands (`status`, `reload`,
+//! `scale`, `restart`, `stop`, `logs`, thin clients of the control
+//! socket, in `control`); and the one-off migrate role the master starts.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use ringmaster_config::{Config, EXIT_CONFIG};
 use ringmaster_master::{MasterError, ServeOptions};
 use ringmaster_worker::{Backends, Worker};
+
+use crate::control;
 
 /// The file read when `--config` is not given and it exists.
 const DEFAULT_CONFIG: &str = "ringmaster.toml";
@@ -41,6 +45,66 @@ enum Command {
     Stats(StatsArgs),
     /// Print the running cluster's recent log lines (and follow new ones).
     Logs(LogsArgs),
+    /// Show every group and worker of the running cluster.
+    Status(StatusArgs),
+    /// Rolling reload: replace every worker (of one group), new one ready first.
+    Reload(ReloadArgs),
+    /// Set a group's worker count: `scale web 4`, `scale web +2`, `scale web -1`.
+    Scale(ScaleArgs),
+    /// Replace one worker, its replacement ready first: `restart web/0`.
+    Restart(RestartArgs),
+    /// Stop the cluster gracefully; returns once the master has exited.
+    Stop(StopArgs),
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print the status as JSON (the schema is in docs/control.md).
+    #[arg(long)]
+    json: bool,
+    /// Redraw every second until interrupted.
+    #[arg(long, short)]
+    watch: bool,
+}
+
+#[derive(Debug, Args)]
+struct ReloadArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Only this group (default: every group).
+    #[arg(long, short)]
+    group: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct ScaleArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The group.
+    group: String,
+    /// The new count (4), or a change (+2, -1).
+    #[arg(allow_hyphen_values = true)]
+    count: String,
+}
+
+#[derive(Debug, Args)]
+struct RestartArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The worker, as GROUP/SLOT (web/0).
+    worker: String,
+}
+
+#[derive(Debug, Args)]
+struct StopArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// How long workers may take to finish their requests ("10s"; default:
+    /// each group's drain_timeout).
+    #[arg(long)]
+    timeout: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -94,7 +158,12 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
     | Command::Routes(arg)
     | Command::Migrate(arg)
     | Command::Stats(StatsArgs { config: arg, .. })
-    | Command::Logs(LogsArgs { config: arg, .. })) = &cli.command;
+    | Command::Logs(LogsArgs { config: arg, .. })
+    | Command::Status(StatusArgs { config: arg, .. })
+    | Command::Reload(ReloadArgs { config: arg, .. })
+    | Command::Scale(ScaleArgs { config: arg, .. })
+    | Command::Restart(RestartArgs { config: arg, .. })
+    | Command::Stop(StopArgs { config: arg, .. })) = &cli.command;
     let path = config_path(arg.config.clone());
     if !matches!(cli.command, Command::Serve(_)) {
         crate::logging::init(crate::logging::Output::Stderr);
@@ -109,58 +178,30 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
         Command::Routes(_) => routes(&config, workers),
         Command::Migrate(_) => migrate(&config, workers),
         Command::Stats(args) => crate::stats::print(&config, args.pid, args.json, args.prometheus),
-        Command::Logs(args) => logs(&config, &args),
-    }
-}
-
-/// `logs`: asks the running master over its control socket.
-fn logs(config: &Config, args: &LogsArgs) -> ExitCode {
-    use std::io::{BufRead, Write};
-    let path = &config.server.control_socket;
-    let mut stream = match std::os::unix::net::UnixStream::connect(path) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "error: cannot reach the master at {} ({e}); is the cluster running from this directory? (server.control_socket)",
-                path.display()
-            );
-            return ExitCode::FAILURE;
+        Command::Logs(a) => control::logs(
+            &config,
+            a.lines,
+            a.follow,
+            a.group.as_deref(),
+            a.slot,
+            a.level.as_deref(),
+        ),
+        Command::Status(a) => control::status(&config, a.json, a.watch),
+        Command::Reload(a) => control::reload(&config, a.group.as_deref()),
+        Command::Scale(a) => control::scale(&config, &a.group, &a.count),
+        Command::Restart(a) => control::restart(&config, &a.worker),
+        Command::Stop(a) => {
+            let timeout = match a.timeout.as_deref().map(ringmaster_config::parse_duration) {
+                None => None,
+                Some(Ok(t)) => Some(t),
+                Some(Err(e)) => {
+                    eprintln!("error: --timeout: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            control::stop(&config, timeout)
         }
-    };
-    let mut req = format!("logs lines={}", args.lines);
-    if args.follow {
-        req.push_str(" follow");
     }
-    if let Some(g) = &args.group {
-        req.push_str(&format!(" group={g}"));
-    }
-    if let Some(s) = args.slot {
-        req.push_str(&format!(" slot={s}"));
-    }
-    if let Some(l) = &args.level {
-        req.push_str(&format!(" level={l}"));
-    }
-    req.push('\n');
-    if let Err(e) = stream.write_all(req.as_bytes()) {
-        eprintln!("error: the master closed the control socket: {e}");
-        return ExitCode::FAILURE;
-    }
-    let mut out = std::io::stdout().lock();
-    for line in std::io::BufReader::new(stream).lines() {
-        let Ok(line) = line else { break };
-        if let Some(e) = line.strip_prefix("error: ") {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-        if writeln!(out, "{line}").is_err() {
-            break;
-        }
-        if !args.follow {
-            continue;
-        }
-        let _ = out.flush();
-    }
-    ExitCode::SUCCESS
 }
 
 /// The migrate role: the master started this process to run migrations

@@ -47,8 +47,10 @@
 #![warn(missing_docs)]
 
 mod cli;
+mod control;
 mod logging;
 mod stats;
+mod status_table;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -59,9 +61,10 @@ pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
 #[doc(inline)]
 pub use ringmaster_worker::{
     AppContext, AppError, BootError, Booted, ClusterStatus, Controller, Counter, Db, Delivery,
-    Gauge, GroupStatus, Histogram, Init, Ipc, IpcError, IpcStats, Migration, Module, Origin,
-    Registry, RouteInfo, Snapshot, Subscription, Target, Templates, Views, Worker, WorkerContext,
-    WorkerInfo, boot, middleware, migrate, on_db, routes,
+    ExitInfo, Gauge, GroupState, GroupStatus, Histogram, Init, Ipc, IpcError, IpcStats, LogLine,
+    LogLines, Migration, Module, Origin, Registry, ReloadProgress, RouteInfo, Snapshot,
+    Subscription, Target, Templates, Views, Worker, WorkerContext, WorkerInfo, WorkerStatus, boot,
+    middleware, migrate, on_db, routes,
 };
 pub use ringmaster_worker::{redis, sqlx};
 
@@ -109,8 +112,12 @@ impl Cluster {
 
     /// Runs the binary: the worker or migrate role when a master started
     /// this process, otherwise the command line (`serve`, `check`,
-    /// `routes`, `migrate`). Returns the exit code.
-    pub fn run(self) -> ExitCode {
+    /// `routes`, `migrate`, `stats`, `status`, `reload`, `scale`,
+    /// `restart`, `stop`, `logs`). Returns the exit code.
+    pub fn run(mut self) -> ExitCode {
+        // The built-in admin worker: groups run it only when `[admin]`
+        // turns it on.
+        self.workers.push(Arc::new(ringmaster_admin::Admin));
         if ringmaster_worker::is_worker_process() {
             let format = std::env::var(ringmaster_worker::ENV_CONFIG)
                 .ok()

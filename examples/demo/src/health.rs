@@ -9,9 +9,12 @@
 //!   `/__test/abort` (logs a line, then aborts the process),
 //!   `/__test/log?n=&size=` (logs `n` lines of about `size` bytes),
 //!   `/__test/flood?n=` (publishes `n` invalidations of made-up codes to
-//!   every worker) and `/__test/ask?group=&timeout_ms=` (asks `api.stats`
-//!   of a group);
+//!   every worker), `/__test/ask?group=&timeout_ms=` (asks `api.stats`
+//!   of a group) and `/__test/alloc?mb=N` (allocates and keeps N MiB, so
+//!   the worker's resident memory grows);
 //! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
+//! - `RINGMASTER_DEMO_FAIL_BOOT_FILE=PATH` makes every worker fail at boot
+//!   while that file exists (a test creates it to break the next boots);
 //! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot.
 
 use std::time::Duration;
@@ -23,6 +26,8 @@ use serde::{Deserialize, Serialize};
 pub const ENV_TEST_ROUTES: &str = "RINGMASTER_DEMO_TEST_ROUTES";
 /// Makes every worker fail at boot.
 pub const ENV_FAIL_BOOT: &str = "RINGMASTER_DEMO_FAIL_BOOT";
+/// Makes every worker fail at boot while the file it names exists.
+pub const ENV_FAIL_BOOT_FILE: &str = "RINGMASTER_DEMO_FAIL_BOOT_FILE";
 /// Makes every worker hang at boot (never report ready).
 pub const ENV_HANG_BOOT: &str = "RINGMASTER_DEMO_HANG_BOOT";
 
@@ -65,7 +70,8 @@ impl Module for Health {
                 .get("/__test/abort", abort)
                 .get("/__test/log", log_lines)
                 .get("/__test/flood", flood)
-                .get("/__test/ask", ask);
+                .get("/__test/ask", ask)
+                .get("/__test/alloc", alloc);
         }
         vec![c]
     }
@@ -73,6 +79,12 @@ impl Module for Health {
     fn init(&self, _init: &mut Init) -> Result<(), BootError> {
         if switch(ENV_FAIL_BOOT) {
             return Err(format!("{ENV_FAIL_BOOT}=1 is set: failing on purpose").into());
+        }
+        if let Some(path) = std::env::var_os(ENV_FAIL_BOOT_FILE)
+            && std::path::Path::new(&path).exists()
+        {
+            let path = std::path::Path::new(&path).display().to_string();
+            return Err(format!("{ENV_FAIL_BOOT_FILE}: {path} exists: failing on purpose").into());
         }
         if switch(ENV_HANG_BOOT) {
             loop {
@@ -238,6 +250,29 @@ async fn ask(
         .await
         .map(Json)
         .map_err(|e| (StatusCode::GATEWAY_TIMEOUT, e.to_string()))
+}
+
+#[derive(Deserialize)]
+struct AllocParams {
+    mb: usize,
+}
+
+/// Memory `/__test/alloc` keeps for the life of the worker.
+static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Allocates `mb` MiB and keeps it, every page written (so it is
+/// resident): the worker's RSS grows by about that much.
+async fn alloc(Query(p): Query<AllocParams>) -> Result<String, AppError> {
+    if p.mb > 4096 {
+        return Err(AppError::unprocessable("mb: at most 4096"));
+    }
+    let block = vec![1u8; p.mb << 20];
+    let mut held = HELD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    held.push(block);
+    let total: usize = held.iter().map(Vec::len).sum();
+    Ok(format!("holding {} MiB", total >> 20))
 }
 
 #[derive(Deserialize)]

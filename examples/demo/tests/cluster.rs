@@ -5,106 +5,11 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{alive, get, get_timeout, health_pid, web_config};
-
-/// Runs GET `path` in a loop on another thread until stopped; counts
-/// failures and records which worker pids answered `/healthz`.
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<Mutex<Vec<String>>>,
-    pids: Arc<Mutex<Vec<(Instant, u32)>>>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addr: std::net::SocketAddr, path: &'static str) -> Load {
-        Self::start_n(addr, path, 1)
-    }
-
-    fn start_n(addr: std::net::SocketAddr, path: &'static str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicU64::new(0));
-        let failed = Arc::new(Mutex::new(Vec::new()));
-        let pids = Arc::new(Mutex::new(Vec::new()));
-        let mut threads = Vec::new();
-        for _ in 0..clients {
-            let (s, o, f, p) = (stop.clone(), ok.clone(), failed.clone(), pids.clone());
-            threads.push(std::thread::spawn(move || {
-                while !s.load(Ordering::Relaxed) {
-                    match get(addr, path) {
-                        Ok(r) if r.status == 200 => {
-                            o.fetch_add(1, Ordering::Relaxed);
-                            if path == "/healthz" {
-                                let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
-                                p.lock()
-                                    .unwrap()
-                                    .push((Instant::now(), v["pid"].as_u64().unwrap() as u32));
-                            }
-                        }
-                        Ok(r) => f
-                            .lock()
-                            .unwrap()
-                            .push(format!("status {}: {}", r.status, r.body)),
-                        Err(e) => f.lock().unwrap().push(e.to_string()),
-                    }
-                }
-            }));
-        }
-        Load {
-            stop,
-            ok,
-            failed,
-            pids,
-            threads,
-        }
-    }
-
-    /// Waits until `n` more requests have succeeded (the load is flowing).
-    fn wait_ok(&self, n: u64) {
-        let target = self.ok.load(Ordering::Relaxed) + n;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while self.ok.load(Ordering::Relaxed) < target {
-            assert!(Instant::now() < deadline, "the load made no progress");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits until `pid` has answered `/healthz` after `since`.
-    fn wait_answer_from(&self, pid: u32, since: Instant) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !self
-            .pids
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|(t, p)| *p == pid && *t > since)
-        {
-            assert!(Instant::now() < deadline, "worker {pid} never answered");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn finish(mut self) -> (u64, Vec<String>, Vec<(Instant, u32)>) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads.drain(..) {
-            t.join().unwrap();
-        }
-        let failed = std::mem::take(&mut *self.failed.lock().unwrap());
-        let pids = std::mem::take(&mut *self.pids.lock().unwrap());
-        (self.ok.load(Ordering::Relaxed), failed, pids)
-    }
-}
-
-impl Drop for Load {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
+use support::{Load, alive, get, get_timeout, health_pid, web_config};
 
 /// Waits until a worker logged that a `/__test/sleep` request started.
 fn wait_sleep_started(cluster: &support::ClusterProc) {
@@ -149,14 +54,7 @@ fn a_killed_worker_is_replaced_within_a_second_while_the_other_serves() {
         // A replacement with a new pid answers within one second.
         let deadline = killed_at + Duration::from_secs(1);
         let replacement = loop {
-            let seen: Vec<u32> = load
-                .pids
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(t, _)| *t > killed_at)
-                .map(|(_, p)| *p)
-                .collect();
+            let seen = load.pids_since(killed_at);
             if let Some(p) = seen.iter().find(|p| !before.contains(p)) {
                 break *p;
             }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringmaster_proto::{
-    Answer, ClusterStatus, GroupStatus, IpcStats, MasterMsg, Origin, ReplyError, Service, Target,
+    Answer, IpcStats, LogLine, LogLines, MasterMsg, Origin, ReplyError, Service, Target,
     WorkerInfo, encode_frame,
 };
 use tokio::sync::mpsc::error::TrySendError;
@@ -35,6 +35,10 @@ const MAX_TOPICS: usize = 4096;
 pub(super) const MAX_TOPIC_LEN: usize = 256;
 /// Bytes of request payloads waiting for a server, at most.
 const MAX_PARKED_BYTES: usize = 64 << 20;
+/// Log lines in one answer to [`Service::Logs`], at most, and bytes of
+/// each line (1000 x 512 bytes stays far below a frame).
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_LINE: usize = 512;
 
 /// A request between workers that has not been answered yet.
 #[derive(Debug)]
@@ -410,6 +414,7 @@ impl Supervisor {
         let answer = match service {
             Service::Status => Answer::Status(self.status()),
             Service::Workers => Answer::Workers(self.worker_infos()),
+            Service::Logs { after, max } => Answer::Logs(self.log_lines(after, max)),
             _ => return,
         };
         self.send(serial, &MasterMsg::Answer { id, answer });
@@ -427,28 +432,42 @@ impl Supervisor {
         stats
     }
 
-    /// The answer to [`Service::Status`].
-    pub(super) fn status(&self) -> ClusterStatus {
-        let ipc = self.router_stats();
-        ClusterStatus {
-            master_pid: self.master_pid,
-            uptime_ms: self.started.elapsed().as_millis() as u64,
-            groups: self
-                .groups
-                .iter()
-                .enumerate()
-                .map(|(g, group)| GroupStatus {
-                    name: group.name.clone(),
-                    listen: group.listeners.addr().to_string(),
-                    count: group.slots.len() as u32,
-                    ready: self
-                        .workers
-                        .values()
-                        .filter(|w| w.group == g && w.phase == Phase::Ready)
-                        .count() as u32,
-                })
-                .collect(),
-            ipc,
+    /// The answer to [`Service::Logs`]: at most 1000 lines a call, so an
+    /// answer stays far below the frame limit.
+    fn log_lines(&self, after: u64, max: u32) -> LogLines {
+        let Some(hub) = &self.opts.logs else {
+            return LogLines {
+                lines: Vec::new(),
+                next: after,
+                skipped: 0,
+            };
+        };
+        let max = (max as usize).min(MAX_LOG_LINES);
+        let (lines, next, skipped) = hub.since(after, max);
+        let lines = lines
+            .into_iter()
+            .map(|(seq, l)| {
+                let mut text = l.text;
+                if text.len() > MAX_LOG_LINE {
+                    let mut cut = MAX_LOG_LINE;
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
+                }
+                LogLine {
+                    seq,
+                    group: l.group.to_string(),
+                    slot: l.slot.map(|s| s as u32),
+                    level: l.level.map(str::to_string),
+                    text,
+                }
+            })
+            .collect();
+        LogLines {
+            lines,
+            next,
+            skipped,
         }
     }
 
@@ -462,12 +481,7 @@ impl Supervisor {
                 slot: w.slot as u32,
                 generation: w.generation,
                 pid: w.pid,
-                phase: match w.phase {
-                    Phase::Booting => "booting",
-                    Phase::Ready => "ready",
-                    Phase::Draining => "draining",
-                }
-                .to_string(),
+                phase: w.phase.name().to_string(),
                 uptime_ms: w.started.elapsed().as_millis() as u64,
             })
             .collect();

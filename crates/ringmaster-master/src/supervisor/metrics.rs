@@ -46,6 +46,11 @@ impl Registry {
         }
     }
 
+    /// The row of slot `s` of group `g`, if it has one.
+    pub(super) fn row(&self, g: usize, s: usize) -> Option<u32> {
+        self.rows.get(&(g, s)).copied()
+    }
+
     /// The row of slot `s` of group `g`, given one if it has none yet;
     /// `None` when every row is taken (`server.registry_slots`).
     pub(super) fn row_for(&mut self, g: usize, s: usize) -> Option<u32> {
@@ -224,13 +229,14 @@ impl Supervisor {
             return;
         }
         self.registry.refreshed = Some(now);
+        self.sample_usage(now);
         let mut per_slot = Vec::new();
         for group in &self.groups {
             for (s, slot) in group.slots.iter().enumerate() {
                 let w = slot.current.and_then(|serial| self.workers.get(&serial));
                 let ready = w.is_some_and(|w| w.phase == Phase::Ready);
                 let uptime = w.map_or(0, |w| w.started.elapsed().as_secs());
-                let rss = w.map_or(0, |w| rss_bytes(w.pid));
+                let rss = w.map_or(0, |w| w.usage.rss);
                 per_slot.push((group.name.clone(), s, ready, uptime, rss));
             }
         }
@@ -310,18 +316,3 @@ impl Supervisor {
 const READY_HELP: &str = "1 when the worker of this slot is ready, else 0.";
 const UPTIME_HELP: &str = "Seconds since the worker of this slot started.";
 const RSS_HELP: &str = "Resident memory of the worker of this slot, in bytes.";
-
-/// A process's resident set size, from `/proc/PID/statm`; 0 if unknown.
-fn rss_bytes(pid: u32) -> u64 {
-    let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
-        return 0;
-    };
-    let pages: u64 = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    // SAFETY: sysconf with a constant name.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages.saturating_mul(u64::try_from(page).unwrap_or(4096))
-}

@@ -10,6 +10,9 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::Supervisor;
+use super::replace::notify;
+use crate::control::Events;
+use crate::control::request::error;
 
 /// First delay before retrying failed start-up migrations; doubles.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -17,12 +20,16 @@ const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Why migrations run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(super) enum Purpose {
     /// Before the first workers.
     Startup,
-    /// Before a reload rolls.
-    Reload,
+    /// Before a reload of group `only` (or of all) rolls; `events`
+    /// follows it.
+    Reload {
+        only: Option<usize>,
+        events: Option<Events>,
+    },
 }
 
 /// A migrate process in flight.
@@ -35,7 +42,7 @@ pub(super) struct Migrating {
 impl Migrating {
     /// Whether these are the start-up migrations.
     pub(super) fn is_startup(&self) -> bool {
-        self.purpose == Purpose::Startup
+        matches!(self.purpose, Purpose::Startup)
     }
 }
 
@@ -55,7 +62,7 @@ pub(super) async fn done(migrating: &mut Option<Migrating>) -> Option<Finished> 
                 .await
                 .unwrap_or_else(|_| Err("the migrate task ended without a result".into()));
             Some(Finished {
-                purpose: m.purpose,
+                purpose: m.purpose.clone(),
                 config: m.config.clone(),
                 outcome,
             })
@@ -87,6 +94,12 @@ impl Supervisor {
     /// A migrate process finished.
     pub(super) fn after_migration(&mut self, finished: Finished) {
         if self.stopping.is_some() {
+            if let Purpose::Reload { events, .. } = &finished.purpose {
+                notify(
+                    events.as_ref(),
+                    error("stopping", "the master is stopping".into()),
+                );
+            }
             return;
         }
         match (finished.purpose, finished.outcome) {
@@ -108,11 +121,17 @@ impl Supervisor {
                 );
                 self.migrate_retry = Some((Instant::now() + delay, attempts));
             }
-            (Purpose::Reload, Ok(())) => self.begin_rolling(finished.config),
-            (Purpose::Reload, Err(e)) => tracing::error!(
-                error = %e,
-                "reload aborted: migrations failed; the running workers are kept"
-            ),
+            (Purpose::Reload { only, events }, Ok(())) => {
+                self.begin_rolling(finished.config, only, events);
+            }
+            (Purpose::Reload { events, .. }, Err(e)) => {
+                tracing::error!(
+                    error = %e,
+                    "reload aborted: migrations failed; the running workers are kept"
+                );
+                let message = format!("migrations failed, nothing was reloaded: {e}");
+                notify(events.as_ref(), error("migrations_failed", message));
+            }
         }
     }
 

@@ -15,11 +15,22 @@
 //!   services) and its backpressure.
 //! - `metrics`: the registry segment: rows, registrations, folding, and
 //!   the master's own series.
+//! - `replace`: replacing a slot's worker with its replacement ready
+//!   first: rolling reload, `restart`, recycling.
+//! - `commands`: the control socket's commands (status, reload, scale,
+//!   restart, stop) and their replies.
+//! - `status`: the per-second samples and the [`ClusterStatus`] built
+//!   from the worker table.
+//!
+//! [`ClusterStatus`]: ringmaster_proto::ClusterStatus
 
+mod commands;
 mod ipc;
 mod metrics;
 mod migration;
 mod policy;
+mod replace;
+mod status;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,6 +61,17 @@ enum Phase {
     Ready,
     /// Told to drain; will be killed at its deadline.
     Draining,
+}
+
+impl Phase {
+    /// As `status` shows it.
+    fn name(self) -> &'static str {
+        match self {
+            Phase::Booting => "booting",
+            Phase::Ready => "ready",
+            Phase::Draining => "draining",
+        }
+    }
 }
 
 /// One worker process, from spawn to reap.
@@ -89,6 +111,14 @@ struct Worker {
     killed_at: Option<Instant>,
     /// What the worker said in its `Fatal` message, if it sent one.
     fatal: Option<String>,
+    /// Resident memory and CPU, sampled every second.
+    usage: status::Usage,
+    /// Set once it is past a recycling limit: why (`recycled: max_rss`).
+    recycle: Option<String>,
+    /// Why it was told to drain (`reload`, `scale down`, ...).
+    drain_reason: Option<String>,
+    /// Why it was started besides its slot's serving worker, if it was.
+    replaces: Option<replace::Why>,
 }
 
 impl Worker {
@@ -98,6 +128,7 @@ impl Worker {
         self.killed_for
             .as_deref()
             .or(self.fatal.as_deref())
+            .or(self.drain_reason.as_deref())
             .unwrap_or(default)
     }
 }
@@ -114,6 +145,16 @@ struct Slot {
     strikes: u32,
     /// When the next worker of this slot may start, after a strike.
     restart_at: Option<Instant>,
+    /// A worker booting to take over this slot (reload, restart, recycle).
+    replacement: Option<u64>,
+    /// Unexpected exits of this slot's workers.
+    restarts: u64,
+    /// How the slot's last worker ended.
+    last_exit: Option<ringmaster_proto::ExitInfo>,
+    /// Its registry row over the last seconds, for rates.
+    window: status::Window,
+    /// After a recycling replacement failed to boot: not before this.
+    recycle_after: Option<Instant>,
 }
 
 /// A worker group: its configuration, sockets and slots.
@@ -123,6 +164,8 @@ struct Group {
     cfg: GroupConfig,
     listeners: GroupListeners,
     slots: Vec<Slot>,
+    /// The group's most recent unexpected exit.
+    last_exit: Option<ringmaster_proto::ExitInfo>,
 }
 
 impl Group {
@@ -156,13 +199,25 @@ pub(crate) struct Supervisor {
     events_rx: mpsc::Receiver<WorkerEvent>,
     router: ipc::Router,
     registry: metrics::Registry,
-    reload: Option<policy::Reload>,
+    reload: Option<replace::Reload>,
     /// A reload waiting for its migrate process: the new configuration and
     /// the outcome to come.
     migrating: Option<migration::Migrating>,
     /// Start-up migrations failed: when to try again, and how often they did.
     migrate_retry: Option<(Instant, u32)>,
     stopping: Option<Stop>,
+    /// The drain grace a `stop --timeout` asked for, instead of each
+    /// group's `drain_timeout`.
+    stop_grace: Option<Duration>,
+    /// Control clients waiting for the stop to finish.
+    stop_events: Vec<crate::control::Events>,
+    /// Control clients waiting for a `restart`: by the replacement's serial.
+    restart_events: HashMap<u64, crate::control::Events>,
+    /// Commands from the control socket.
+    control_tx: mpsc::Sender<crate::control::Command>,
+    control_rx: mpsc::Receiver<crate::control::Command>,
+    /// Bounds of the latency histogram (for p99 in `status`).
+    latency_bounds: Vec<f64>,
 }
 
 impl Supervisor {
@@ -183,6 +238,7 @@ impl Supervisor {
         let rows = u32::try_from(opts.config.registry_slots()).unwrap_or(u32::MAX);
         let segment = ringmaster_registry::Segment::create(opts.config.server.registry_size, rows)
             .map_err(MasterError::Registry)?;
+        let (control_tx, control_rx) = mpsc::channel(64);
         Ok(Supervisor {
             opts,
             exe,
@@ -200,6 +256,12 @@ impl Supervisor {
             migrating: None,
             migrate_retry: None,
             stopping: None,
+            stop_grace: None,
+            stop_events: Vec::new(),
+            restart_events: HashMap::new(),
+            control_tx,
+            control_rx,
+            latency_bounds: Vec::new(),
         })
     }
 
@@ -220,13 +282,11 @@ impl Supervisor {
         let mut signals = Signals::new().map_err(MasterError::Signals)?;
         tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
         let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid);
-        let _control = match &self.opts.logs {
-            Some(logs) => crate::control::Control::start(
-                &self.opts.config.server.control_socket,
-                logs.clone(),
-            ),
-            None => None,
-        };
+        let _control = crate::control::Control::start(
+            &self.opts.config.server.control_socket,
+            self.opts.logs.clone(),
+            self.control_tx.clone(),
+        );
         let to_file = self.opts.config.server.log_file.as_ref();
         if let Some(file) = to_file {
             // The terminal (or whatever started us) still learns where we are.
@@ -278,6 +338,7 @@ impl Supervisor {
                     }
                 }
                 signal = signals.recv() => self.on_signal(signal),
+                Some(cmd) = self.control_rx.recv() => self.on_command(cmd),
                 () = &mut shutdown, if !shutdown_done => {
                     shutdown_done = true;
                     self.stop(Stop::Graceful);
@@ -294,6 +355,7 @@ impl Supervisor {
             }
         }
         tracing::info!("every worker has exited; master stopping");
+        self.stopped().await;
         Ok(())
     }
 
@@ -307,14 +369,18 @@ impl Supervisor {
             },
             Signal::Quit => self.stop(Stop::Immediate),
             Signal::Hup if self.awaiting_startup_migrations() => self.retry_startup_migrations(),
-            Signal::Hup => self.start_reload(),
+            Signal::Hup => {
+                if let Err(e) = self.start_reload(None, None) {
+                    tracing::warn!("HUP ignored: {e}");
+                }
+            }
             Signal::Ttin | Signal::Ttou if self.awaiting_startup_migrations() => {
                 tracing::warn!(
                     "no worker runs until the start-up migrations pass; scaling is ignored until then"
                 );
             }
-            Signal::Ttin => self.scale_by(1),
-            Signal::Ttou => self.scale_by(-1),
+            Signal::Ttin => self.scale_all_by(1),
+            Signal::Ttou => self.scale_all_by(-1),
             Signal::Usr1 => match &self.opts.logs {
                 Some(logs) if self.opts.config.server.log_file.is_some() => logs.reopen(),
                 _ => tracing::info!("USR1 reopens the log file; there is none (server.log_file)"),
@@ -429,6 +495,10 @@ impl Supervisor {
                         killed_for: None,
                         killed_at: None,
                         fatal: None,
+                        usage: status::Usage::default(),
+                        recycle: None,
+                        drain_reason: None,
+                        replaces: None,
                     },
                 );
                 Some(serial)
@@ -517,6 +587,7 @@ impl Supervisor {
             WorkerMsg::Reply { id, result } => self.on_reply(serial, id, result),
             WorkerMsg::Call { id, service } => self.on_call(serial, id, service),
             msg @ WorkerMsg::Register { .. } => self.on_register(serial, msg),
+            WorkerMsg::Recycle { reason } => self.on_recycle_request(serial, &reason),
             other => {
                 tracing::debug!(group = %group, slot = w.slot, pid = w.pid, message = ?other, "unhandled worker message");
             }
@@ -529,31 +600,46 @@ impl Supervisor {
         };
         self.ipc_forget(&w, serial);
         self.registry_on_exit(&w);
-        let group = &self.groups[w.group];
         let uptime = w.started.elapsed();
         let ready_for = w.ready_at.map(|t| t.elapsed());
         let how = describe_exit(status);
         let expected = w.phase == Phase::Draining || self.stopping.is_some();
         if expected {
+            let reason = w.exit_reason(if self.stopping.is_some() {
+                "stop"
+            } else {
+                "drained"
+            });
+            self.record_exit(&w, status, reason, false);
             tracing::info!(
-                group = %group.name, slot = w.slot, pid = w.pid, status = %how,
+                group = %self.groups[w.group].name, slot = w.slot, pid = w.pid, status = %how, reason,
                 "worker exited"
             );
+            self.stop_progress(&w, &how);
             return;
         }
-        let is_current = group.slots.get(w.slot).and_then(|s| s.current) == Some(serial);
+        let is_current = self.groups[w.group]
+            .slots
+            .get(w.slot)
+            .and_then(|s| s.current)
+            == Some(serial);
         if !is_current {
-            // A reload's replacement that died before it was ready.
+            // A replacement (reload, restart, recycling) that died before
+            // it was ready; the slot's serving worker is kept.
+            let reason = w.exit_reason("exited before it was ready");
+            self.record_exit(&w, status, reason, false);
             self.on_replacement_failed(serial, &w, &how);
             return;
         }
-        let backoff = group.backoff();
+        let reason = w.exit_reason("unexpected exit");
+        self.record_exit(&w, status, reason, true);
+        let backoff = self.groups[w.group].backoff();
         let slot = &mut self.groups[w.group].slots[w.slot];
         slot.current = None;
         let (strikes, delay) = backoff.on_exit(slot.strikes, ready_for);
         slot.strikes = strikes;
+        let replacing = slot.replacement.is_some();
         self.registry_count_restart(w.group, w.slot);
-        let reason = w.exit_reason("unexpected exit");
         let group = &self.groups[w.group].name;
         tracing::warn!(
             group = %group,
@@ -576,8 +662,8 @@ impl Supervisor {
                  the master keeps retrying with backoff; fix the cause (see the reason) and send HUP"
             );
         }
-        if self.reload_owns_slot(w.group, w.slot) {
-            // The reload's replacement for this slot is booting: it takes over.
+        if replacing {
+            // The slot's replacement is booting: it takes over.
             return;
         }
         if delay.is_zero() {
@@ -603,16 +689,21 @@ impl Supervisor {
         }
     }
 
-    /// Tells a worker to drain within the group's drain timeout.
-    fn drain(&mut self, serial: u64) {
+    /// Tells a worker to drain within the group's drain timeout (or the
+    /// grace a `stop --timeout` gave); `why` shows in `status` and in its
+    /// exit.
+    fn drain(&mut self, serial: u64, why: &str) {
         let Some(w) = self.workers.get_mut(&serial) else {
             return;
         };
         if w.phase == Phase::Draining {
             return;
         }
-        let grace = self.groups[w.group].cfg.drain_timeout;
+        let grace = self
+            .stop_grace
+            .unwrap_or(self.groups[w.group].cfg.drain_timeout);
         w.phase = Phase::Draining;
+        w.drain_reason = Some(why.to_string());
         // The worker enforces the grace itself; the master kills a little later.
         w.drain_deadline = Some(Instant::now() + grace + Duration::from_secs(1));
         tracing::info!(
@@ -620,6 +711,7 @@ impl Supervisor {
             slot = w.slot,
             pid = w.pid,
             grace_ms = grace.as_millis() as u64,
+            reason = why,
             "draining worker"
         );
         let msg = MasterMsg::Drain {
@@ -670,5 +762,6 @@ fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterError> {
         cfg: cfg.clone(),
         listeners,
         slots: (0..cfg.count).map(|_| Slot::default()).collect(),
+        last_exit: None,
     })
 }

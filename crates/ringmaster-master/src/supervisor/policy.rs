@@ -1,14 +1,16 @@
-//! The supervisor's policies: deadlines, scheduled restarts, rolling reload,
-//! scaling and stopping.
+//! The supervisor's policies: deadlines, scheduled restarts, applying a
+//! re-read configuration, scaling and stopping. (Replacing workers with
+//! their replacement ready first is `replace`.)
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
-use ringmaster_config::Config;
+use ringmaster_config::{ADMIN_GROUP, Config};
+use serde_json::json;
 use tokio::time::Instant;
 
-use super::migration::Purpose;
+use super::replace::notify;
 use super::{Phase, Slot, Stop, Supervisor, Worker};
+use crate::control::request::error;
 use crate::spawn::WorkerCommand;
 
 /// Strikes in a row after which a slot is reported as crash-looping.
@@ -17,14 +19,6 @@ pub(super) const CRASH_LOOP_STRIKES: u32 = 5;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// A killed worker not reaped after this long is sent the kill again.
 const KILL_RETRY: Duration = Duration::from_secs(1);
-
-/// A rolling reload in progress: slots still to replace, one at a time.
-#[derive(Debug)]
-pub(super) struct Reload {
-    queue: VecDeque<(usize, usize)>,
-    /// The replacement booting now: (group, slot, serial).
-    pending: Option<(usize, usize, u64)>,
-}
 
 impl Worker {
     /// When the master must next act on this worker, if ever: re-send a
@@ -121,115 +115,13 @@ impl Supervisor {
                 let slot = &self.groups[g].slots[s];
                 if slot.current.is_none()
                     && slot.restart_at.is_some_and(|at| at <= now)
-                    && !self.reload_owns_slot(g, s)
+                    && slot.replacement.is_none()
                 {
                     self.start_slot(g, s);
                 }
             }
         }
-        self.advance_reload();
-    }
-
-    /// A worker reported `Ready`: if it is a reload's replacement, it takes
-    /// over its slot and the old worker drains.
-    pub(super) fn on_ready(&mut self, serial: u64) {
-        let Some(reload) = &mut self.reload else {
-            return;
-        };
-        let Some((g, s, pending)) = reload.pending else {
-            return;
-        };
-        if pending != serial {
-            return;
-        }
-        reload.pending = None;
-        let slot = &mut self.groups[g].slots[s];
-        let old = slot.current.replace(serial);
-        slot.strikes = 0;
-        slot.restart_at = None;
-        if let Some(old) = old {
-            self.drain(old);
-        }
-        self.advance_reload();
-    }
-
-    /// Whether a reload's replacement is booting for this slot.
-    pub(super) fn reload_owns_slot(&self, g: usize, s: usize) -> bool {
-        matches!(&self.reload, Some(Reload { pending: Some((pg, ps, _)), .. }) if *pg == g && *ps == s)
-    }
-
-    /// A worker that was not serving its slot exited unexpectedly: a reload's
-    /// replacement that failed to boot. The reload stops; the running
-    /// workers are kept.
-    pub(super) fn on_replacement_failed(&mut self, serial: u64, w: &Worker, how: &str) {
-        let reason = w.exit_reason("exited before it was ready");
-        let group = &self.groups[w.group].name;
-        let is_pending =
-            matches!(&self.reload, Some(Reload { pending: Some((_, _, p)), .. }) if *p == serial);
-        if is_pending {
-            tracing::error!(
-                group = %group, slot = w.slot, pid = w.pid, status = %how, reason,
-                "reload aborted: the new worker failed to boot; the running workers are kept. \
-                 Fix the cause and send HUP again"
-            );
-            self.reload = None;
-            let slot = &mut self.groups[w.group].slots[w.slot];
-            if slot.current.is_none() {
-                // The old worker died meanwhile: the slot restarts normally.
-                slot.restart_at = Some(Instant::now());
-            }
-        } else {
-            tracing::warn!(group = %group, slot = w.slot, pid = w.pid, status = %how, reason, "worker exited");
-        }
-    }
-
-    /// HUP: re-reads the configuration, then replaces every worker, one slot
-    /// at a time: start the replacement, wait for `Ready`, drain the old one.
-    pub(super) fn start_reload(&mut self) {
-        if self.stopping.is_some() {
-            return;
-        }
-        if self.reload.is_some() || self.migrating.is_some() {
-            tracing::warn!("a reload is already in progress; this HUP is ignored");
-            return;
-        }
-        let config = match self.reread_config() {
-            Ok(config) => config,
-            Err(e) => {
-                tracing::error!(
-                    error = %e,
-                    "reload aborted: the configuration is invalid; the running workers are kept. \
-                     Fix it and send HUP again"
-                );
-                return;
-            }
-        };
-        if self.opts.migrate {
-            // Migrations of the binary now on disk run before its workers do;
-            // the loop goes on supervising meanwhile.
-            tracing::info!("reload: running migrations first");
-            self.spawn_migration(config, Purpose::Reload);
-            return;
-        }
-        self.begin_rolling(config);
-    }
-
-    pub(super) fn begin_rolling(&mut self, config: Config) {
-        // The slots that exist now are replaced one by one; slots that the
-        // new configuration adds start with the new binary and settings
-        // anyway, and slots it removes leave the queue as they go.
-        let mut queue = VecDeque::new();
-        for (g, group) in self.groups.iter().enumerate() {
-            for s in 0..group.slots.len() {
-                queue.push_back((g, s));
-            }
-        }
-        tracing::info!(slots = queue.len(), "rolling reload started");
-        self.reload = Some(Reload {
-            queue,
-            pending: None,
-        });
-        self.apply_config(config);
+        self.recycle_tick(now);
         self.advance_reload();
     }
 
@@ -299,45 +191,14 @@ impl Supervisor {
         self.opts.config = config;
     }
 
-    fn advance_reload(&mut self) {
-        loop {
-            let Some(reload) = &mut self.reload else {
-                return;
-            };
-            if reload.pending.is_some() {
-                return;
-            }
-            let Some((g, s)) = reload.queue.pop_front() else {
-                tracing::info!("rolling reload complete");
-                self.reload = None;
-                return;
-            };
-            if s >= self.groups[g].slots.len() {
-                continue;
-            }
-            match self.spawn(g, s) {
-                Some(serial) => {
-                    if let Some(reload) = &mut self.reload {
-                        reload.pending = Some((g, s, serial));
-                    }
-                    return;
-                }
-                None => {
-                    tracing::error!(group = %self.groups[g].name, slot = s, "reload aborted: cannot start a new worker; the running workers are kept");
-                    self.reload = None;
-                    return;
-                }
-            }
-        }
-    }
-
-    /// TTIN / TTOU: one worker more or fewer in every group (never below one).
-    pub(super) fn scale_by(&mut self, delta: i64) {
+    /// TTIN / TTOU: one worker more or fewer in every group (never below
+    /// one), but the admin worker's, which runs one.
+    pub(super) fn scale_all_by(&mut self, delta: i64) {
         if self.stopping.is_some() {
             return;
         }
         let mut config = self.opts.config.clone();
-        for group in &self.groups {
+        for group in self.groups.iter().filter(|g| !g.is_admin()) {
             let count = (group.slots.len() as i64 + delta).clamp(1, 1024) as usize;
             if let Some(cfg) = config.groups.get_mut(&group.name) {
                 cfg.count = count;
@@ -346,6 +207,17 @@ impl Supervisor {
         // Through apply_config, so new workers get the new counts (their
         // thread count depends on it) in the configuration they are handed.
         self.apply_config(config);
+    }
+
+    /// Sets group `g`'s worker count (`scale GROUP N`); the count it has
+    /// afterwards.
+    pub(super) fn scale_group(&mut self, g: usize, count: usize) -> usize {
+        let mut config = self.opts.config.clone();
+        if let Some(cfg) = config.groups.get_mut(&self.groups[g].name) {
+            cfg.count = count;
+        }
+        self.apply_config(config);
+        self.groups[g].slots.len()
     }
 
     fn scale_group_to(&mut self, g: usize, count: usize) {
@@ -372,29 +244,25 @@ impl Supervisor {
         for s in count..current {
             self.registry_on_slot_removed(g, s);
         }
-        let mut orphaned_replacement = None;
-        if let Some(r) = &mut self.reload {
-            r.queue.retain(|&(rg, rs)| rg != g || rs < count);
-            if let Some((pg, ps, serial)) = r.pending
-                && pg == g
-                && ps >= count
-            {
-                r.pending = None;
-                orphaned_replacement = Some(serial);
-            }
-        }
-        if let Some(serial) = orphaned_replacement {
-            self.drain(serial);
-        }
+        self.reload_forget_slots(g, count);
         // The master's copies of the slots' sockets close first; the draining
         // worker holds the last copy, sweeps its accept queue and closes it
         // (see `serve` in the worker, and listener::truncate_slots).
         self.groups[g].listeners.truncate_slots(count);
         for slot in removed {
+            if let Some(serial) = slot.replacement {
+                let events = self.restart_events.remove(&serial);
+                notify(
+                    events.as_ref(),
+                    error("scaled_down", "the slot was removed by a scale down".into()),
+                );
+                self.drain(serial, "scale down");
+            }
             if let Some(serial) = slot.current {
-                self.drain(serial);
+                self.drain(serial, "scale down");
             }
         }
+        self.advance_reload();
     }
 
     /// Stops every worker: gracefully (drain) or at once (SIGKILL).
@@ -403,7 +271,19 @@ impl Supervisor {
             return;
         }
         self.stopping = Some(how);
-        self.reload = None;
+        self.finish_reload(Err(error(
+            "stopping",
+            "the master is stopping; the reload did not finish".into(),
+        )));
+        for (_, events) in self.restart_events.drain() {
+            notify(
+                Some(&events),
+                error(
+                    "stopping",
+                    "the master is stopping; the restart did not finish".into(),
+                ),
+            );
+        }
         for group in &mut self.groups {
             for slot in &mut group.slots {
                 slot.restart_at = None;
@@ -417,7 +297,7 @@ impl Supervisor {
                     "graceful stop: draining every worker"
                 );
                 for serial in serials {
-                    self.drain(serial);
+                    self.drain(serial, "stop");
                 }
             }
             Stop::Immediate => {
@@ -434,5 +314,47 @@ impl Supervisor {
                 }
             }
         }
+    }
+}
+
+impl super::Group {
+    /// Whether this is the built-in admin worker's group.
+    pub(super) fn is_admin(&self) -> bool {
+        self.name == ADMIN_GROUP
+            && self.cfg.worker.as_deref() == Some(ringmaster_config::ADMIN_WORKER)
+    }
+}
+
+impl Supervisor {
+    /// A worker exited while the master stops: tells the clients following
+    /// the stop.
+    pub(super) fn stop_progress(&self, w: &Worker, how: &str) {
+        if self.stopping.is_none() {
+            return;
+        }
+        let line = json!({
+            "event": "exited", "group": self.groups[w.group].name, "slot": w.slot,
+            "pid": w.pid, "status": how, "left": self.workers.len(),
+        });
+        for events in &self.stop_events {
+            notify(Some(events), line.clone());
+        }
+    }
+
+    /// Every worker has exited: the clients following the stop get their
+    /// final line, and up to a second to receive it before the master
+    /// exits (a connection's task drops its end once it wrote the line).
+    pub(super) async fn stopped(&mut self) {
+        let line = crate::control::request::ok(json!({"master_pid": self.master_pid}));
+        let events: Vec<_> = self.stop_events.drain(..).collect();
+        for tx in &events {
+            notify(Some(tx), line.clone());
+        }
+        let written = async {
+            for tx in &events {
+                tx.closed().await;
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
     }
 }
