@@ -402,14 +402,23 @@ function renderCharts() {
   updateRpsHooks();
 }
 
-// Test hooks on the requests/s canvas: points plotted, and how many of them
-// have rps > 0 for at least one group.
+// Test hooks on the requests/s canvas: points plotted, how many of them
+// have rps > 0 for at least one group, and per group (data-nonzero-NAME).
 function updateRpsHooks() {
   const canvas = $('chart-rps');
   const nonzero = state.history.filter((p) =>
     Object.values(p.groups || {}).some((m) => m && m.rps > 0)).length;
   canvas.dataset.points = String(state.history.length);
   canvas.dataset.nonzero = String(nonzero);
+  const perGroup = {};
+  for (const p of state.history) {
+    for (const [name, m] of Object.entries(p.groups || {})) {
+      perGroup[name] = (perGroup[name] || 0) + (m && m.rps > 0 ? 1 : 0);
+    }
+  }
+  for (const [name, n] of Object.entries(perGroup)) {
+    canvas.setAttribute('data-nonzero-' + name, String(n));
+  }
 }
 
 function renderLegend(c) {

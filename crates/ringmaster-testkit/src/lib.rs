@@ -10,13 +10,16 @@
 //! - HTTP helpers: [`get`], [`get_timeout`], [`health_pid`], [`Response`],
 //!   [`request`] (any method, with a body), [`KeepAlive`];
 //! - [`Load`]: a request loop under which a test changes the cluster;
-//! - [`pg`]: a uniquely named PostgreSQL database per test.
+//! - [`pg`]: a uniquely named PostgreSQL database per test;
+//! - [`Browser`]: headless Chromium over WebDriver, for the dashboard.
 #![warn(missing_docs)]
 
 mod load;
 pub mod pg;
+mod webdriver;
 
 pub use load::Load;
+pub use webdriver::Browser;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -40,15 +40,19 @@ impl Client {
         request["v"] = json!(1);
         let mut line = request.to_string();
         line.push('\n');
-        self.reader
-            .get_mut()
-            .write_all(line.as_bytes())
-            .map_err(|e| {
-                format!(
-                    "the master at {} closed the connection: {e}",
-                    self.path.display()
-                )
-            })
+        if let Err(e) = self.reader.get_mut().write_all(line.as_bytes()) {
+            // The master may have said why before it closed (a refused uid).
+            if let Ok(Some(reply)) = self.next()
+                && reply["ok"] == false
+            {
+                return Err(error_text(&reply));
+            }
+            return Err(format!(
+                "the master at {} closed the connection: {e}",
+                self.path.display()
+            ));
+        }
+        Ok(())
     }
 
     /// The next reply line; `None` when the master closed the connection.
@@ -316,15 +320,19 @@ pub(crate) fn stop(config: &Config, timeout: Option<Duration>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Whether any thread of process `pid` still runs. A process whose
+/// threads are all zombies has exited (its parent has not reaped it yet).
 fn process_exists(pid: i32) -> bool {
-    // A zombie (not yet reaped by whoever started it) has exited.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|i| stat.get(i + 2..i + 3))
-            .is_some_and(|state| state != "Z"),
-        Err(_) => false,
-    }
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+            stat.rfind(')')
+                .and_then(|i| stat.get(i + 2..i + 3))
+                .is_some_and(|state| state != "Z" && state != "X")
+        })
+    })
 }
 
 /// `logs`: the recent lines, and with `--follow` every new one.

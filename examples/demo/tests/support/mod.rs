@@ -64,3 +64,60 @@ pub fn create_link(web: std::net::SocketAddr, url: &str) -> String {
     let link: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     link["code"].as_str().unwrap().to_string()
 }
+
+/// `status --json` of the running `cluster`.
+pub fn status_json(cluster: &ClusterProc) -> serde_json::Value {
+    let out = cli(cluster, &["status", "--json"]);
+    assert!(out.status.success(), "status: {out:?}\n{}", cluster.log());
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The group named `name` in a `status --json` value.
+pub fn group<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["name"] == name))
+        .unwrap_or_else(|| panic!("no group {name} in {status:#}"))
+}
+
+/// The pids of a group's workers in a `status --json` value, by slot.
+pub fn group_pids(status: &serde_json::Value, name: &str) -> Vec<u64> {
+    group(status, name)["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["pid"].as_u64())
+        .collect()
+}
+
+/// Polls `status --json` until `pred` holds (or panics after 20 s saying
+/// `what`); the status that passed.
+pub fn wait_status(
+    cluster: &ClusterProc,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let s = status_json(cluster);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last status {s:#}\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Whether every worker of group `name` is ready, and there are `n`.
+pub fn settled(status: &serde_json::Value, name: &str, n: usize) -> bool {
+    let g = group(status, name);
+    let workers = g["workers"].as_array().unwrap();
+    g["count"] == n
+        && g["ready"] == n
+        && workers.len() == n
+        && workers.iter().all(|w| w["state"] == "ready")
+}
