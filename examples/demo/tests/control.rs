@@ -417,3 +417,23 @@ fn another_uid_is_refused_and_logged() {
     // The owner still gets through.
     assert_eq!(status_json(&cluster)["state"], "running");
 }
+
+#[test]
+fn the_socket_directory_is_created_private() {
+    let config = "[server]\ncontrol_socket = \"run/ctl/master.sock\"\n\
+                  [groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n";
+    let cluster = support::start(config, &[]);
+    wait_status(&cluster, "ready through the socket in run/ctl", |s| {
+        settled(s, "web", 1)
+    });
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &str| {
+        std::fs::metadata(cluster.dir().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("run/ctl"), 0o700);
+    assert_eq!(mode("run/ctl/master.sock"), 0o600);
+}
