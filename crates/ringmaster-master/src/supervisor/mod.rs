@@ -371,7 +371,8 @@ impl Supervisor {
             Signal::Hup if self.awaiting_startup_migrations() => self.retry_startup_migrations(),
             Signal::Hup => {
                 if let Err(e) = self.start_reload(None, None) {
-                    tracing::warn!("HUP ignored: {e}");
+                    let why = e["error"]["message"].as_str().unwrap_or("");
+                    tracing::warn!("HUP ignored: {why}");
                 }
             }
             Signal::Ttin | Signal::Ttou if self.awaiting_startup_migrations() => {
