@@ -27,9 +27,11 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 # start_cluster NAME MODE [EXTRA_TOML]: the demo's web group, 2 workers.
 start_cluster() {
   port[$1]=$(free_port)
+  # A directory each: its own control socket, pid file and database.
+  mkdir -p "$work/$1"
   printf '[groups.web]\nlisten = "127.0.0.1:%s"\ncount = 2\nlisten_mode = "%s"\n%s\n' \
-    "${port[$1]}" "$2" "${3:-}" > "$work/$1.toml"
-  (cd "$work" && RINGMASTER_LOG=${RINGMASTER_LOG:-warn} exec $srv "$OLDPWD/target/release/ringmaster-demo" serve --config "$work/$1.toml") &
+    "${port[$1]}" "$2" "${3:-}" > "$work/$1/ringmaster.toml"
+  (cd "$work/$1" && RINGMASTER_LOG=${RINGMASTER_LOG:-warn} exec $srv "$OLDPWD/target/release/ringmaster-demo" serve --config "$work/$1/ringmaster.toml") &
   pids+=($!)
 }
 

@@ -45,6 +45,8 @@ pub(crate) const MAX_LINE: usize = 4096;
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections at most.
 pub(crate) const MAX_CONNECTIONS: usize = 128;
+/// A follower of the logs gets a heartbeat line after this much silence.
+const FOLLOW_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the supervisor may take to answer `status`.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -452,7 +454,17 @@ async fn logs(
         return Ok(());
     };
     loop {
-        let block = match rx.recv().await {
+        // A follower that hung up is noticed by the next write: when the
+        // log is quiet, a heartbeat line is that write (so a heap of gone
+        // followers cannot keep every connection busy).
+        let next = match tokio::time::timeout(FOLLOW_HEARTBEAT, rx.recv()).await {
+            Ok(next) => next,
+            Err(_) => {
+                send(write, &json!({"event": "heartbeat"})).await?;
+                continue;
+            }
+        };
+        let block = match next {
             Ok(b) => b,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                 send(write, &json!({"event": "skipped", "blocks": n})).await?;

@@ -262,7 +262,7 @@ impl Supervisor {
                 self.drain(serial, "scale down");
             }
         }
-        self.advance_reload();
+        // A reload whose pending slot went moves on at the next tick.
     }
 
     /// Stops every worker: gracefully (drain) or at once (SIGKILL).

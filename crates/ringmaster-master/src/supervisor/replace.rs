@@ -253,9 +253,10 @@ impl Supervisor {
         only: Option<usize>,
         events: Option<Events>,
     ) {
-        self.apply_config(config);
-        // The slots that exist now (after the new counts) are replaced one
-        // by one; slots removed meanwhile leave the queue as they go.
+        // The slots that exist now are replaced one by one; slots the new
+        // configuration adds start with the new binary and settings anyway,
+        // and slots it removes leave the queue as they go (apply_config,
+        // after the reload exists).
         let groups: Vec<usize> = match only {
             Some(g) => vec![g],
             None => (0..self.groups.len()).collect(),
@@ -282,6 +283,7 @@ impl Supervisor {
             events,
             started: Instant::now(),
         });
+        self.apply_config(config);
         self.advance_reload();
     }
 
