@@ -31,7 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Json, Router};
-use ringmaster_worker::{AppContext, BootError, Controller, Init, Module, Worker};
+use ringmaster_worker::{AppContext, BootError, ClusterStatus, Controller, Init, Module, Worker};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -102,6 +102,7 @@ impl Module for AdminModule {
         );
         tokio::spawn(run);
         init.insert(feed);
+        init.insert(StatusCache::default());
         Ok(())
     }
 }
@@ -215,13 +216,50 @@ async fn metrics(State(ctx): State<AppContext>) -> Response {
         .into_response()
 }
 
-/// The master's status over IPC, or a 503 saying why there is none.
-async fn ask_status(ctx: &AppContext) -> Result<ringmaster_worker::ClusterStatus, Response> {
-    ctx.ipc().status().await.map_err(|e| {
+/// The last status the master gave, and when: `/status` and the probes
+/// (open to anyone without a token) ask the master at most every
+/// [`STATUS_MAX_AGE`], however often they are called.
+#[derive(Default)]
+struct StatusCache(std::sync::Mutex<Option<(std::time::Instant, ClusterStatus)>>);
+
+impl StatusCache {
+    fn get(&self) -> Option<(std::time::Instant, ClusterStatus)> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn put(&self, status: ClusterStatus) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), status));
+    }
+}
+
+/// How old a status `/status`, `/healthz` and `/readyz` may answer with.
+const STATUS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The master's status over IPC (at most [`STATUS_MAX_AGE`] old), or a
+/// 503 saying why there is none.
+async fn ask_status(ctx: &AppContext) -> Result<ClusterStatus, Response> {
+    let cache = ctx.get::<StatusCache>();
+    if let Some((at, status)) = cache.and_then(StatusCache::get)
+        && at.elapsed() < STATUS_MAX_AGE
+    {
+        return Ok(status);
+    }
+    let status = ctx.ipc().status().await.map_err(|e| {
         let body =
             json!({"status": "unavailable", "error": format!("the master does not answer: {e}")});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    })
+    })?;
+    if let Some(cache) = cache {
+        cache.put(status.clone());
+    }
+    Ok(status)
 }
 
 /// `GET /status`: the same JSON as `status --json`.

@@ -869,6 +869,10 @@ fn admin_settings_are_checked() {
     let err = from_str_err("[admin]\nlisten = \"0.0.0.0:9100\"\n");
     assert_eq!(err.key(), Some("admin.token"));
     assert!(
+        !err.message().contains("  "),
+        "one space between words: {err}"
+    );
+    assert!(
         err.message()
             .contains("required when admin.listen (0.0.0.0:9100) is not a loopback address"),
         "{err}"

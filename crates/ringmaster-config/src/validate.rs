@@ -114,7 +114,7 @@ pub(crate) fn validate_admin(config: &Config) -> Result<Option<SocketAddr>, Viol
             return Err(violation(
                 group_key(name, "worker"),
                 format!(
-                    "{ADMIN_WORKER:?} is the built-in admin worker; turn it on with                      [admin] listen = \"127.0.0.1:9100\" instead of a group"
+                    "{ADMIN_WORKER:?} is the built-in admin worker; turn it on with [admin] listen = \"127.0.0.1:9100\" instead of a group"
                 ),
             ));
         }
@@ -125,7 +125,7 @@ pub(crate) fn validate_admin(config: &Config) -> Result<Option<SocketAddr>, Viol
         return Err(violation(
             key("token"),
             format!(
-                "expected a token of at least {MIN_TOKEN_LEN} characters (a long random                  string, e.g. from `openssl rand -hex 24`), got {} characters",
+                "expected a token of at least {MIN_TOKEN_LEN} characters (a long random string, e.g. from `openssl rand -hex 24`), got {} characters",
                 token.chars().count()
             ),
         ));
@@ -138,7 +138,7 @@ pub(crate) fn validate_admin(config: &Config) -> Result<Option<SocketAddr>, Viol
             key: vec!["groups".to_owned(), ADMIN_GROUP.to_owned()],
             related: vec![key("listen")],
             message: format!(
-                "the group name {ADMIN_GROUP:?} is the admin worker's when [admin] listen is                  set; rename this group"
+                "the group name {ADMIN_GROUP:?} is the admin worker's when [admin] listen is set; rename this group"
             ),
         });
     }
@@ -147,7 +147,7 @@ pub(crate) fn validate_admin(config: &Config) -> Result<Option<SocketAddr>, Viol
             key: key("token"),
             related: vec![key("listen")],
             message: format!(
-                "required when admin.listen ({listen}) is not a loopback address: the admin                  worker shows the whole cluster and its logs; set admin.token (or                  RINGMASTER__ADMIN__TOKEN) to a long random string, or listen on 127.0.0.1"
+                "required when admin.listen ({listen}) is not a loopback address: the admin worker shows the whole cluster and its logs; set admin.token (or RINGMASTER__ADMIN__TOKEN) to a long random string, or listen on 127.0.0.1"
             ),
         });
     }

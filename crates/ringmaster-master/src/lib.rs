@@ -10,6 +10,8 @@
 //!
 //! - `listener`: the sockets, shared or one `SO_REUSEPORT` socket per slot.
 //! - `spawn`: re-executing a worker with its fds, and its watcher task.
+//! - `steer`: the BPF program that steers new connections away from
+//!   reuseport sockets about to close.
 //! - `supervisor`: the event loop, the worker table and the policies
 //!   (restart with backoff, timeouts, rolling reload, scaling, stopping).
 //! - `backoff`: strikes and exponential restart delays.
@@ -26,6 +28,7 @@ pub mod logs;
 mod migrate;
 mod signals;
 mod spawn;
+mod steer;
 mod supervisor;
 
 use std::future::Future;

@@ -7,11 +7,13 @@
 //!   each generation of that slot, so the kernel spreads connections evenly.
 //!
 //! Either way the master holds every socket, so a worker that dies never
-//! takes a queue of accepted-but-unserved connections with it.
+//! takes a queue of accepted-but-unserved connections with it. Before
+//! reuseport sockets close (scale-down), new connections are steered to
+//! the kept ones (`steer`), so closing resets none.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use ringmaster_config::ListenMode;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -25,6 +27,11 @@ pub(crate) struct GroupListeners {
     addr: SocketAddr,
     /// One socket (shared) or one per slot (reuseport), index = slot.
     sockets: Vec<OwnedFd>,
+    /// Whether the kernel's array of the group's sockets is still in slot
+    /// order (what steering relies on; see `steer`).
+    order_known: bool,
+    /// Whether a steering program is attached.
+    steering: bool,
 }
 
 impl GroupListeners {
@@ -52,8 +59,10 @@ impl GroupListeners {
             backlog,
             addr,
             sockets: vec![first.into()],
+            order_known: true,
+            steering: false,
         };
-        listeners.ensure_slots(count)?;
+        listeners.ensure_slots(count, 0)?;
         Ok(listeners)
     }
 
@@ -68,8 +77,14 @@ impl GroupListeners {
     }
 
     /// In reuseport mode, binds sockets until there is one per slot.
-    pub(crate) fn ensure_slots(&mut self, count: usize) -> io::Result<()> {
+    /// `still_closing`: removed sockets that draining workers may still
+    /// hold; when they close, the kernel moves the newest sockets into
+    /// their places, so with two or more added now the slot order is lost.
+    pub(crate) fn ensure_slots(&mut self, count: usize, still_closing: usize) -> io::Result<()> {
         if self.mode == ListenMode::Reuseport {
+            if still_closing > 0 && count >= self.sockets.len() + 2 {
+                self.order_known = false;
+            }
             while self.sockets.len() < count {
                 self.sockets
                     .push(bind_one(self.addr, self.mode, self.backlog)?.into());
@@ -78,8 +93,32 @@ impl GroupListeners {
         Ok(())
     }
 
-    /// In reuseport mode, closes the sockets of slots `count..`. Connections
-    /// still queued on them are reset unless `net.ipv4.tcp_migrate_req` is 1.
+    /// In reuseport mode, before the sockets of slots `keep..` close:
+    /// steers new connections to slots `0..keep`. Whether it steers (not in
+    /// shared mode, nor once the slot order is lost).
+    pub(crate) fn steer_to_first(&mut self, keep: usize) -> io::Result<bool> {
+        if self.mode != ListenMode::Reuseport || !self.order_known || keep == 0 {
+            return Ok(false);
+        }
+        let serving: Vec<u32> = (0..keep).map(|i| i as u32).collect();
+        crate::steer::steer(self.sockets[0].as_fd(), &serving)?;
+        self.steering = true;
+        Ok(true)
+    }
+
+    /// Detaches the steering program, once the removed sockets are closed.
+    pub(crate) fn unsteer(&mut self) -> io::Result<()> {
+        if self.steering {
+            crate::steer::unsteer(self.sockets[0].as_fd())?;
+            self.steering = false;
+        }
+        Ok(())
+    }
+
+    /// In reuseport mode, closes the master's copies of the sockets of
+    /// slots `count..` (steer first: a connection that reaches a closing
+    /// socket's queue after its worker's last accept is reset, unless
+    /// `net.ipv4.tcp_migrate_req` is 1).
     pub(crate) fn truncate_slots(&mut self, count: usize) {
         if self.mode == ListenMode::Reuseport && count >= 1 {
             self.sockets.truncate(count);
@@ -152,6 +191,72 @@ mod tests {
                 .unwrap();
         let err = GroupListeners::bind(other.addr(), ListenMode::Reuseport, 64, 2).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+
+    /// Connects `n` clients, then counts what each socket accepted.
+    fn spread(l: &GroupListeners, n: usize) -> Vec<usize> {
+        let clients: Vec<_> = (0..n)
+            .map(|_| std::net::TcpStream::connect(l.addr()).unwrap())
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let counts = l
+            .sockets
+            .iter()
+            .map(|fd| {
+                let s = std::net::TcpListener::from(fd.try_clone().unwrap());
+                s.set_nonblocking(true).unwrap();
+                std::iter::from_fn(|| s.accept().ok()).count()
+            })
+            .collect();
+        drop(clients);
+        counts
+    }
+
+    #[test]
+    fn steering_sends_new_connections_to_the_kept_sockets_only() {
+        let mut l = GroupListeners::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            ListenMode::Reuseport,
+            256,
+            3,
+        )
+        .unwrap();
+        assert!(l.steer_to_first(2).unwrap());
+        let counts = spread(&l, 60);
+        assert_eq!(counts[2], 0, "{counts:?}");
+        assert_eq!(counts[0] + counts[1], 60, "{counts:?}");
+        assert!(
+            counts[0] > 0 && counts[1] > 0,
+            "both kept sockets get some: {counts:?}"
+        );
+        crate::steer::steer(l.sockets[0].as_fd(), &[2]).unwrap();
+        assert_eq!(spread(&l, 20), [0, 0, 20], "index i is slot i");
+        l.unsteer().unwrap();
+        let counts = spread(&l, 90);
+        assert!(
+            counts.iter().all(|c| *c > 0),
+            "the kernel spreads again: {counts:?}"
+        );
+        // Shared mode has one socket: nothing to steer.
+        let mut shared =
+            GroupListeners::bind("127.0.0.1:0".parse().unwrap(), ListenMode::Shared, 64, 2)
+                .unwrap();
+        assert!(!shared.steer_to_first(1).unwrap());
+    }
+
+    #[test]
+    fn the_slot_order_is_lost_when_sockets_are_added_while_others_close() {
+        let mut l =
+            GroupListeners::bind("127.0.0.1:0".parse().unwrap(), ListenMode::Reuseport, 64, 2)
+                .unwrap();
+        l.ensure_slots(3, 1).unwrap();
+        assert!(l.order_known, "one added: it takes the only free place");
+        l.ensure_slots(5, 1).unwrap();
+        assert!(!l.order_known);
+        assert!(
+            !l.steer_to_first(2).unwrap(),
+            "no steering without the order"
+        );
     }
 
     #[test]

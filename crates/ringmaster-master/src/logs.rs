@@ -313,16 +313,24 @@ impl LogHub {
             (blocks, ring.next_seq)
         };
         let newer = next.saturating_sub(after + 1);
+        // Newest blocks first, and only as many lines as asked: a caller
+        // far behind costs `max` lines, not the ring.
         let mut out: Vec<(u64, Line)> = Vec::new();
-        for (first, block) in &blocks {
+        for (first, block) in blocks.iter().rev() {
+            if out.len() >= max {
+                break;
+            }
             let lines = block
                 .lines()
                 .enumerate()
                 .map(|(i, l)| (first + i as u64, l));
-            out.extend(lines.filter(|(seq, _)| *seq > after));
-        }
-        if out.len() > max {
-            out.drain(..out.len() - max);
+            let mut fresh: Vec<(u64, Line)> = lines.filter(|(seq, _)| *seq > after).collect();
+            let room = max - out.len();
+            if fresh.len() > room {
+                fresh.drain(..fresh.len() - room);
+            }
+            fresh.append(&mut out);
+            out = fresh;
         }
         let skipped = newer.saturating_sub(out.len() as u64);
         (out, next.saturating_sub(1).max(after), skipped)

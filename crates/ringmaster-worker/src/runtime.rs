@@ -157,8 +157,9 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
     phases.push(phase("listen", t));
 
     if drain_rx.borrow().is_some() {
-        tracing::info!("drained before serving; exiting");
-        return ExitCode::SUCCESS;
+        // Still serve: the loop stops at once, but first takes what is
+        // queued on the socket (a scale-down may close it for good).
+        tracing::info!("drained before serving; taking what is queued, then exiting");
     }
     tokio::spawn(heartbeat(outbox.clone(), cfg.heartbeat_interval).in_current_span());
     if let Some(pipe) = crate::logpipe::installed() {

@@ -272,7 +272,10 @@ fn max_requests_recycles_a_worker_with_no_failed_request() {
 
 #[test]
 fn max_rss_recycles_a_worker_with_no_failed_request() {
-    let cluster = support::start(&web_config("count = 1\nmax_rss = 134217728"), &[]);
+    let cluster = support::start(
+        &web_config("count = 1\nmax_rss = 134217728\nmin_uptime = \"300ms\""),
+        &[],
+    );
     let before = group_pids(
         &wait_status(&cluster, "ready", |s| settled(s, "web", 1)),
         "web",
@@ -384,6 +387,13 @@ fn bad_requests_and_idle_clients_change_nothing_and_status_still_answers() {
 
 #[test]
 fn another_uid_is_refused_and_logged() {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs a command as uid 65534 with setpriv, which needs root \
+         (CI and the development machines run as root)"
+    );
     let cluster = support::start(&web_config("count = 1"), &[]);
     wait_status(&cluster, "ready", |s| settled(s, "web", 1));
     let as_nobody = || {

@@ -3,9 +3,9 @@
 //! master for its status and tells it to reload, scale, restart or stop.
 //! The protocol is line-delimited JSON (`request`, `docs/control.md`).
 //!
-//! **Who may talk.** The socket is created mode 0600 under a umask that
-//! leaves no window in which another user could connect, in a directory
-//! created 0700 if it is missing; and every connection's peer uid
+//! **Who may talk.** The socket is made mode 0600 before it listens (no
+//! window in which another user could connect), in a directory created
+//! 0700 if it is missing; and every connection's peer uid
 //! (`SO_PEERCRED`) must be the master's or root's. Anyone else gets an
 //! error line and is logged by uid and pid.
 //!
@@ -45,6 +45,12 @@ pub(crate) const MAX_LINE: usize = 4096;
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Open connections at most.
 pub(crate) const MAX_CONNECTIONS: usize = 128;
+/// A reply the client does not take within this long closes the connection.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reply bytes gathered before a write, for a long tail.
+const WRITE_CHUNK: usize = 64 << 10;
+/// Log tails built at once, at most.
+const MAX_TAILS: usize = 4;
 /// A follower of the logs gets a heartbeat line after this much silence.
 const FOLLOW_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long the supervisor may take to answer `status`.
@@ -76,6 +82,8 @@ struct Shared {
     conns: Mutex<Conns>,
     /// The uid allowed besides root: the master's own.
     uid: u32,
+    /// Permits to build a log tail (each copies up to the whole ring).
+    tails: tokio::sync::Semaphore,
 }
 
 /// The open connections, for the limit and for evicting the idlest.
@@ -158,6 +166,7 @@ impl Control {
             logs,
             commands,
             conns: Mutex::new(Conns::default()),
+            tails: tokio::sync::Semaphore::new(MAX_TAILS),
             // SAFETY: geteuid has no preconditions and cannot fail.
             uid: unsafe { libc::geteuid() },
         });
@@ -177,11 +186,18 @@ fn bind(path: &Path) -> Result<UnixListener, String> {
                 "server.control_socket names a file that is not a socket; it is left alone".into(),
             );
         }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err("another master answers on the control socket (set server.control_socket to another path)".into());
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => return Err("another master answers on the control socket (set server.control_socket to another path)".into()),
+            // Nobody listens: left by a master that died.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) => {
+                return Err(format!(
+                    "cannot tell whether another master uses the control socket ({e}); it is left alone"
+                ));
+            }
         }
-        // A socket nobody answers on: left by a master that died.
-        let _ = std::fs::remove_file(path);
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
         && !dir.exists()
@@ -198,16 +214,25 @@ fn bind(path: &Path) -> Result<UnixListener, String> {
                 )
             })?;
     }
-    // The socket file takes its mode from the umask at bind: 0600 at once,
-    // so no other user can connect before a chmod. (The umask is the
-    // process's; other threads creating files meanwhile get 0600 too,
-    // which is stricter, never looser.)
-    // SAFETY: umask has no preconditions and cannot fail.
-    let old = unsafe { libc::umask(0o177) };
-    let bound = UnixListener::bind(path);
-    // SAFETY: as above; restores the previous mask.
-    unsafe { libc::umask(old) };
-    bound.map_err(|e| format!("cannot open the control socket: {e}"))
+    // Bind, make it the owner's only, and only then listen: until `listen`
+    // every connect is refused, so there is no moment at which another
+    // user could get in (and no process-wide umask to change).
+    let fail = |e: std::io::Error| format!("cannot open the control socket: {e}");
+    let socket =
+        socket2::Socket::new(socket2::Domain::UNIX, socket2::Type::STREAM, None).map_err(fail)?;
+    socket
+        .bind(&socket2::SockAddr::unix(path).map_err(fail)?)
+        .map_err(fail)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    }
+    socket.listen(128).map_err(fail)?;
+    socket.set_nonblocking(true).map_err(fail)?;
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(
+        std::os::fd::OwnedFd::from(socket),
+    ))
+    .map_err(fail)
 }
 
 async fn accept(listener: UnixListener, shared: Arc<Shared>) {
@@ -298,7 +323,19 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
 async fn send(write: &mut OwnedWriteHalf, line: &Value) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(line).unwrap_or_default();
     bytes.push(b'\n');
-    write.write_all(&bytes).await
+    write_all(write, &bytes).await
+}
+
+/// Writes `bytes`, or fails when the client has not taken them within
+/// [`WRITE_TIMEOUT`] (a client that stops reading is cut off, never kept).
+async fn write_all(write: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(bytes)).await {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "the client does not read",
+        )),
+    }
 }
 
 /// Answers one request; an error is the client gone.
@@ -441,26 +478,37 @@ async fn logs(
     };
     // Subscribe before reading the ring, so no line falls between.
     let mut rx = follow.then(|| hub.subscribe());
-    let tail = hub.tail(lines, |l| filter.keeps(l));
-    let mut out = Vec::new();
-    for line in &tail {
-        push_line(&mut out, &log_event(line));
-    }
-    if !follow {
-        push_line(&mut out, &ok(json!({"lines": tail.len()})));
-    }
-    write.write_all(&out).await?;
-    let Some(rx) = &mut rx else {
-        return Ok(());
+    let sent = {
+        // A tail copies up to the whole ring: a few at a time, so that
+        // many clients cannot make the master hold many copies.
+        let _permit = shared.tails.acquire().await;
+        let tail = hub.tail(lines, |l| filter.keeps(l));
+        let mut out = Vec::new();
+        for line in &tail {
+            push_line(&mut out, &log_event(line));
+            if out.len() >= WRITE_CHUNK {
+                write_all(write, &out).await?;
+                out.clear();
+            }
+        }
+        write_all(write, &out).await?;
+        tail.len()
     };
+    let Some(rx) = &mut rx else {
+        return send(write, &ok(json!({"lines": sent}))).await;
+    };
+    let mut last_write = Instant::now();
     loop {
-        // A follower that hung up is noticed by the next write: when the
-        // log is quiet, a heartbeat line is that write (so a heap of gone
-        // followers cannot keep every connection busy).
-        let next = match tokio::time::timeout(FOLLOW_HEARTBEAT, rx.recv()).await {
+        // A follower that hung up is noticed by the next write: when
+        // nothing was written for a while (a quiet log, or a filter that
+        // drops everything), a heartbeat line is that write, so gone
+        // followers cannot keep every connection busy.
+        let quiet = (last_write + FOLLOW_HEARTBEAT).saturating_duration_since(Instant::now());
+        let next = match tokio::time::timeout(quiet, rx.recv()).await {
             Ok(next) => next,
             Err(_) => {
                 send(write, &json!({"event": "heartbeat"})).await?;
+                last_write = Instant::now();
                 continue;
             }
         };
@@ -477,7 +525,8 @@ async fn logs(
             push_line(&mut out, &log_event(&line));
         }
         if !out.is_empty() {
-            write.write_all(&out).await?;
+            write_all(write, &out).await?;
+            last_write = Instant::now();
         }
     }
 }
@@ -514,6 +563,9 @@ impl LineReader {
     async fn next(&mut self) -> Result<Option<String>, ReadError> {
         loop {
             if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
+                if nl > MAX_LINE {
+                    return Err(ReadError::TooLong);
+                }
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
                 let text = String::from_utf8_lossy(&line[..nl]).trim().to_string();
                 if text.is_empty() {

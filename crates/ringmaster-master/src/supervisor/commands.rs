@@ -21,6 +21,14 @@ impl Supervisor {
                 let _ = reply.send(self.status());
             }
             Command::Reload { group, events } => {
+                if self.awaiting_startup_migrations() {
+                    // As a HUP does then: the first workers wait for the
+                    // start-up migrations; retry them with the file re-read.
+                    self.retry_startup_migrations();
+                    let message = "no worker runs yet: the start-up migrations failed; they are \
+                                   retried now with the configuration re-read (see the master's log)";
+                    return notify(Some(&events), error("starting", message.into()));
+                }
                 let only = match group {
                     None => None,
                     Some(name) => match self.group_index(&name) {
@@ -97,7 +105,7 @@ impl Supervisor {
         let from = self.groups[g].slots.len();
         let target = match to {
             ScaleTo::Count(n) => i64::try_from(n).unwrap_or(i64::MAX),
-            ScaleTo::Delta(d) => from as i64 + d,
+            ScaleTo::Delta(d) => (from as i64).saturating_add(d),
         };
         if !(1..=MAX_COUNT).contains(&target) {
             return error(

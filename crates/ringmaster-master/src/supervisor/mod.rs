@@ -166,6 +166,9 @@ struct Group {
     slots: Vec<Slot>,
     /// The group's most recent unexpected exit.
     last_exit: Option<ringmaster_proto::ExitInfo>,
+    /// Workers still holding sockets of slots a scale-down removed (new
+    /// connections are steered away from those until they have exited).
+    closing: Vec<u64>,
 }
 
 impl Group {
@@ -453,7 +456,6 @@ impl Supervisor {
         let slot = &mut group.slots[s];
         let generation = slot.next_generation;
         slot.next_generation += 1;
-        slot.restart_at = None;
         let spec = SpawnSpec {
             exe: &self.exe,
             group: &group.name,
@@ -469,6 +471,8 @@ impl Supervisor {
         match spawn::spawn_worker(&spec, serial, self.events_tx.clone()) {
             Ok(link) => {
                 let pid = link.pid;
+                // Only now: a start that failed keeps the slot's restart due.
+                group.slots[s].restart_at = None;
                 tracing::info!(group = %group.name, slot = s, pid, generation, "worker spawned");
                 let now = Instant::now();
                 self.workers.insert(
@@ -601,6 +605,7 @@ impl Supervisor {
         };
         self.ipc_forget(&w, serial);
         self.registry_on_exit(&w);
+        self.on_closing_exit(w.group, serial);
         let uptime = w.started.elapsed();
         let ready_for = w.ready_at.map(|t| t.elapsed());
         let how = describe_exit(status);
@@ -764,5 +769,6 @@ fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterError> {
         listeners,
         slots: (0..cfg.count).map(|_| Slot::default()).collect(),
         last_exit: None,
+        closing: Vec::new(),
     })
 }

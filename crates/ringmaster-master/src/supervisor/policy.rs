@@ -227,7 +227,8 @@ impl Supervisor {
         }
         tracing::info!(group = %self.groups[g].name, from = current, to = count, "scaling");
         if count > current {
-            if let Err(e) = self.groups[g].listeners.ensure_slots(count) {
+            let closing = self.groups[g].closing.len();
+            if let Err(e) = self.groups[g].listeners.ensure_slots(count, closing) {
                 tracing::error!(group = %self.groups[g].name, error = %e, "cannot bind sockets for new slots; the group keeps its size");
                 return;
             }
@@ -245,10 +246,42 @@ impl Supervisor {
             self.registry_on_slot_removed(g, s);
         }
         self.reload_forget_slots(g, count);
-        // The master's copies of the slots' sockets close first; the draining
-        // worker holds the last copy, sweeps its accept queue and closes it
-        // (see `serve` in the worker, and listener::truncate_slots).
+        // New connections go to the kept slots only from now on; then the
+        // master's copies of the removed sockets close; each draining worker
+        // holds the last copy, sweeps its accept queue and closes it (see
+        // `serve` in the worker). Once they have all exited the kernel
+        // spreads over every socket again (`on_closing_exit`).
+        let name = self.groups[g].name.clone();
+        match self.groups[g].listeners.steer_to_first(count) {
+            Ok(true) => {}
+            Ok(false)
+                if self.groups[g].listeners.mode() == ringmaster_config::ListenMode::Reuseport =>
+            {
+                tracing::warn!(
+                    group = %name,
+                    "new connections cannot be steered away from the removed slots (slots were added \
+                     while removed ones still closed, so the kernel's order is unknown until the master \
+                     restarts); one arriving as a removed socket closes may be reset"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                group = %name, error = %e,
+                "cannot steer new connections away from the removed slots; \
+                 one arriving as a removed socket closes may be reset"
+            ),
+        }
         self.groups[g].listeners.truncate_slots(count);
+        let holders: Vec<u64> = self
+            .workers
+            .iter()
+            .filter(|(_, w)| w.group == g && w.slot >= count)
+            .map(|(serial, _)| *serial)
+            .collect();
+        self.groups[g].closing.extend(holders);
+        if self.groups[g].closing.is_empty() {
+            self.unsteer(g);
+        }
         for slot in removed {
             if let Some(serial) = slot.replacement {
                 let events = self.restart_events.remove(&serial);
@@ -356,5 +389,24 @@ impl Supervisor {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+    }
+}
+
+impl Supervisor {
+    /// A worker that held a removed slot's socket exited: once none is
+    /// left, the steering program goes.
+    pub(super) fn on_closing_exit(&mut self, g: usize, serial: u64) {
+        let closing = &mut self.groups[g].closing;
+        let before = closing.len();
+        closing.retain(|s| *s != serial);
+        if before > 0 && closing.is_empty() {
+            self.unsteer(g);
+        }
+    }
+
+    fn unsteer(&mut self, g: usize) {
+        if let Err(e) = self.groups[g].listeners.unsteer() {
+            tracing::warn!(group = %self.groups[g].name, error = %e, "cannot detach the steering program; new connections keep going to the first slots");
+        }
     }
 }

@@ -32,6 +32,17 @@ pub(super) enum Why {
     Recycle,
 }
 
+impl Why {
+    /// As the old worker's drain reason (recycling has its own, the limit).
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Why::Reload => "reload",
+            Why::Restart => "restart",
+            Why::Recycle => "recycled",
+        }
+    }
+}
+
 /// A rolling reload in progress: slots still to replace, one at a time.
 #[derive(Debug)]
 pub(super) struct Reload {
@@ -48,9 +59,12 @@ pub(super) struct Reload {
 }
 
 /// Sends a reply line to a control client, never waiting: a client that
-/// does not read loses lines, the supervisor never stalls.
+/// does not read loses events, the supervisor never stalls. The last place
+/// in the queue is kept for the final line.
 pub(super) fn notify(events: Option<&Events>, line: Value) {
-    if let Some(tx) = events {
+    if let Some(tx) = events
+        && (crate::control::request::is_final(&line) || tx.capacity() > 1)
+    {
         let _ = tx.try_send(line);
     }
 }
@@ -93,12 +107,10 @@ impl Supervisor {
         let old_worker = old.and_then(|o| self.workers.get(&o));
         let old_pid = old_worker.map(|w| w.pid);
         let reason = match why {
-            Why::Reload => "reload".to_string(),
-            Why::Restart => "restart".to_string(),
-            Why::Recycle => old_worker
-                .and_then(|w| w.recycle.clone())
-                .unwrap_or_else(|| "recycled".into()),
-        };
+            Why::Recycle => old_worker.and_then(|w| w.recycle.clone()),
+            _ => None,
+        }
+        .unwrap_or_else(|| why.name().to_string());
         if let Some(old) = old {
             self.drain(old, &reason);
         }
@@ -418,8 +430,13 @@ impl Supervisor {
             return;
         }
         for w in self.workers.values_mut() {
-            let limit = self.groups[w.group].cfg.max_rss;
+            let cfg = &self.groups[w.group].cfg;
+            let limit = cfg.max_rss;
+            // A worker is judged after a stable run: one that boots above
+            // the limit must not be replaced in a loop.
+            let settled = w.ready_at.is_some_and(|t| now - t >= cfg.min_uptime);
             if limit > 0
+                && settled
                 && w.phase == super::Phase::Ready
                 && w.recycle.is_none()
                 && w.usage.rss > limit
@@ -433,10 +450,7 @@ impl Supervisor {
         }
         for g in 0..self.groups.len() {
             let group = &self.groups[g];
-            let reloading = self
-                .reload
-                .as_ref()
-                .is_some_and(|r| r.pending.is_some_and(|(pg, _, _)| pg == g));
+            let reloading = self.reload.as_ref().is_some_and(|r| r.groups.contains(&g));
             if reloading || group.slots.iter().any(|s| s.replacement.is_some()) {
                 continue;
             }
@@ -448,8 +462,11 @@ impl Supervisor {
                         .is_some_and(|w| w.recycle.is_some() && w.phase == super::Phase::Ready)
             });
             if let Some(s) = due {
-                self.groups[g].slots[s].recycle_after = None;
-                self.start_replacement(g, s, Why::Recycle);
+                let retry = self
+                    .start_replacement(g, s, Why::Recycle)
+                    .is_none()
+                    .then(|| now + RECYCLE_RETRY);
+                self.groups[g].slots[s].recycle_after = retry;
             }
         }
     }

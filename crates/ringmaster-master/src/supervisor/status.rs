@@ -186,8 +186,16 @@ impl Supervisor {
         let mut list = Vec::new();
         for (s, slot) in group.slots.iter().enumerate() {
             let mut any = false;
-            for (w, _) in workers.iter().filter(|(w, _)| w.slot == s) {
-                list.push(self.worker_status(w, slot, now));
+            for (w, serial) in workers.iter().filter(|(w, _)| w.slot == s) {
+                let mut status = self.worker_status(w, slot, now);
+                // The serving worker while its replacement boots.
+                if status.reason.is_none() && slot.current == Some(*serial) {
+                    let why = slot
+                        .replacement
+                        .and_then(|r| self.workers.get(&r)?.replaces);
+                    status.reason = why.map(|why| why.name().to_string());
+                }
+                list.push(status);
                 any = true;
             }
             if !any {
