@@ -211,7 +211,7 @@ fn request_limit(
             use std::hash::{BuildHasher, Hasher};
             let mut h = std::collections::hash_map::RandomState::new().build_hasher();
             h.write_u32(std::process::id());
-            h.finish() % (j + 1)
+            h.finish() % j.saturating_add(1)
         }
     };
     let limit = cfg.max_requests.saturating_add(jitter);

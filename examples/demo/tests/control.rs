@@ -323,7 +323,7 @@ fn bad_requests_and_idle_clients_change_nothing_and_status_still_answers() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the socket is the owner's only");
-    let cases: [(&[u8], &str); 5] = [
+    let cases: [(&[u8], &str); 6] = [
         (b"hello\n", "bad_request"),
         (b"{\"v\":1,\"cmd\":\"launch\"}\n", "bad_request"),
         (b"{\"v\":9,\"cmd\":\"status\"}\n", "bad_version"),
@@ -333,6 +333,10 @@ fn bad_requests_and_idle_clients_change_nothing_and_status_still_answers() {
         ),
         (
             b"{\"v\":1,\"cmd\":\"stop\",\"timeout_ms\":\"soon\"}\n",
+            "bad_request",
+        ),
+        (
+            b"{\"v\":1,\"cmd\":\"scale\",\"group\":\"web\",\"delta\":9223372036854775807}\n",
             "bad_request",
         ),
     ];
@@ -446,4 +450,17 @@ fn the_socket_directory_is_created_private() {
     };
     assert_eq!(mode("run/ctl"), 0o700);
     assert_eq!(mode("run/ctl/master.sock"), 0o600);
+}
+
+#[test]
+fn a_stop_with_an_absurd_timeout_still_stops_cleanly() {
+    let mut cluster = support::start(&web_config("count = 1"), &[]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    let reply = ask_raw(
+        &cluster.dir().join("ringmaster.sock"),
+        b"{\"v\":1,\"cmd\":\"stop\",\"timeout_ms\":18446744073709551615}\n",
+    );
+    assert_eq!(reply["event"], "stopping", "{reply}");
+    let status = cluster.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", cluster.log());
 }

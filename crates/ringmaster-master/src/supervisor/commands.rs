@@ -11,6 +11,9 @@ use super::{Stop, Supervisor};
 use crate::control::request::{error, ok};
 use crate::control::{Command, ScaleTo};
 
+/// The longest drain a `stop --timeout` may give (as long as any duration
+/// of the configuration).
+const MAX_GRACE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The most workers a group may run (as the configuration allows).
 const MAX_COUNT: i64 = 1024;
 
@@ -132,7 +135,9 @@ impl Supervisor {
         if let Some(t) = timeout
             && self.stopping.is_none()
         {
-            self.stop_grace = Some(t);
+            // Bounded as any duration of the configuration is: a deadline
+            // computed from it must not overflow.
+            self.stop_grace = Some(t.min(MAX_GRACE));
         }
         notify(
             Some(&events),
