@@ -119,6 +119,9 @@ struct Worker {
     drain_reason: Option<String>,
     /// Why it was started besides its slot's serving worker, if it was.
     replaces: Option<replace::Why>,
+    /// When it was first found past its boot or heartbeat deadline; it is
+    /// killed if it still is a moment later (see `policy`).
+    overdue_since: Option<Instant>,
 }
 
 impl Worker {
@@ -504,6 +507,7 @@ impl Supervisor {
                         recycle: None,
                         drain_reason: None,
                         replaces: None,
+                        overdue_since: None,
                     },
                 );
                 Some(serial)
@@ -551,6 +555,7 @@ impl Supervisor {
                 // A `Ready` that crossed our kill in the queue changes nothing.
                 if w.phase == Phase::Booting && w.killed_for.is_none() {
                     w.phase = Phase::Ready;
+                    w.overdue_since = None;
                     w.ready_at = Some(Instant::now());
                     w.last_heartbeat = Instant::now();
                     let boot_ms = w.started.elapsed().as_secs_f64() * 1e3;
@@ -572,7 +577,10 @@ impl Supervisor {
                     self.dispatch_parked();
                 }
             }
-            WorkerMsg::Heartbeat => w.last_heartbeat = Instant::now(),
+            WorkerMsg::Heartbeat => {
+                w.last_heartbeat = Instant::now();
+                w.overdue_since = None;
+            }
             WorkerMsg::Fatal { reason } => {
                 tracing::error!(group = %group, slot = w.slot, pid = w.pid, reason = %reason, "worker failed");
                 w.fatal = Some(reason);

@@ -19,6 +19,11 @@ pub(super) const CRASH_LOOP_STRIKES: u32 = 5;
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// A killed worker not reaped after this long is sent the kill again.
 const KILL_RETRY: Duration = Duration::from_secs(1);
+/// A worker found past its heartbeat or boot deadline is killed only if it
+/// still is this much later: meanwhile the loop reads what the worker sent
+/// (after a stall of the master itself, a SIGSTOP or a frozen VM, its
+/// heartbeats are waiting on the socket).
+const CONFIRM: Duration = Duration::from_millis(250);
 
 impl Worker {
     /// When the master must next act on this worker, if ever: re-send a
@@ -26,6 +31,9 @@ impl Worker {
     fn deadline(&self) -> Option<Instant> {
         if let Some(killed_at) = self.killed_at {
             return Some(killed_at + KILL_RETRY);
+        }
+        if let Some(t) = self.overdue_since {
+            return Some(t + CONFIRM);
         }
         match self.phase {
             Phase::Booting => Some(self.started + self.boot_timeout),
@@ -84,6 +92,12 @@ impl Supervisor {
                 );
                 w.killed_at = Some(now);
                 let _ = w.commands.try_send(WorkerCommand::Kill);
+                continue;
+            }
+            // Silence is judged only after the loop has read what arrived:
+            // the first time past the deadline, look again a moment later.
+            if w.phase != Phase::Draining && w.overdue_since.is_none() {
+                w.overdue_since = Some(now);
                 continue;
             }
             let cfg = &self.groups[w.group].cfg;
