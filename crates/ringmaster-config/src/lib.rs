@@ -360,6 +360,58 @@ pub struct GroupConfig {
     /// (checked every second), replacement ready first; 0 (default): never.
     #[serde(default, deserialize_with = "fields::uint")]
     pub max_rss: u64,
+    /// How long a client may take to send a request's head (from the
+    /// connection, or the previous response); then the connection is
+    /// closed. Default 10s.
+    #[serde(default = "default_header_read_timeout", with = "duration::serde")]
+    pub header_read_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed
+    /// (after the response in progress, if any). Default 60s.
+    #[serde(default = "default_keepalive_timeout", with = "duration::serde")]
+    pub keepalive_timeout: Duration,
+    /// Open connections per worker, at most; beyond, the worker stops
+    /// accepting and the kernel's queue holds the rest (lowered to what
+    /// the file descriptor limit allows). Default 10000.
+    #[serde(default = "default_max_connections", deserialize_with = "fields::uint")]
+    pub max_connections: usize,
+    /// Largest request head (request line and headers), in bytes; larger
+    /// gets 431. Default 16384.
+    #[serde(
+        default = "default_max_header_bytes",
+        deserialize_with = "fields::uint"
+    )]
+    pub max_header_bytes: usize,
+    /// Most headers in a request; more gets 431. Default 100.
+    #[serde(default = "default_max_headers", deserialize_with = "fields::uint")]
+    pub max_headers: usize,
+    /// Longest request target (path and query), in bytes; longer gets 414.
+    /// Default 8192.
+    #[serde(default = "default_max_uri_bytes", deserialize_with = "fields::uint")]
+    pub max_uri_bytes: usize,
+}
+
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_keepalive_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+
+fn default_max_header_bytes() -> usize {
+    16 * 1024
+}
+
+fn default_max_headers() -> usize {
+    100
+}
+
+fn default_max_uri_bytes() -> usize {
+    8 * 1024
 }
 
 fn default_count() -> usize {
@@ -438,6 +490,12 @@ impl Default for GroupConfig {
             max_requests: 0,
             max_requests_jitter: 0,
             max_rss: 0,
+            header_read_timeout: default_header_read_timeout(),
+            keepalive_timeout: default_keepalive_timeout(),
+            max_connections: default_max_connections(),
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            max_uri_bytes: default_max_uri_bytes(),
         }
     }
 }

@@ -331,7 +331,28 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             "expected a positive number of bytes, got 0".to_owned(),
         ));
     }
-    let positive: [(&str, Duration); 7] = [
+    // (key, value, min, max, unit)
+    let ranges: [(&str, usize, usize, usize, &str); 4] = [
+        ("max_connections", group.max_connections, 1, 1_000_000, ""),
+        (
+            "max_header_bytes",
+            group.max_header_bytes,
+            1024,
+            1 << 20,
+            " bytes",
+        ),
+        ("max_headers", group.max_headers, 1, 10_000, ""),
+        ("max_uri_bytes", group.max_uri_bytes, 16, 1 << 20, " bytes"),
+    ];
+    for (field, value, min, max, unit) in ranges {
+        if !(min..=max).contains(&value) {
+            return Err(violation(
+                key(field),
+                format!("expected a number from {min} to {max}{unit}, got {value}"),
+            ));
+        }
+    }
+    let positive: [(&str, Duration); 9] = [
         ("boot_timeout", group.boot_timeout),
         ("heartbeat_interval", group.heartbeat_interval),
         ("heartbeat_timeout", group.heartbeat_timeout),
@@ -339,13 +360,15 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
         ("min_uptime", group.min_uptime),
         ("restart_backoff_max", group.restart_backoff_max),
         ("request_timeout", group.request_timeout),
+        ("header_read_timeout", group.header_read_timeout),
+        ("keepalive_timeout", group.keepalive_timeout),
     ];
     for (field, value) in positive {
         if value.is_zero() {
             return Err(zero_duration(key(field)));
         }
     }
-    let all: [(&str, Duration); 8] = [
+    let all: [(&str, Duration); 10] = [
         ("boot_timeout", group.boot_timeout),
         ("heartbeat_interval", group.heartbeat_interval),
         ("heartbeat_timeout", group.heartbeat_timeout),
@@ -354,6 +377,8 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
         ("restart_backoff", group.restart_backoff),
         ("restart_backoff_max", group.restart_backoff_max),
         ("request_timeout", group.request_timeout),
+        ("header_read_timeout", group.header_read_timeout),
+        ("keepalive_timeout", group.keepalive_timeout),
     ];
     for (field, value) in all {
         if value > MAX_DURATION {

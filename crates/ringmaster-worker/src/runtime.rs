@@ -181,7 +181,13 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
 
     let limit = request_limit(&cfg, outbox.clone());
     tokio::select! {
-        () = serve::serve(listener, app, drain_rx.clone(), limit) => {
+        () = serve::serve(
+            listener,
+            app,
+            drain_rx.clone(),
+            limit,
+            serve::Limits::new(&cfg).fit_to_fd_limit(),
+        ) => {
             // Every request is done: the pools can close cleanly.
             close_backends(&ctx).await;
             tracing::info!("drained; exiting");

@@ -15,19 +15,36 @@
 //!    connection closes right after it;
 //! 3. a connection that brings no request within [`DRAIN_LINGER`] is closed
 //!    (a request in progress then still finishes).
+//!
+//! Every connection is bounded ([`Limits`], the group's settings): a
+//! request head whose first byte came `header_read_timeout` ago and that is
+//! still incomplete closes the connection, a connection with no bytes
+//! either way for `keepalive_timeout` is closed (after the response in
+//! progress, if any; a watchdog per connection keeps both with atomics, no
+//! timer reset per request), heads are limited in size
+//! (431) and header count (431), URIs in length (414), and an HTTP/1.1
+//! request needs exactly one `Host` (400, RFC 9112). At most
+//! `max_connections` are open: at the limit the loop stops accepting, so
+//! the kernel's queue holds the rest instead of the worker running out of
+//! file descriptors; accept errors are logged at most once a second.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Response, StatusCode, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use ringmaster_config::GroupConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tower::ServiceExt;
 use tracing::Instrument;
 
@@ -37,6 +54,90 @@ pub(crate) const DRAIN_LINGER: Duration = Duration::from_millis(1000);
 
 /// The drain trigger: `None` until a drain starts, then its grace period.
 pub(crate) type DrainRx = watch::Receiver<Option<Duration>>;
+
+/// The bounds of every connection, from the group's settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    header_read_timeout: Duration,
+    keepalive_timeout: Duration,
+    max_connections: usize,
+    max_header_bytes: usize,
+    max_headers: usize,
+    max_uri_bytes: usize,
+}
+
+/// hyper's own default header count: setting it moves headers to the heap
+/// (about 5% slower), so it is only set when the group asks for another.
+const HYPER_MAX_HEADERS: usize = 100;
+
+impl Limits {
+    pub(crate) fn new(cfg: &GroupConfig) -> Self {
+        Limits {
+            header_read_timeout: cfg.header_read_timeout,
+            keepalive_timeout: cfg.keepalive_timeout,
+            max_connections: cfg.max_connections.max(1),
+            max_header_bytes: cfg.max_header_bytes,
+            max_headers: cfg.max_headers,
+            max_uri_bytes: cfg.max_uri_bytes,
+        }
+    }
+
+    /// The connection limit, lowered to what the file descriptor limit
+    /// allows (raised to its hard limit first): a worker must never reach
+    /// EMFILE, where every new client would hang.
+    pub(crate) fn fit_to_fd_limit(mut self) -> Self {
+        let fds = raise_fd_limit();
+        // Room for backends, logs, the IPC socket and the like.
+        let room = fds.saturating_sub(128).max(16) as usize;
+        if self.max_connections > room {
+            tracing::warn!(
+                max_connections = self.max_connections,
+                fd_limit = fds,
+                "max_connections is above what the file descriptor limit allows; using {room} \
+                 (raise LimitNOFILE / ulimit -n)"
+            );
+            self.max_connections = room;
+        }
+        self
+    }
+
+    fn builder(&self) -> hyper::server::conn::http1::Builder {
+        // No hyper timer: its header read timeout resets a timer per
+        // request (measured: about 3% of /plaintext); the watchdog of
+        // `connection` keeps both timeouts with atomics instead.
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.max_header_size(self.max_header_bytes);
+        if self.max_headers != HYPER_MAX_HEADERS {
+            b.max_headers(self.max_headers);
+        }
+        b
+    }
+}
+
+/// Raises this process's soft limit of open files to its hard limit; the
+/// soft limit now.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}
 
 /// Counts the requests a worker served and fires once when they reach a
 /// limit (`max_requests`): one relaxed atomic add per request.
@@ -69,6 +170,7 @@ pub(crate) async fn serve(
     app: Router,
     drain: DrainRx,
     limit: Option<Arc<RequestLimit>>,
+    limits: Limits,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -83,49 +185,73 @@ pub(crate) async fn serve(
     let draining = Arc::new(AtomicBool::new(false));
     let started = drain_started(drain.clone());
     tokio::pin!(started);
-    let serve_one = |connections: &mut JoinSet<()>, tcp: TcpStream| {
-        let _ = tcp.set_nodelay(true);
-        let conn = connection(
-            tcp,
-            app.clone(),
-            drain.clone(),
-            draining.clone(),
-            limit.clone(),
-        );
-        connections.spawn(conn.in_current_span());
-    };
+    // One permit per open connection: at `max_connections` the loop waits
+    // for one before it accepts, and the kernel's queue holds the rest.
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let limits = Arc::new(limits);
+    let serve_one =
+        |connections: &mut JoinSet<()>, tcp: TcpStream, permit: OwnedSemaphorePermit| {
+            let _ = tcp.set_nodelay(true);
+            let conn = connection(
+                tcp,
+                app.clone(),
+                drain.clone(),
+                draining.clone(),
+                limit.clone(),
+                limits.clone(),
+            );
+            connections.spawn(
+                async move {
+                    conn.await;
+                    drop(permit);
+                }
+                .in_current_span(),
+            );
+        };
+    let mut errors = Throttle::default();
     loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut started => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         tokio::select! {
             biased;
-            () = &mut started => {
-                draining.store(true, Ordering::Relaxed);
-                break;
-            }
+            () = &mut started => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _peer)) => serve_one(&mut connections, tcp),
+                Ok((tcp, _peer)) => serve_one(&mut connections, tcp, permit),
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off instead of spinning, and
+                    // say so at most once a second.
+                    errors.note(&e);
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
+    draining.store(true, Ordering::Relaxed);
     // Take what is queued already: when this worker holds the last copy of
     // its socket (a slot removed by scale-down), closing it would reset
     // those connections. Elsewhere the socket stays open in the master.
     match listener.into_std() {
-        Ok(std_listener) => {
-            while let Ok((tcp, _peer)) = std_listener.accept() {
-                if let Ok(tcp) = tcp
-                    .set_nonblocking(true)
-                    .and_then(|()| TcpStream::from_std(tcp))
-                {
-                    serve_one(&mut connections, tcp);
-                }
+        Ok(std_listener) => loop {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let Ok((tcp, _peer)) = std_listener.accept() else {
+                break;
+            };
+            if let Ok(tcp) = tcp
+                .set_nonblocking(true)
+                .and_then(|()| TcpStream::from_std(tcp))
+            {
+                serve_one(&mut connections, tcp, permit);
             }
-        }
+        },
         Err(e) => tracing::debug!(error = %e, "cannot sweep the accept queue"),
     }
     let open = connections.len();
@@ -142,21 +268,92 @@ pub(crate) async fn drain_started(mut rx: DrainRx) {
     }
 }
 
+/// Accept errors, logged at most once a second with how many there were.
+#[derive(Default)]
+struct Throttle {
+    last: Option<Instant>,
+    since: u64,
+}
+
+impl Throttle {
+    fn note(&mut self, e: &std::io::Error) {
+        self.since += 1;
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            error = %e,
+            errors = self.since,
+            "accept failed ({} times since the last such line); new connections wait in the queue",
+            self.since
+        );
+        self.last = Some(Instant::now());
+        self.since = 0;
+    }
+}
+
+/// Why a request is refused before it reaches the app, if it is.
+fn refuse(req: &hyper::Request<Incoming>, limits: &Limits) -> Option<(StatusCode, &'static str)> {
+    if req.version() == Version::HTTP_11 && req.headers().get_all(header::HOST).iter().count() != 1
+    {
+        return Some((
+            StatusCode::BAD_REQUEST,
+            "an HTTP/1.1 request needs exactly one Host header (RFC 9112)\n",
+        ));
+    }
+    let uri = req.uri();
+    let len = uri.path_and_query().map_or(0, |p| p.as_str().len())
+        + uri.authority().map_or(0, |a| a.as_str().len());
+    if len > limits.max_uri_bytes {
+        return Some((StatusCode::URI_TOO_LONG, "the URI is too long\n"));
+    }
+    None
+}
+
+fn refusal(status: StatusCode, message: &'static str) -> Response<Body> {
+    let mut res = Response::new(Body::from(message));
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 async fn connection(
     tcp: TcpStream,
     app: Router,
     drain: DrainRx,
     draining: Arc<AtomicBool>,
     limit: Option<Arc<RequestLimit>>,
+    limits: Arc<Limits>,
 ) {
+    let io = Tracked::new(tcp);
+    let state = io.state.clone();
+    let checks = limits.clone();
+    let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        // A whole head arrived: no head is in progress until the next byte.
+        svc_state.request_started();
+        let refused = refuse(&req, &checks);
         let response = app.clone().oneshot(req.map(Body::new));
         let draining = draining.clone();
         if let Some(limit) = &limit {
             limit.count();
         }
+        let state = svc_state.clone();
         async move {
+            let done = Done(&state);
+            if let Some((status, message)) = refused {
+                return Ok(refusal(status, message));
+            }
             let mut response = response.await;
+            drop(done);
             if draining.load(Ordering::Relaxed)
                 && let Ok(r) = &mut response
             {
@@ -166,10 +363,13 @@ async fn connection(
             response
         }
     });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(tcp), svc)
+    let conn = limits
+        .builder()
+        .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
+    let watchdog = watchdog(state, limits.header_read_timeout, limits.keepalive_timeout);
+    tokio::pin!(watchdog);
     tokio::select! {
         result = conn.as_mut() => {
             if let Err(e) = result {
@@ -178,6 +378,22 @@ async fn connection(
             return;
         }
         () = drain_started(drain) => {}
+        expired = &mut watchdog => {
+            match expired {
+                // A head that does not come whole in time: drop the
+                // connection (no response is in progress).
+                Expired::Head => tracing::debug!("request head too slow; connection closed"),
+                // No byte either way for keepalive_timeout: close, after
+                // the response in progress if there is one.
+                Expired::Idle => {
+                    conn.as_mut().graceful_shutdown();
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "idle connection ended with an error");
+                    }
+                }
+            }
+            return;
+        }
     }
     // Draining: the next response closes the connection; give a client
     // that is about to send a request the time to do so.
@@ -193,5 +409,174 @@ async fn connection(
     conn.as_mut().graceful_shutdown();
     if let Err(e) = conn.await {
         tracing::debug!(error = %e, "connection ended with an error while draining");
+    }
+}
+
+/// What a connection's watchdog found.
+enum Expired {
+    Head,
+    Idle,
+}
+
+/// Ends a request in the connection's count, even when its future is
+/// dropped (a client that went away).
+struct Done<'a>(&'a ConnState);
+
+impl Drop for Done<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Completes when the connection's head has been incomplete for
+/// `head_timeout` since its first byte, or the connection has moved no
+/// byte for `idle_timeout`.
+async fn watchdog(
+    state: Arc<ConnState>,
+    head_timeout: Duration,
+    idle_timeout: Duration,
+) -> Expired {
+    loop {
+        let now = state.now_ms();
+        let idle_at = state.last_io.load(Ordering::Relaxed) + idle_timeout.as_millis() as u64;
+        let head = state.head_started.load(Ordering::Relaxed);
+        let mut head_at = (head != NO_HEAD).then(|| head + head_timeout.as_millis() as u64);
+        if head_at.is_some_and(|at| now >= at) {
+            if state.busy.load(Ordering::Relaxed) == 0 {
+                return Expired::Head;
+            }
+            // A pipelined head waits behind a request being answered:
+            // look again a little later.
+            head_at = Some(now + 100);
+        }
+        if now >= idle_at {
+            return Expired::Idle;
+        }
+        let next = head_at.map_or(idle_at, |h| h.min(idle_at));
+        tokio::time::sleep_until(state.born + Duration::from_millis(next)).await;
+    }
+}
+
+/// No head in progress (`ConnState::head_started`).
+const NO_HEAD: u64 = u64::MAX;
+
+/// What a connection's stream, service and watchdog share, in
+/// milliseconds since the connection began.
+struct ConnState {
+    born: Instant,
+    /// When a byte last moved either way.
+    last_io: AtomicU64,
+    /// When the first byte of a request head in progress arrived (the
+    /// connection's start, for its first request), or [`NO_HEAD`].
+    head_started: AtomicU64,
+    /// Requests whose response head is not out yet.
+    busy: AtomicU64,
+}
+
+impl ConnState {
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    /// Bytes came in: the time, and the start of a head if none is being
+    /// read and no request is being answered.
+    fn read(&self) {
+        let now = self.now_ms();
+        self.last_io.store(now, Ordering::Relaxed);
+        if self.busy.load(Ordering::Relaxed) == 0
+            && self.head_started.load(Ordering::Relaxed) == NO_HEAD
+        {
+            self.head_started.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn request_started(&self) {
+        self.busy.fetch_add(1, Ordering::Relaxed);
+        self.head_started.store(NO_HEAD, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that notes when it moved bytes, for the connection's
+    /// watchdog (head and keep-alive timeouts).
+    struct Tracked {
+        #[pin]
+        inner: TcpStream,
+        state: Arc<ConnState>,
+    }
+}
+
+impl Tracked {
+    fn new(inner: TcpStream) -> Self {
+        Tracked {
+            inner,
+            state: Arc::new(ConnState {
+                born: Instant::now(),
+                last_io: AtomicU64::new(0),
+                // A new connection owes its first head from the start.
+                head_started: AtomicU64::new(0),
+                busy: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let res = this.inner.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.state.read();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.state.wrote();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.state.wrote();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
     }
 }

@@ -39,3 +39,146 @@ fn a_paused_master_kills_no_healthy_worker() {
         log.contains("sent no heartbeat")
     });
 }
+
+/// Sends `raw` on a fresh connection and reads until the server closes it
+/// (or 10 s pass): the status code of its first response, if any.
+fn exchange_raw(addr: std::net::SocketAddr, raw: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(raw).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out);
+    text.split_whitespace().nth(1).and_then(|c| c.parse().ok())
+}
+
+/// Whether the server closes `s` within `within` (a read returns 0 or a
+/// reset).
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[test]
+fn request_heads_are_bounded_in_size_count_uri_and_host() {
+    let cluster = support::start(&web_config("count = 1"), &[]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    let addr = cluster.addr();
+    let ok = exchange_raw(
+        addr,
+        b"GET /plaintext HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(ok, Some(200));
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let req = format!("GET /plaintext HTTP/1.1\r\nHost: x\r\n{many}Connection: close\r\n\r\n");
+    assert_eq!(exchange_raw(addr, req.as_bytes()), Some(431), "150 headers");
+    let big = "a".repeat(20_000);
+    let req =
+        format!("GET /plaintext HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        exchange_raw(addr, req.as_bytes()),
+        Some(431),
+        "a 20 KB head"
+    );
+    let long = "a".repeat(9_000);
+    let req = format!("GET /plaintext?q={long} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(exchange_raw(addr, req.as_bytes()), Some(414), "a 9 KB URI");
+    let none = b"GET /plaintext HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(exchange_raw(addr, none), Some(400), "HTTP/1.1 without Host");
+    let two = b"GET /plaintext HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n";
+    assert_eq!(exchange_raw(addr, two), Some(400), "two Hosts");
+    let old = b"GET /plaintext HTTP/1.0\r\n\r\n";
+    assert_eq!(exchange_raw(addr, old), Some(200), "HTTP/1.0 needs no Host");
+}
+
+#[test]
+fn slow_heads_and_idle_connections_are_closed() {
+    use std::io::Write;
+    let config =
+        web_config("count = 1\nheader_read_timeout = \"1s\"\nkeepalive_timeout = \"1500ms\"");
+    let cluster = support::start(&config, &[]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    let addr = cluster.addr();
+    // Slowloris: a byte of the head every 200 ms is cut at 1 s.
+    let mut slow = std::net::TcpStream::connect(addr).unwrap();
+    let started = std::time::Instant::now();
+    let head = b"GET /plaintext HTTP/1.1\r\nHost: x\r\n";
+    let cut = head.iter().position(|b| {
+        std::thread::sleep(Duration::from_millis(200));
+        slow.write_all(&[*b]).is_err()
+    });
+    let gone = cut.is_some() || closed_within(&mut slow, Duration::from_secs(3));
+    assert!(gone, "a slow head is cut off");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A keep-alive connection that goes quiet after a response is closed.
+    let mut ka = support::KeepAlive::new(addr);
+    assert_eq!(ka.get("/plaintext").unwrap().status, 200);
+    let mut raw = std::net::TcpStream::connect(addr).unwrap();
+    raw.write_all(b"GET /plaintext HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let quiet = std::time::Instant::now();
+    assert!(
+        closed_within(&mut raw, Duration::from_secs(5)),
+        "an idle keep-alive connection is closed"
+    );
+    let waited = quiet.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1000),
+        "not before the timeout: {waited:?}"
+    );
+    // A request in progress is not idle: a 3 s request on a 1.5 s
+    // keep-alive timeout still answers.
+    let r = support::get(addr, "/__test/sleep?ms=3000").unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
+fn past_max_connections_the_worker_stops_accepting_and_serves_on() {
+    let config = web_config("count = 1\nmax_connections = 40\nheader_read_timeout = \"1s\"");
+    let cluster = support::start(&config, &[]);
+    let s = wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    let pid = group_pids(&s, "web")[0];
+    let addr = cluster.addr();
+    // 150 silent connections: 40 accepted, the rest wait in the queue and
+    // are taken as the header timeout frees room.
+    let idle: Vec<_> = (0..150)
+        .map(|_| std::net::TcpStream::connect(addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(
+        fds < 40 + 40,
+        "the worker holds at most max_connections sockets: {fds} fds"
+    );
+    // A real client waits for room, then is served.
+    let started = std::time::Instant::now();
+    let r = support::get_timeout(addr, "/plaintext", Duration::from_secs(15)).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+    assert!(
+        !cluster.log().contains("accept failed"),
+        "{}",
+        cluster.log()
+    );
+}
