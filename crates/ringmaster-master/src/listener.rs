@@ -30,8 +30,8 @@ pub(crate) struct GroupListeners {
     /// Whether the kernel's array of the group's sockets is still in slot
     /// order (what steering relies on; see `steer`).
     order_known: bool,
-    /// Whether a steering program is attached.
-    steering: bool,
+    /// The slots the attached steering program serves, if one is.
+    steering: Option<Vec<u32>>,
 }
 
 impl GroupListeners {
@@ -60,7 +60,7 @@ impl GroupListeners {
             addr,
             sockets: vec![first.into()],
             order_known: true,
-            steering: false,
+            steering: None,
         };
         listeners.ensure_slots(count, 0)?;
         Ok(listeners)
@@ -93,26 +93,31 @@ impl GroupListeners {
         Ok(())
     }
 
-    /// In reuseport mode, before the sockets of slots `keep..` close:
-    /// steers new connections to slots `0..keep`. Whether it steers (not in
-    /// shared mode, nor once the slot order is lost).
-    pub(crate) fn steer_to_first(&mut self, keep: usize) -> io::Result<bool> {
-        if self.mode != ListenMode::Reuseport || !self.order_known || keep == 0 {
+    /// In reuseport mode, sends new connections to the sockets of the
+    /// `serving` slots only (`None`: every socket, the kernel's own spread):
+    /// around a slot whose worker is down, or slots about to close. Whether
+    /// the group is steered as asked (never in shared mode, nor once the
+    /// slot order is lost: then the kernel spreads over every socket).
+    pub(crate) fn steer(&mut self, serving: Option<&[usize]>) -> io::Result<bool> {
+        if self.mode != ListenMode::Reuseport {
             return Ok(false);
         }
-        let serving: Vec<u32> = (0..keep).map(|i| i as u32).collect();
-        crate::steer::steer(self.sockets[0].as_fd(), &serving)?;
-        self.steering = true;
-        Ok(true)
-    }
-
-    /// Detaches the steering program, once the removed sockets are closed.
-    pub(crate) fn unsteer(&mut self) -> io::Result<()> {
-        if self.steering {
-            crate::steer::unsteer(self.sockets[0].as_fd())?;
-            self.steering = false;
+        let wanted: Option<Vec<u32>> = match serving {
+            Some(s) if self.order_known && !s.is_empty() => {
+                Some(s.iter().map(|i| *i as u32).collect())
+            }
+            _ => None,
+        };
+        if wanted == self.steering {
+            return Ok(wanted.is_some() || serving.is_none());
         }
-        Ok(())
+        match &wanted {
+            Some(serving) => crate::steer::steer(self.sockets[0].as_fd(), serving)?,
+            None => crate::steer::unsteer(self.sockets[0].as_fd())?,
+        }
+        let steered = wanted.is_some();
+        self.steering = wanted;
+        Ok(steered || serving.is_none())
     }
 
     /// In reuseport mode, closes the master's copies of the sockets of
@@ -221,7 +226,7 @@ mod tests {
             3,
         )
         .unwrap();
-        assert!(l.steer_to_first(2).unwrap());
+        assert!(l.steer(Some(&[0, 1])).unwrap());
         let counts = spread(&l, 60);
         assert_eq!(counts[2], 0, "{counts:?}");
         assert_eq!(counts[0] + counts[1], 60, "{counts:?}");
@@ -229,9 +234,15 @@ mod tests {
             counts[0] > 0 && counts[1] > 0,
             "both kept sockets get some: {counts:?}"
         );
-        crate::steer::steer(l.sockets[0].as_fd(), &[2]).unwrap();
+        assert!(l.steer(Some(&[2])).unwrap());
         assert_eq!(spread(&l, 20), [0, 0, 20], "index i is slot i");
-        l.unsteer().unwrap();
+        assert!(l.steer(Some(&[0, 2])).unwrap());
+        let counts = spread(&l, 60);
+        assert!(
+            counts[1] == 0 && counts[0] > 0 && counts[2] > 0,
+            "around slot 1: {counts:?}"
+        );
+        assert!(l.steer(None).unwrap());
         let counts = spread(&l, 90);
         assert!(
             counts.iter().all(|c| *c > 0),
@@ -241,7 +252,7 @@ mod tests {
         let mut shared =
             GroupListeners::bind("127.0.0.1:0".parse().unwrap(), ListenMode::Shared, 64, 2)
                 .unwrap();
-        assert!(!shared.steer_to_first(1).unwrap());
+        assert!(!shared.steer(Some(&[0])).unwrap());
     }
 
     #[test]
@@ -254,7 +265,7 @@ mod tests {
         l.ensure_slots(5, 1).unwrap();
         assert!(!l.order_known);
         assert!(
-            !l.steer_to_first(2).unwrap(),
+            !l.steer(Some(&[0, 1])).unwrap(),
             "no steering without the order"
         );
     }

@@ -182,3 +182,40 @@ fn past_max_connections_the_worker_stops_accepting_and_serves_on() {
         cluster.log()
     );
 }
+
+#[test]
+fn a_slot_that_cannot_boot_takes_no_new_connections() {
+    // Two workers; the second one's replacements fail at boot (as they
+    // would with a backend down): every new connection is still served.
+    let dir = support::scratch_dir();
+    let switch = dir.join("fail-boot");
+    let switch_env = switch.to_string_lossy().into_owned();
+    let cluster = support::start(
+        &web_config("count = 2\nrestart_backoff = \"200ms\"\nrestart_backoff_max = \"2s\""),
+        &[("RINGMASTER_DEMO_FAIL_BOOT_FILE", switch_env.as_str())],
+    );
+    let s = wait_status(&cluster, "ready", |s| settled(s, "web", 2));
+    std::fs::write(&switch, "").unwrap();
+    let victim = group_pids(&s, "web")[1];
+    // SAFETY: kill a worker of this test's cluster.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    wait_status(&cluster, "slot 1 down", |s| {
+        support::group(s, "web")["ready"] == 1
+    });
+    let mut slow = Vec::new();
+    for i in 0..60 {
+        let started = std::time::Instant::now();
+        match support::get_timeout(cluster.addr(), "/plaintext", Duration::from_secs(3)) {
+            Ok(r) if r.status == 200 => {}
+            other => slow.push(format!("request {i}: {other:?}")),
+        }
+        if started.elapsed() > Duration::from_secs(1) {
+            slow.push(format!("request {i} took {:?}", started.elapsed()));
+        }
+    }
+    assert!(slow.is_empty(), "{slow:?}\n{}", cluster.log());
+    // Fixed: the slot boots again and takes its share.
+    std::fs::remove_file(&switch).unwrap();
+    wait_status(&cluster, "both ready again", |s| settled(s, "web", 2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

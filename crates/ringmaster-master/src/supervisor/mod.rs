@@ -172,6 +172,8 @@ struct Group {
     /// Workers still holding sockets of slots a scale-down removed (new
     /// connections are steered away from those until they have exited).
     closing: Vec<u64>,
+    /// Whether the log said once that this group cannot be steered.
+    steer_warned: bool,
 }
 
 impl Group {
@@ -572,7 +574,9 @@ impl Supervisor {
                         phases = %phases.join(" "),
                         "worker ready"
                     );
+                    let g = w.group;
                     self.on_ready(serial);
+                    self.update_steering(g);
                     // Requests may have waited for a worker like this one.
                     self.dispatch_parked();
                 }
@@ -608,6 +612,15 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, serial: u64, status: std::process::ExitStatus) {
+        let Some(g) = self.workers.get(&serial).map(|w| w.group) else {
+            return;
+        };
+        self.on_exit_of(serial, status);
+        // Its slot may have lost its serving worker, or got one back.
+        self.update_steering(g);
+    }
+
+    fn on_exit_of(&mut self, serial: u64, status: std::process::ExitStatus) {
         let Some(w) = self.workers.remove(&serial) else {
             return;
         };
@@ -778,5 +791,6 @@ fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterError> {
         slots: (0..cfg.count).map(|_| Slot::default()).collect(),
         last_exit: None,
         closing: Vec::new(),
+        steer_warned: false,
     })
 }

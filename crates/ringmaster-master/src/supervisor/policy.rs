@@ -253,6 +253,8 @@ impl Supervisor {
                     self.start_slot(g, s);
                 }
             }
+            // The new slots get connections once their workers are ready.
+            self.update_steering(g);
             return;
         }
         let removed: Vec<Slot> = self.groups[g].slots.drain(count..).collect();
@@ -265,27 +267,6 @@ impl Supervisor {
         // holds the last copy, sweeps its accept queue and closes it (see
         // `serve` in the worker). Once they have all exited the kernel
         // spreads over every socket again (`on_closing_exit`).
-        let name = self.groups[g].name.clone();
-        match self.groups[g].listeners.steer_to_first(count) {
-            Ok(true) => {}
-            Ok(false)
-                if self.groups[g].listeners.mode() == ringmaster_config::ListenMode::Reuseport =>
-            {
-                tracing::warn!(
-                    group = %name,
-                    "new connections cannot be steered away from the removed slots (slots were added \
-                     while removed ones still closed, so the kernel's order is unknown until the master \
-                     restarts); one arriving as a removed socket closes may be reset"
-                );
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(
-                group = %name, error = %e,
-                "cannot steer new connections away from the removed slots; \
-                 one arriving as a removed socket closes may be reset"
-            ),
-        }
-        self.groups[g].listeners.truncate_slots(count);
         let holders: Vec<u64> = self
             .workers
             .iter()
@@ -293,9 +274,8 @@ impl Supervisor {
             .map(|(serial, _)| *serial)
             .collect();
         self.groups[g].closing.extend(holders);
-        if self.groups[g].closing.is_empty() {
-            self.unsteer(g);
-        }
+        self.update_steering(g);
+        self.groups[g].listeners.truncate_slots(count);
         for slot in removed {
             if let Some(serial) = slot.replacement {
                 let events = self.restart_events.remove(&serial);
@@ -407,20 +387,56 @@ impl Supervisor {
 }
 
 impl Supervisor {
-    /// A worker that held a removed slot's socket exited: once none is
-    /// left, the steering program goes.
+    /// A worker that held a removed slot's socket exited.
     pub(super) fn on_closing_exit(&mut self, g: usize, serial: u64) {
         let closing = &mut self.groups[g].closing;
         let before = closing.len();
         closing.retain(|s| *s != serial);
-        if before > 0 && closing.is_empty() {
-            self.unsteer(g);
+        if closing.len() < before {
+            self.update_steering(g);
         }
     }
 
-    fn unsteer(&mut self, g: usize) {
-        if let Err(e) = self.groups[g].listeners.unsteer() {
-            tracing::warn!(group = %self.groups[g].name, error = %e, "cannot detach the steering program; new connections keep going to the first slots");
+    /// Sends new connections of group `g` (reuseport) only to slots whose
+    /// worker is ready: around a slot whose worker is down (a crash loop,
+    /// a backend that is down at boot: its queue would hold connections
+    /// nobody accepts) and away from removed slots whose sockets still
+    /// close; the kernel's own spread when every slot is ready (or none).
+    pub(super) fn update_steering(&mut self, g: usize) {
+        let group = &self.groups[g];
+        let serving: Vec<usize> = (0..group.slots.len())
+            .filter(|s| {
+                group.slots[*s]
+                    .current
+                    .and_then(|c| self.workers.get(&c))
+                    .is_some_and(|w| w.phase == Phase::Ready)
+            })
+            .collect();
+        let all = serving.len() == group.slots.len() && group.closing.is_empty();
+        let target = (!all && !serving.is_empty()).then_some(serving.as_slice());
+        let name = group.name.clone();
+        let needs = target.is_some();
+        match self.groups[g].listeners.steer(target) {
+            Ok(true) => {}
+            Ok(false)
+                if needs
+                    && !self.groups[g].steer_warned
+                    && self.groups[g].listeners.mode()
+                        == ringmaster_config::ListenMode::Reuseport =>
+            {
+                self.groups[g].steer_warned = true;
+                tracing::warn!(
+                    group = %name,
+                    "new connections cannot be steered to the ready slots only (slots were added \
+                     while removed ones still closed, so the kernel's order is unknown until the \
+                     master restarts); a slot without a worker keeps its share of new connections"
+                );
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                group = %name, error = %e,
+                "cannot steer new connections to the ready slots; a slot without a worker keeps its share"
+            ),
         }
     }
 }
