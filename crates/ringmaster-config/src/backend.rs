@@ -41,6 +41,15 @@ pub struct BackendConfig {
     /// How long opening one connection may take. Default 5s.
     #[serde(default = "default_connect_timeout", with = "duration::serde")]
     pub connect_timeout: Duration,
+    /// How long a request may wait for a pooled connection (a free one, or
+    /// a new one opened) before it fails with 503: short, so that a
+    /// backend that is down fails requests fast. Default 250ms.
+    #[serde(default = "default_acquire_timeout", with = "duration::serde")]
+    pub acquire_timeout: Duration,
+}
+
+fn default_acquire_timeout() -> Duration {
+    Duration::from_millis(250)
 }
 
 /// Largest allowed `pool_size`.
@@ -60,6 +69,7 @@ impl fmt::Debug for BackendConfig {
             .field("url", &self.redacted_url())
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
+            .field("acquire_timeout", &self.acquire_timeout)
             .finish()
     }
 }
@@ -93,6 +103,7 @@ impl BackendConfig {
             url: url.into(),
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
+            acquire_timeout: default_acquire_timeout(),
         }
     }
 

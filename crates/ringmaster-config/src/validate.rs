@@ -289,6 +289,12 @@ fn validate_backend(name: &str, backend: &BackendConfig) -> Result<(), Violation
     if backend.connect_timeout > MAX_DURATION {
         return Err(too_long(key("connect_timeout"), backend.connect_timeout));
     }
+    if backend.acquire_timeout.is_zero() {
+        return Err(zero_duration(key("acquire_timeout")));
+    }
+    if backend.acquire_timeout > MAX_DURATION {
+        return Err(too_long(key("acquire_timeout"), backend.acquire_timeout));
+    }
     Ok(())
 }
 

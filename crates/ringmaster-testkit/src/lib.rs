@@ -11,14 +11,17 @@
 //!   [`request`] (any method, with a body), [`KeepAlive`];
 //! - [`Load`]: a request loop under which a test changes the cluster;
 //! - [`pg`]: a uniquely named PostgreSQL database per test;
-//! - [`Browser`]: headless Chromium over WebDriver, for the dashboard.
+//! - [`Browser`]: headless Chromium over WebDriver, for the dashboard;
+//! - [`Proxy`]: a TCP forwarder a test cuts for a backend outage.
 #![warn(missing_docs)]
 
 mod load;
 pub mod pg;
+mod proxy;
 mod webdriver;
 
 pub use load::Load;
+pub use proxy::Proxy;
 pub use webdriver::Browser;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -11,6 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use ringmaster_config::{BackendConfig, BackendKind, Config};
+use sqlx::Connection;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
@@ -36,13 +37,6 @@ impl Db {
         match self {
             Db::Sqlite(_) => BackendKind::Sqlite,
             Db::Postgres(_) => BackendKind::Postgres,
-        }
-    }
-
-    async fn probe(&self) -> Result<(), sqlx::Error> {
-        match self {
-            Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
-            Db::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.map(drop),
         }
     }
 
@@ -200,6 +194,10 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
+/// Opens a pool whose requests wait at most `acquire_timeout` for a
+/// connection (so a backend that is down fails them fast), after a probe
+/// on a connection of its own that may take `connect_timeout` (a boot may
+/// wait for a slow connect; a request must not).
 async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<Db, BackendError> {
     within(name, cfg, async {
         let db = match kind {
@@ -209,23 +207,27 @@ async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<
                     .journal_mode(SqliteJournalMode::Wal)
                     .synchronous(SqliteSynchronous::Normal)
                     .busy_timeout(SQLITE_BUSY_TIMEOUT);
+                let mut probe = sqlx::SqliteConnection::connect_with(&options).await?;
+                sqlx::query("SELECT 1").execute(&mut probe).await?;
+                let _ = probe.close().await;
                 let pool = SqlitePoolOptions::new()
                     .max_connections(cfg.pool_size)
-                    .acquire_timeout(cfg.connect_timeout)
-                    .connect_with(options)
-                    .await?;
+                    .acquire_timeout(cfg.acquire_timeout)
+                    .connect_lazy_with(options);
                 Db::Sqlite(pool)
             }
             _ => {
+                let options = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?;
+                let mut probe = sqlx::PgConnection::connect_with(&options).await?;
+                sqlx::query("SELECT 1").execute(&mut probe).await?;
+                let _ = probe.close().await;
                 let pool = PgPoolOptions::new()
                     .max_connections(cfg.pool_size)
-                    .acquire_timeout(cfg.connect_timeout)
-                    .connect(&cfg.url)
-                    .await?;
+                    .acquire_timeout(cfg.acquire_timeout)
+                    .connect_lazy_with(options);
                 Db::Postgres(pool)
             }
         };
-        db.probe().await?;
         Ok::<Db, sqlx::Error>(db)
     })
     .await
@@ -257,8 +259,8 @@ async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendErr
 macro_rules! on_db {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
-            $crate::Db::Sqlite($pool) => $body.map_err($crate::AppError::from),
-            $crate::Db::Postgres($pool) => $body.map_err($crate::AppError::from),
+            $crate::Db::Sqlite($pool) => $crate::__db_outcome($body),
+            $crate::Db::Postgres($pool) => $crate::__db_outcome($body),
             #[allow(unreachable_patterns)]
             _ => Err($crate::AppError::internal("unsupported database kind")),
         }

@@ -87,10 +87,50 @@ impl From<sqlx::Error> for AppError {
         match e {
             sqlx::Error::RowNotFound => AppError::not_found("not found"),
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                AppError::unavailable(e)
+                backend_down(&e);
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "a backend service is unavailable; try again later",
+                )
             }
             other => AppError::internal(other),
         }
+    }
+}
+
+/// Requests that failed because an SQL backend was unreachable since it
+/// last answered (0: it answers): the log says so when this goes from 0
+/// to 1 and when it goes back, not once per request.
+static SQL_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn backend_down(e: &sqlx::Error) {
+    if SQL_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        tracing::error!(
+            error = %e,
+            "an SQL backend is unavailable; requests that need it answer 503 at once (logged again when it is back)"
+        );
+    }
+}
+
+/// What [`on_db!`](crate::on_db) makes of a query's result: an error
+/// becomes an [`AppError`] (503 when the backend is unreachable); success
+/// after failures says once that the backend is back.
+#[doc(hidden)]
+pub fn __db_outcome<T>(result: Result<T, sqlx::Error>) -> Result<T, AppError> {
+    match result {
+        Ok(v) => {
+            if SQL_FAILURES.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+                let failed = SQL_FAILURES.swap(0, std::sync::atomic::Ordering::Relaxed);
+                if failed > 0 {
+                    tracing::info!(
+                        failed,
+                        "the SQL backend answers again ({failed} requests failed meanwhile)"
+                    );
+                }
+            }
+            Ok(v)
+        }
+        Err(e) => Err(AppError::from(e)),
     }
 }
 

@@ -56,6 +56,8 @@ pub use boot::{Booted, boot, routes};
 pub use context::{AppContext, Init};
 #[doc(inline)]
 pub use controller::{Controller, RouteInfo};
+#[doc(hidden)]
+pub use error::__db_outcome;
 #[doc(inline)]
 pub use error::AppError;
 #[doc(inline)]

@@ -219,3 +219,71 @@ fn a_slot_that_cannot_boot_takes_no_new_connections() {
     wait_status(&cluster, "both ready again", |s| settled(s, "web", 2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_backend_outage_fails_only_what_needs_it_fast_and_recovers_by_itself() {
+    let db = support::pg::TestDatabase::create();
+    // The database's address, behind a forwarder the test can cut (the
+    // machine's server itself is never stopped).
+    let hostport = db
+        .url
+        .split('@')
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap();
+    let target: std::net::SocketAddr = hostport
+        .parse()
+        .expect("the test database is at an IP:port");
+    let mut proxy = support::Proxy::start(target);
+    let url = db.url.replace(hostport, &proxy.addr.to_string());
+    let config = format!(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 2\n[backends.main]\nurl = \"{url}\"\n"
+    );
+    let cluster = support::start(&config, &[]);
+    let before = group_pids(
+        &wait_status(&cluster, "ready", |s| settled(s, "web", 2)),
+        "web",
+    );
+    assert_eq!(support::get(cluster.addr(), "/db").unwrap().status, 200);
+    proxy.cut();
+    for i in 0..20 {
+        let started = std::time::Instant::now();
+        let r = support::get(cluster.addr(), "/db").unwrap();
+        assert_eq!(r.status, 503, "request {i}: {}", r.body);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "request {i} took {:?} to fail",
+            started.elapsed()
+        );
+        assert_eq!(
+            support::get(cluster.addr(), "/plaintext").unwrap().status,
+            200
+        );
+    }
+    let downs = cluster
+        .log()
+        .matches("an SQL backend is unavailable")
+        .count();
+    assert!(
+        (1..=2).contains(&downs),
+        "one line per worker, not per request: {downs}"
+    );
+    proxy.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while support::get(cluster.addr(), "/db").unwrap().status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never recovered\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        group_pids(&support::status_json(&cluster), "web"),
+        before,
+        "no restart"
+    );
+    cluster.wait_log(Duration::from_secs(5), "the recovery noted", |log| {
+        log.contains("the SQL backend answers again")
+    });
+}
