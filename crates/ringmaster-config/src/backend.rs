@@ -132,15 +132,26 @@ impl BackendConfig {
                 self.redacted_url()
             ));
         };
-        match scheme.to_ascii_lowercase().as_str() {
-            "sqlite" => Ok(BackendKind::Sqlite),
-            "postgres" | "postgresql" => Ok(BackendKind::Postgres),
-            "redis" | "rediss" => Ok(BackendKind::Redis),
-            _ => Err(format!(
-                "unsupported scheme {scheme:?} in {:?}; {SUPPORTED}",
+        let kind = match scheme.to_ascii_lowercase().as_str() {
+            "sqlite" => return Ok(BackendKind::Sqlite),
+            "postgres" | "postgresql" => BackendKind::Postgres,
+            "redis" | "rediss" => BackendKind::Redis,
+            _ => {
+                return Err(format!(
+                    "unsupported scheme {scheme:?} in {:?}; {SUPPORTED}",
+                    self.redacted_url()
+                ));
+            }
+        };
+        if let Some(port) = network_port(&self.url)
+            && port.parse::<u16>().is_err()
+        {
+            return Err(format!(
+                "the port {port:?} in {:?} is not a number from 0 to 65535",
                 self.redacted_url()
-            )),
+            ));
         }
+        Ok(kind)
     }
 
     /// The URL with its password, if any, replaced by `***`:
@@ -153,6 +164,20 @@ impl BackendConfig {
     pub fn redacted_url(&self) -> String {
         redact_url(&self.url)
     }
+}
+
+/// The port text of a network URL (`scheme://[userinfo@]host[:port]/...`),
+/// if it has one; an IPv6 host is in brackets.
+fn network_port(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let after_host = match hostport.strip_prefix('[') {
+        Some(v6) => v6.split_once(']')?.1,
+        None => hostport,
+    };
+    let (_, port) = after_host.rsplit_once(':')?;
+    Some(port)
 }
 
 /// The URL scheme: the text before the first `:`, if it is a valid scheme
@@ -224,6 +249,30 @@ mod tests {
 
     fn kind(url: &str) -> Result<BackendKind, String> {
         BackendConfig::new(url).kind()
+    }
+
+    #[test]
+    fn a_port_that_is_not_a_number_is_refused() {
+        assert!(
+            kind("postgres://u@h:notaport/db")
+                .unwrap_err()
+                .contains("\"notaport\"")
+        );
+        assert!(
+            kind("redis://h:99999")
+                .unwrap_err()
+                .contains("not a number from 0 to 65535")
+        );
+        assert_eq!(
+            kind("postgres://u:p:w@h:5432/db"),
+            Ok(BackendKind::Postgres)
+        );
+        assert_eq!(
+            kind("postgres://u@[::1]:5432/db"),
+            Ok(BackendKind::Postgres)
+        );
+        assert_eq!(kind("postgres://u@[::1]/db"), Ok(BackendKind::Postgres));
+        assert_eq!(kind("redis://h"), Ok(BackendKind::Redis));
     }
 
     #[test]

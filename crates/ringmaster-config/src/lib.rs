@@ -752,6 +752,19 @@ fn parse_document(text: &str, origin: &str) -> Result<(Table, Config), ConfigErr
     let table = text
         .parse::<Table>()
         .map_err(|e| toml_error(text, origin, &e))?;
+    if table
+        .get("groups")
+        .and_then(toml::Value::as_table)
+        .is_some_and(Table::is_empty)
+    {
+        return Err(ConfigError::new(
+            origin,
+            Some("groups".to_owned()),
+            "the [groups] table defines no group; add one such as [groups.web] (or remove \
+             [groups] to run the default web group)"
+                .to_owned(),
+        ));
+    }
     Ok((table, config))
 }
 
@@ -760,9 +773,16 @@ fn parse_document(text: &str, origin: &str) -> Result<(Table, Config), ConfigErr
 fn toml_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError {
     let rendered = error.to_string();
     let rendered = rendered.trim_end();
-    let what = error.message().trim_end();
-    let message = match rendered.strip_suffix(what) {
-        Some(location) if !what.is_empty() && !location.trim().is_empty() => {
+    let original = error.message().trim_end();
+    // toml says "duplicate key" without naming it: the span does.
+    let what = match error.span().and_then(|s| text.get(s)) {
+        Some(key) if original == "duplicate key" => {
+            format!("duplicate key `{}`: it is set twice", key.trim())
+        }
+        _ => original.to_owned(),
+    };
+    let message = match rendered.strip_suffix(original) {
+        Some(location) if !original.is_empty() && !location.trim().is_empty() => {
             format!("{what}\n{}", location.trim_end())
         }
         _ => rendered.to_owned(),

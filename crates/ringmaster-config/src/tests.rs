@@ -120,11 +120,10 @@ fn defaults_without_file() {
     assert_eq!(web.restart_backoff_max, Duration::from_secs(15));
     assert_eq!(web.request_timeout, Duration::from_secs(30));
     assert_eq!(web.body_limit, 2_097_152);
-    // An empty file and an empty `[groups]` table also yield the default group.
-    for text in ["", "[groups]\n"] {
-        let config = Config::from_toml_str(text, "empty.toml").expect("empty file");
-        assert_eq!(config, Config::default());
-    }
+    // An empty file also yields the default group (an empty `[groups]`
+    // table is an error: it looks like groups were meant).
+    let config = Config::from_toml_str("", "empty.toml").expect("empty file");
+    assert_eq!(config, Config::default());
 }
 
 #[test]
@@ -933,4 +932,29 @@ fn recycling_settings_are_checked() {
         err.message().contains("expected a positive integer"),
         "{err}"
     );
+}
+
+#[test]
+fn findings_of_the_hardening_review_are_refused_with_their_keys() {
+    let err = from_str_err("[groups.web]\ncount = 1\ncount = 2\n");
+    assert!(err.message().contains("duplicate key `count`"), "{err}");
+    let err = from_str_err("[groups]\n");
+    assert_eq!(err.key(), Some("groups"));
+    assert!(err.message().contains("defines no group"), "{err}");
+    let err = from_str_err("[groups.web]\nthreads = 100000\n");
+    assert_eq!(err.key(), Some("groups.web.threads"));
+    assert!(err.message().contains("from 1 to 1024"), "{err}");
+    let long = "s".repeat(120);
+    let err = from_str_err(&format!("[server]\ncontrol_socket = \"{long}\"\n"));
+    assert_eq!(err.key(), Some("server.control_socket"));
+    assert!(err.message().contains("at most 107 bytes"), "{err}");
+    let err = from_str_err("[backends.main]\nurl = \"postgres://u@h:notaport/db\"\n");
+    assert_eq!(err.key(), Some("backends.main.url"));
+    assert!(err.message().contains("\"notaport\""), "{err}");
+    let err = from_str_err("[groups.web]\nmax_connections = 0\n");
+    assert!(err.message().contains("from 1 to 1000000"), "{err}");
+    let err = from_str_err("[groups.web]\nheader_read_timeout = \"0s\"\n");
+    assert_eq!(err.key(), Some("groups.web.header_read_timeout"));
+    let err = from_str_err("[backends.main]\nurl = \"sqlite://a.db\"\nacquire_timeout = \"0s\"\n");
+    assert_eq!(err.key(), Some("backends.main.acquire_timeout"));
 }

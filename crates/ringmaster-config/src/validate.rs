@@ -11,6 +11,10 @@ use std::time::Duration;
 /// The longest duration any key accepts: longer values are mistakes, and
 /// deadlines computed from them must not overflow.
 const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The most runtime threads a worker may start.
+const MAX_THREADS: usize = 1024;
+/// The longest Unix socket path (`sun_path` holds 108 bytes with its NUL).
+const MAX_SOCKET_PATH: usize = 107;
 /// The smallest `max_rss`: below it every worker would be recycled at once.
 const MIN_MAX_RSS: u64 = 16 << 20;
 /// Heartbeats more frequent than this would flood the master.
@@ -63,6 +67,16 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
         return Err(violation(
             vec!["server".to_owned(), "control_socket".to_owned()],
             "expected a socket path such as \"ringmaster.sock\", got an empty string".to_owned(),
+        ));
+    }
+    let socket_len = config.server.control_socket.as_os_str().len();
+    if socket_len > MAX_SOCKET_PATH {
+        return Err(violation(
+            vec!["server".to_owned(), "control_socket".to_owned()],
+            format!(
+                "a Unix socket path has at most {MAX_SOCKET_PATH} bytes, this one {socket_len}; \
+                 use a shorter (or relative) path"
+            ),
         ));
     }
     validate_server(&config.server)?;
@@ -325,10 +339,15 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             "expected a positive integer, got 0".to_owned(),
         ));
     }
-    if group.threads == Some(0) {
+    if let Some(threads) = group.threads
+        && !(1..=MAX_THREADS).contains(&threads)
+    {
         return Err(violation(
             key("threads"),
-            "expected a positive integer, got 0 (omit the key to pick automatically)".to_owned(),
+            format!(
+                "expected an integer from 1 to {MAX_THREADS} (runtime threads per worker), got \
+                 {threads} (omit the key to pick automatically)"
+            ),
         ));
     }
     if group.body_limit == 0 {

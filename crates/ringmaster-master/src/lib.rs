@@ -127,6 +127,12 @@ pub enum MasterError {
     /// The signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// The pid file cannot be written (`server.pid_file`).
+    #[error("server.pid_file: {0}")]
+    PidFile(String),
+    /// The control socket cannot be opened (`server.control_socket`).
+    #[error("server.control_socket: {0}")]
+    Control(String),
     /// The registry segment could not be created.
     #[error(
         "cannot create the metrics registry: {0}; check server.registry_size and the memory limits"

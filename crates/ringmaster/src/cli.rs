@@ -258,10 +258,13 @@ fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode 
                 .log_file
                 .as_ref()
                 .map_or("stderr".into(), |p| p.display().to_string());
-            eprintln!(
-                "error: cannot open the log ({file}): {e}; fix server.log_file or its directory's permissions"
-            );
-            return ExitCode::FAILURE;
+            let what = if config.server.log_file.as_ref().is_some_and(|p| p.is_dir()) {
+                "it is a directory; name a file in it, such as log/app.log".to_string()
+            } else {
+                format!("{e}; fix the path or its directory's permissions")
+            };
+            eprintln!("error: server.log_file: cannot open {file}: {what}");
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     crate::logging::init(crate::logging::Output::Master(
@@ -276,7 +279,12 @@ fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode 
         .logs(hub);
     match ringmaster_master::serve(opts) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (MasterError::Config(_) | MasterError::Worker(_))) => {
+        Err(
+            e @ (MasterError::Config(_)
+            | MasterError::Worker(_)
+            | MasterError::PidFile(_)
+            | MasterError::Control(_)),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
@@ -287,13 +295,25 @@ fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode 
     }
 }
 
+/// Prints a line to stdout; a reader that went away (`check | head`) is
+/// its choice, not an error: the command stops quietly instead of
+/// panicking as `println!` would.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        if writeln!(std::io::stdout().lock(), $($arg)*).is_err() {
+            return ExitCode::SUCCESS;
+        }
+    };
+}
+
 fn check(config: &Config, path: Option<&Path>) -> ExitCode {
+    use std::io::Write;
     let origin = path.map_or("defaults and environment".into(), |p| {
         p.display().to_string()
     });
-    println!("configuration OK ({origin})");
+    out!("configuration OK ({origin})");
     for (name, g) in &config.groups {
-        println!(
+        out!(
             "  group {name}: {} workers on {} ({}), worker {}",
             g.count,
             g.listen,
@@ -310,12 +330,12 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
         let url = config.backend(name).redacted_url();
         match runtime.block_on(Backends::open(std::slice::from_ref(name), config)) {
             Ok(b) => {
-                println!("  backend {name}: {url} OK");
                 runtime.block_on(b.close());
+                out!("  backend {name}: {url} OK");
             }
             Err(e) => {
-                println!("  backend {name}: FAILED: {e}");
                 failed += 1;
+                out!("  backend {name}: FAILED: {e}");
             }
         }
     }
@@ -327,7 +347,8 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
 }
 
 fn routes(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
-    println!("{:<8} {:<7} {:<32} MODULE", "GROUP", "METHOD", "PATH");
+    use std::io::Write;
+    out!("{:<8} {:<7} {:<32} MODULE", "GROUP", "METHOD", "PATH");
     for (name, group) in &config.groups {
         let Some(worker) = workers
             .iter()
@@ -336,7 +357,7 @@ fn routes(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
             continue;
         };
         for r in ringmaster_worker::routes(worker.as_ref()) {
-            println!("{name:<8} {:<7} {:<32} {}", r.method, r.path, r.module);
+            out!("{name:<8} {:<7} {:<32} {}", r.method, r.path, r.module);
         }
     }
     ExitCode::SUCCESS

@@ -15,7 +15,9 @@
 //! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
 //! - `RINGMASTER_DEMO_FAIL_BOOT_FILE=PATH` makes every worker fail at boot
 //!   while that file exists (a test creates it to break the next boots);
-//! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot.
+//! - `RINGMASTER_DEMO_HANG_BOOT=1` makes every worker hang at boot;
+//! - `RINGMASTER_DEMO_SLOW_BOOT_MS=N` makes every worker take N ms more to
+//!   boot (a reload then lasts long enough to act during it).
 
 use std::time::Duration;
 
@@ -28,6 +30,8 @@ pub const ENV_TEST_ROUTES: &str = "RINGMASTER_DEMO_TEST_ROUTES";
 pub const ENV_FAIL_BOOT: &str = "RINGMASTER_DEMO_FAIL_BOOT";
 /// Makes every worker fail at boot while the file it names exists.
 pub const ENV_FAIL_BOOT_FILE: &str = "RINGMASTER_DEMO_FAIL_BOOT_FILE";
+/// Adds that many milliseconds to every worker's boot.
+pub const ENV_SLOW_BOOT_MS: &str = "RINGMASTER_DEMO_SLOW_BOOT_MS";
 /// Makes every worker hang at boot (never report ready).
 pub const ENV_HANG_BOOT: &str = "RINGMASTER_DEMO_HANG_BOOT";
 
@@ -85,6 +89,12 @@ impl Module for Health {
         {
             let path = std::path::Path::new(&path).display().to_string();
             return Err(format!("{ENV_FAIL_BOOT_FILE}: {path} exists: failing on purpose").into());
+        }
+        if let Some(ms) = std::env::var(ENV_SLOW_BOOT_MS)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            std::thread::sleep(Duration::from_millis(ms));
         }
         if switch(ENV_HANG_BOOT) {
             loop {

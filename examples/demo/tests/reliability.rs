@@ -287,3 +287,80 @@ fn a_backend_outage_fails_only_what_needs_it_fast_and_recovers_by_itself() {
         log.contains("the SQL backend answers again")
     });
 }
+
+#[test]
+fn commands_writing_to_a_closed_pipe_stop_quietly() {
+    use std::process::{Command, Stdio};
+    for cmd in ["routes", "check"] {
+        let mut child = Command::new(support::demo_exe())
+            .arg(cmd)
+            .current_dir(support::scratch_dir())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away at once, as `routes | head -0` would.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "{cmd} panicked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{cmd}: {stderr}");
+    }
+}
+
+#[test]
+fn unusable_log_pid_and_socket_paths_stop_the_start_with_exit_78() {
+    let dir = support::scratch_dir();
+    std::fs::create_dir_all(dir.join("a-directory")).unwrap();
+    std::fs::write(dir.join("a-file"), "").unwrap();
+    let cases = [
+        ("log_file = \"a-directory\"", "server.log_file: cannot open"),
+        ("pid_file = \"a-file/master.pid\"", "server.pid_file:"),
+        ("control_socket = \"a-file\"", "server.control_socket:"),
+    ];
+    for (setting, says) in cases {
+        let config = format!("[server]\n{setting}\n[groups.web]\nlisten = \"127.0.0.1:0\"\n");
+        std::fs::write(dir.join("ringmaster.toml"), &config).unwrap();
+        let out = std::process::Command::new(support::demo_exe())
+            .args(["serve", "--config", "ringmaster.toml"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{setting}: {stderr}");
+        assert!(stderr.contains(says), "{setting}: {stderr}");
+    }
+    // A pid file in a directory that does not exist yet: the directory is made.
+    let config = "[server]\npid_file = \"run/here/master.pid\"\n[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n";
+    let cluster = support::start(config, &[]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    assert!(cluster.dir().join("run/here/master.pid").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_hup_during_a_reload_reloads_again_when_it_ends() {
+    let cluster = support::start(
+        &web_config("count = 2"),
+        &[("RINGMASTER_DEMO_SLOW_BOOT_MS", "400")],
+    );
+    wait_status(&cluster, "ready", |s| settled(s, "web", 2));
+    cluster.signal(libc::SIGHUP);
+    cluster.wait_log(Duration::from_secs(10), "the reload under way", |log| {
+        log.contains("rolling reload started")
+    });
+    // A deploy while the reload runs: this HUP must not be lost.
+    cluster.signal(libc::SIGHUP);
+    cluster.wait_log(Duration::from_secs(20), "two reloads", |log| {
+        log.matches("rolling reload complete").count() >= 2
+    });
+    assert!(
+        cluster.log().contains("this HUP reloads again"),
+        "{}",
+        cluster.log()
+    );
+    let s = wait_status(&cluster, "settled", |s| settled(s, "web", 2));
+    for w in support::group(&s, "web")["workers"].as_array().unwrap() {
+        assert_eq!(w["generation"], 2, "each slot replaced twice: {w}");
+    }
+}

@@ -148,20 +148,15 @@ impl Shared {
 }
 
 impl Control {
-    /// Binds the socket and serves it; `None` (logged) if it cannot be
-    /// bound, for example because another master answers on it.
+    /// Binds the socket and serves it; why not, if it cannot be bound
+    /// (another master answers on it, a path that cannot be used): a master
+    /// nobody can control does not start.
     pub(crate) fn start(
         path: &Path,
         logs: Option<LogHub>,
         commands: mpsc::Sender<Command>,
-    ) -> Option<Control> {
-        let listener = match bind(path) {
-            Ok(l) => l,
-            Err(why) => {
-                tracing::error!(path = %path.display(), "{why}; the control commands (status, reload, logs, ...) will not work");
-                return None;
-            }
-        };
+    ) -> Result<Control, String> {
+        let listener = bind(path).map_err(|why| format!("{} ({why})", path.display()))?;
         let shared = Arc::new(Shared {
             logs,
             commands,
@@ -171,7 +166,7 @@ impl Control {
             uid: unsafe { libc::geteuid() },
         });
         tokio::spawn(accept(listener, shared));
-        Some(Control {
+        Ok(Control {
             path: path.to_path_buf(),
         })
     }

@@ -131,6 +131,7 @@ impl Supervisor {
                 );
                 let message = format!("migrations failed, nothing was reloaded: {e}");
                 notify(events.as_ref(), error("migrations_failed", message));
+                self.after_reload();
             }
         }
     }

@@ -226,6 +226,8 @@ pub(crate) struct Supervisor {
     control_rx: mpsc::Receiver<crate::control::Command>,
     /// Bounds of the latency histogram (for p99 in `status`).
     latency_bounds: Vec<f64>,
+    /// A HUP arrived during a reload: reload again once it ends.
+    reload_queued: bool,
 }
 
 impl Supervisor {
@@ -270,6 +272,7 @@ impl Supervisor {
             control_tx,
             control_rx,
             latency_bounds: Vec::new(),
+            reload_queued: false,
         })
     }
 
@@ -289,12 +292,14 @@ impl Supervisor {
     ) -> Result<(), MasterError> {
         let mut signals = Signals::new().map_err(MasterError::Signals)?;
         tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
-        let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid);
+        let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid)
+            .map_err(MasterError::PidFile)?;
         let _control = crate::control::Control::start(
             &self.opts.config.server.control_socket,
             self.opts.logs.clone(),
             self.control_tx.clone(),
-        );
+        )
+        .map_err(MasterError::Control)?;
         let to_file = self.opts.config.server.log_file.as_ref();
         if let Some(file) = to_file {
             // The terminal (or whatever started us) still learns where we are.
@@ -378,7 +383,12 @@ impl Supervisor {
             Signal::Quit => self.stop(Stop::Immediate),
             Signal::Hup if self.awaiting_startup_migrations() => self.retry_startup_migrations(),
             Signal::Hup => {
-                if let Err(e) = self.start_reload(None, None) {
+                if self.reload.is_some() || self.migrating.is_some() {
+                    // A deploy during a reload: its binary and file are
+                    // picked up by one more reload, once this one ends.
+                    tracing::info!("a reload is in progress; this HUP reloads again when it ends");
+                    self.reload_queued = true;
+                } else if let Err(e) = self.start_reload(None, None) {
                     let why = e["error"]["message"].as_str().unwrap_or("");
                     tracing::warn!("HUP ignored: {why}");
                 }
@@ -749,20 +759,31 @@ impl Supervisor {
     }
 }
 
-/// The master's pid file: written at start, removed at exit if it still
-/// holds this master's pid. A file that cannot be written is logged, not
-/// fatal: the cluster serves without it (`stats` then needs `--pid`).
+/// The master's pid file: written at start (its directory created),
+/// removed at exit if it still holds this master's pid. One that cannot be
+/// written stops the start: scripts and `stats` rely on it.
 struct PidFile(Option<PathBuf>, u32);
 
 impl PidFile {
-    fn write(path: PathBuf, pid: u32) -> PidFile {
-        match std::fs::write(&path, format!("{pid}\n")) {
-            Ok(()) => PidFile(Some(path), pid),
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot write the pid file (server.pid_file)");
-                PidFile(None, pid)
-            }
+    fn write(path: PathBuf, pid: u32) -> Result<PidFile, String> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                format!(
+                    "cannot create the directory {} of {}: {e}",
+                    dir.display(),
+                    path.display()
+                )
+            })?;
         }
+        std::fs::write(&path, format!("{pid}\n")).map_err(|e| {
+            format!(
+                "cannot write {}: {e}; point pid_file at a writable place",
+                path.display()
+            )
+        })?;
+        Ok(PidFile(Some(path), pid))
     }
 }
 

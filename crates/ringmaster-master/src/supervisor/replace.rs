@@ -366,6 +366,19 @@ impl Supervisor {
                 Err(e) => e,
             };
             notify(reload.events.as_ref(), line);
+            self.after_reload();
+        }
+    }
+
+    /// A reload ended (or stopped before it rolled): the HUP that arrived
+    /// meanwhile, if one did, starts the next.
+    pub(super) fn after_reload(&mut self) {
+        if std::mem::take(&mut self.reload_queued) && self.stopping.is_none() {
+            tracing::info!("reloading again for the HUP that arrived during the reload");
+            if let Err(e) = self.start_reload(None, None) {
+                let why = e["error"]["message"].as_str().unwrap_or("");
+                tracing::warn!("the queued HUP did not reload: {why}");
+            }
         }
     }
 
