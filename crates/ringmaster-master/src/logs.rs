@@ -246,7 +246,7 @@ impl LogHub {
             ring_len: cfg.log_ring,
             hub: hub.clone(),
             failing_since: None,
-            dropped_while_failing: 0,
+            drops_base: None,
             unflushed: 0,
             gzip_job: None,
         };
@@ -539,7 +539,10 @@ struct Sink {
     ring_len: usize,
     hub: LogHub,
     failing_since: Option<Instant>,
-    dropped_while_failing: u64,
+    /// The dropped-lines counter when writing last worked, while it does
+    /// not: the note written once it works again says how many were lost
+    /// since, whatever dropped them (the queue, the sink, a failed note).
+    drops_base: Option<u64>,
     /// Lines buffered since the last successful flush.
     unflushed: u64,
     /// The gzip of the last rotated file, while it runs.
@@ -636,7 +639,6 @@ impl Sink {
     /// not fit).
     fn write_line(&mut self, parts: &[&[u8]]) {
         if self.failing_since.is_some() {
-            self.dropped_while_failing += 1;
             self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -644,7 +646,6 @@ impl Sink {
         self.maybe_rotate(len);
         if self.failing_since.is_some() {
             // The rotation failed: this line is lost too.
-            self.dropped_while_failing += 1;
             self.hub.stats.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -676,8 +677,8 @@ impl Sink {
             );
         }
         self.failing_since = Some(Instant::now());
+        self.note_failure_start();
         let lost = std::mem::take(&mut self.unflushed) + u64::from(with_line);
-        self.dropped_while_failing += lost;
         self.hub.stats.dropped.fetch_add(lost, Ordering::Relaxed);
         if let Out::File { file, .. } = &mut self.out {
             // What the buffer holds is lost with the failed write.
@@ -695,8 +696,19 @@ impl Sink {
             Ok(()) => {
                 let n = std::mem::take(&mut self.unflushed);
                 self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
+                if self.failing_since.is_none() {
+                    // Written for real (the note too): the outage is over.
+                    self.drops_base = None;
+                }
             }
             Err(e) => self.fail(e, false),
+        }
+    }
+
+    /// Remembers the dropped-lines counter as writing stops working.
+    fn note_failure_start(&mut self) {
+        if self.drops_base.is_none() {
+            self.drops_base = Some(self.hub.stats.dropped.load(Ordering::Relaxed));
         }
     }
 
@@ -715,17 +727,28 @@ impl Sink {
             if f.flush().is_ok() {
                 self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
             } else {
-                self.dropped_while_failing += n;
+                if self.drops_base.is_none() {
+                    self.drops_base = Some(self.hub.stats.dropped.load(Ordering::Relaxed));
+                }
                 self.hub.stats.dropped.fetch_add(n, Ordering::Relaxed);
             }
         }
         match open(path) {
             Ok(f) => {
+                if self.drops_base.is_some() {
+                    // A write cut by the failure may have left half a line.
+                    trim_torn_tail(path);
+                }
                 *size = f.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
                 *file = Some(f);
                 self.failing_since = None;
-                if self.dropped_while_failing > 0 {
-                    let n = std::mem::take(&mut self.dropped_while_failing);
+                if let Some(base) = self.drops_base {
+                    let n = self
+                        .hub
+                        .stats
+                        .dropped
+                        .load(Ordering::Relaxed)
+                        .saturating_sub(base);
                     let note = format!("{n} log lines dropped while the log could not be written");
                     let (tagged, _) = tag(&note, master, self.format);
                     self.write_line(&[tagged.as_bytes()]);
@@ -739,6 +762,9 @@ impl Sink {
                     );
                 }
                 self.failing_since = Some(Instant::now());
+                if self.drops_base.is_none() {
+                    self.drops_base = Some(self.hub.stats.dropped.load(Ordering::Relaxed));
+                }
                 *file = None;
             }
         }
@@ -851,6 +877,34 @@ fn today() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() / 86_400)
+}
+
+/// Cuts a file back to its last whole line: a write that failed midway
+/// (a full disk) may have left part of one, which the next line would
+/// otherwise continue.
+fn trim_torn_tail(path: &Path) {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = OpenOptions::new().read(true).write(true).open(path) else {
+        return;
+    };
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return;
+    };
+    let back = len.min(256 << 10);
+    let mut tail = vec![0; back as usize];
+    if back == 0 || f.seek(SeekFrom::Start(len - back)).is_err() || f.read_exact(&mut tail).is_err()
+    {
+        return;
+    }
+    if tail.last() == Some(&b'\n') {
+        return;
+    }
+    let keep = match memchr::memrchr(b'\n', &tail) {
+        Some(i) => len - back + i as u64 + 1,
+        None if back == len => 0,
+        None => return,
+    };
+    let _ = f.set_len(keep);
 }
 
 /// The levels, least severe first.

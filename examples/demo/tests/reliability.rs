@@ -364,3 +364,117 @@ fn a_hup_during_a_reload_reloads_again_when_it_ends() {
         assert_eq!(w["generation"], 2, "each slot replaced twice: {w}");
     }
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "mounting a small tmpfs (a disk that fills up) needs root and util-linux's mount"
+        );
+        Mount(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_loses_only_counted_lines_and_leaves_no_torn_one() {
+    let dir = support::scratch_dir();
+    let logs = dir.join("logs");
+    let _disk = Mount::tmpfs(&logs, "256k");
+    let config = "[server]\nlog_file = \"logs/app.log\"\n[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n";
+    let cluster = support::ClusterProc::start(
+        support::demo_exe(),
+        dir.clone(),
+        config,
+        &[("RINGMASTER_DEMO_TEST_ROUTES", "1")],
+    );
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    // The disk fills up.
+    let filler = logs.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        while f
+            .write_all(&[b'x'; 4096])
+            .and_then(|()| f.sync_data())
+            .is_ok()
+        {}
+    }
+    // A little room, so that a write stops in the middle of a line.
+    let len = std::fs::metadata(&filler).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&filler)
+        .unwrap()
+        .set_len(len.saturating_sub(10_000))
+        .unwrap();
+    // Lines keep coming through an outage of several retries (one a second).
+    for _ in 0..4 {
+        let r = support::get(cluster.addr(), "/__test/log?n=5000&size=100").unwrap();
+        assert_eq!(r.status, 200);
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    // Room again: the master notices by itself (it retries every second).
+    std::fs::remove_file(&filler).unwrap();
+    let path = logs.join("app.log");
+    let read = || std::fs::read_to_string(&path).unwrap_or_default();
+    // Each time writing works again a note says how many lines were lost
+    // since it last worked (a write can succeed between failures while
+    // the disk is nearly full: then there are several notes).
+    const NOTE: &str = " log lines dropped while the log could not be written";
+    let noted = || -> u64 {
+        read()
+            .lines()
+            .filter_map(|l| l.split(NOTE).next().filter(|_| l.contains(NOTE)))
+            .filter_map(|s| s.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while noted() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no note\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The master publishes its counter every second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let counted: u64 = support::stats_json(&cluster)["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == "ringmaster_log_lines_dropped_total")
+        .filter_map(|s| s["value"].as_u64())
+        .sum();
+    let noted = noted();
+    assert!(noted > 1000, "the flood was mostly lost: {noted}");
+    assert_eq!(noted, counted, "the notes say what the counter says");
+    // Every line whole: nothing torn by the failed writes.
+    let text = read();
+    for line in text.split_inclusive('\n') {
+        assert!(line.ends_with('\n'), "a torn last line: {line:?}");
+        assert!(
+            line.starts_with("master ") || line.starts_with("web/0 "),
+            "every line starts with its tag: {line:?}"
+        );
+    }
+    drop(cluster);
+}
