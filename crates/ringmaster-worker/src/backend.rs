@@ -87,6 +87,11 @@ impl BackendError {
             hint,
         }
     }
+
+    fn with_hint(mut self, hint: &str) -> Self {
+        self.hint = hint.to_string();
+        self
+    }
 }
 
 /// Driver messages may quote the URL; never let a password through.
@@ -103,12 +108,61 @@ fn redact_cause(cause: &str, cfg: &BackendConfig) -> String {
 pub struct Backends {
     sql: HashMap<String, Db>,
     redis: HashMap<String, Redis>,
+    /// The SQLite files opened, with their identity then (device, inode).
+    files: Vec<SqliteFile>,
+}
+
+/// An SQLite file a worker opened, to notice it being replaced or removed.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteFile {
+    pub(crate) backend: String,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) identity: Option<(u64, u64)>,
+}
+
+/// The (device, inode) of a file, if it exists.
+pub(crate) fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether opening an SQLite backend may create its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// `check`, `migrate`, app tests: a missing file is created.
+    Yes,
+    /// A worker of a cluster: the migrations created the file; a missing
+    /// one was removed, and a new empty one would only answer "no such
+    /// table".
+    No,
 }
 
 impl Backends {
     /// Opens and probes each backend in `names` (duplicates once), with
-    /// the settings of `config`.
+    /// the settings of `config`; a missing SQLite file is created.
     pub async fn open(names: &[String], config: &Config) -> Result<Backends, BackendError> {
+        Self::open_with(names, config, Create::Yes).await
+    }
+
+    /// As [`Backends::open`], for a worker of a cluster: an SQLite file must
+    /// exist already (the master's migrations create it).
+    pub(crate) async fn open_existing(
+        names: &[String],
+        config: &Config,
+    ) -> Result<Backends, BackendError> {
+        Self::open_with(names, config, Create::No).await
+    }
+
+    /// The SQLite files this worker opened.
+    pub(crate) fn sqlite_files(&self) -> &[SqliteFile] {
+        &self.files
+    }
+
+    async fn open_with(
+        names: &[String],
+        config: &Config,
+        create: Create,
+    ) -> Result<Backends, BackendError> {
         let mut backends = Backends::default();
         for name in names {
             if backends.sql.contains_key(name) || backends.redis.contains_key(name) {
@@ -125,8 +179,9 @@ impl Backends {
                     backends.redis.insert(name.clone(), conn);
                 }
                 _ => {
-                    let db = open_sql(name, &cfg, kind).await?;
+                    let (db, file) = open_sql(name, &cfg, kind, create).await?;
                     backends.sql.insert(name.clone(), db);
+                    backends.files.extend(file);
                 }
             }
             tracing::info!(
@@ -198,37 +253,88 @@ async fn within<T, E: std::fmt::Display>(
 /// connection (so a backend that is down fails them fast), after a probe
 /// on a connection of its own that may take `connect_timeout` (a boot may
 /// wait for a slow connect; a request must not).
-async fn open_sql(name: &str, cfg: &BackendConfig, kind: BackendKind) -> Result<Db, BackendError> {
+async fn open_sql(
+    name: &str,
+    cfg: &BackendConfig,
+    kind: BackendKind,
+    create: Create,
+) -> Result<(Db, Option<SqliteFile>), BackendError> {
+    if kind == BackendKind::Sqlite {
+        let options = SqliteConnectOptions::from_str(&cfg.url)
+            .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
+        let path = options.get_filename().to_path_buf();
+        let memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
+        if create == Create::No && !memory && !path.exists() {
+            return Err(BackendError::new(
+                name,
+                cfg,
+                "has no database file",
+                format!("{} does not exist (removed?)", path.display()),
+            )
+            .with_hint("the master creates it with the migrations: restore it, or send HUP (or `reload`) to run them"));
+        }
+        let db = within(name, cfg, async {
+            let options = options
+                .create_if_missing(create == Create::Yes)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(SQLITE_BUSY_TIMEOUT);
+            let mut probe = sqlx::SqliteConnection::connect_with(&options).await?;
+            sqlx::query("SELECT 1").execute(&mut probe).await?;
+            // A write, rolled back: a file (or a file system) that became
+            // read-only fails here, at boot, not at every request's write.
+            let (version,): (i64,) = sqlx::query_as("PRAGMA user_version")
+                .fetch_one(&mut probe)
+                .await?;
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut probe).await?;
+            let wrote = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "PRAGMA user_version = {version}"
+            )))
+            .execute(&mut probe)
+            .await;
+            sqlx::query("ROLLBACK").execute(&mut probe).await?;
+            wrote?;
+            let _ = probe.close().await;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(cfg.pool_size)
+                .acquire_timeout(cfg.acquire_timeout)
+                .connect_lazy_with(options);
+            Ok::<Db, sqlx::Error>(Db::Sqlite(pool))
+        })
+        .await
+        .map_err(|e| {
+            if e.cause.contains("readonly database") {
+                BackendError {
+                    what: "is read-only",
+                    ..e
+                }
+                .with_hint(
+                    "make the file, its directory and its file system writable by this user; \
+                     workers retry by themselves",
+                )
+            } else {
+                e
+            }
+        })?;
+        let file = (!memory).then(|| SqliteFile {
+            backend: name.to_string(),
+            identity: file_identity(&path),
+            path,
+        });
+        return Ok((db, file));
+    }
     within(name, cfg, async {
-        let db = match kind {
-            BackendKind::Sqlite => {
-                let options = SqliteConnectOptions::from_str(&cfg.url)?
-                    .create_if_missing(true)
-                    .journal_mode(SqliteJournalMode::Wal)
-                    .synchronous(SqliteSynchronous::Normal)
-                    .busy_timeout(SQLITE_BUSY_TIMEOUT);
-                let mut probe = sqlx::SqliteConnection::connect_with(&options).await?;
-                sqlx::query("SELECT 1").execute(&mut probe).await?;
-                let _ = probe.close().await;
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(cfg.pool_size)
-                    .acquire_timeout(cfg.acquire_timeout)
-                    .connect_lazy_with(options);
-                Db::Sqlite(pool)
-            }
-            _ => {
-                let options = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?;
-                let mut probe = sqlx::PgConnection::connect_with(&options).await?;
-                sqlx::query("SELECT 1").execute(&mut probe).await?;
-                let _ = probe.close().await;
-                let pool = PgPoolOptions::new()
-                    .max_connections(cfg.pool_size)
-                    .acquire_timeout(cfg.acquire_timeout)
-                    .connect_lazy_with(options);
-                Db::Postgres(pool)
-            }
-        };
-        Ok::<Db, sqlx::Error>(db)
+        let options = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?;
+        let mut probe = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query("SELECT 1").execute(&mut probe).await?;
+        let _ = probe.close().await;
+        let db = Db::Postgres(
+            PgPoolOptions::new()
+                .max_connections(cfg.pool_size)
+                .acquire_timeout(cfg.acquire_timeout)
+                .connect_lazy_with(options),
+        );
+        Ok::<(Db, Option<SqliteFile>), sqlx::Error>((db, None))
     })
     .await
 }

@@ -81,10 +81,11 @@ pub async fn boot(
     // Outside a cluster nothing drains the app: its sender is dropped, so
     // `AppContext::draining` never completes.
     let (_, drain) = tokio::sync::watch::channel(None);
-    boot_with(worker, identity, config, ipc, registry, drain).await
+    boot_with(worker, identity, config, ipc, registry, drain, false).await
 }
 
-/// Boots with the IPC pool of a worker process.
+/// Boots with the IPC pool of a worker process (`in_cluster`: started by
+/// a master).
 pub(crate) async fn boot_with(
     worker: &dyn Worker,
     identity: WorkerContext,
@@ -92,6 +93,7 @@ pub(crate) async fn boot_with(
     ipc: Ipc,
     registry: Registry,
     drain: crate::serve::DrainRx,
+    in_cluster: bool,
 ) -> Result<Booted, BootError> {
     let mut phases = Phases::new();
 
@@ -112,8 +114,13 @@ pub(crate) async fn boot_with(
     }
     phases.done("load_config");
 
-    // 2.
-    let backends = Backends::open(&needed, &config).await?;
+    // 2. In a cluster an SQLite file must exist: the master's migrations
+    // create it, and a new empty one would only answer "no such table".
+    let backends = if in_cluster {
+        Backends::open_existing(&needed, &config).await?
+    } else {
+        Backends::open(&needed, &config).await?
+    };
     phases.done("connect_backends");
 
     // 3.

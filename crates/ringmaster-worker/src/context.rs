@@ -110,6 +110,11 @@ impl AppContext {
         self.inner.drain.borrow().is_some()
     }
 
+    /// The SQLite files this worker opened.
+    pub(crate) fn sqlite_files(&self) -> Vec<crate::backend::SqliteFile> {
+        self.inner.backends.sqlite_files().to_vec()
+    }
+
     /// Closes every backend pool (after a drain).
     pub(crate) async fn backends_close(&self) {
         self.inner.backends.close().await;

@@ -111,6 +111,7 @@ pub async fn migrate(
 ) -> Result<usize, MigrateError> {
     // Module name -> its migrations, once even if several groups run it.
     let mut modules: BTreeMap<String, Vec<Migration>> = BTreeMap::new();
+    let mut sqlite_files: Vec<String> = Vec::new();
     for group in config.groups.values() {
         let Some(worker) = workers
             .iter()
@@ -119,17 +120,28 @@ pub async fn migrate(
             continue;
         };
         for module in worker.modules() {
+            // Every SQLite file a worker will open is created here, with
+            // or without migrations: workers of a cluster never create one
+            // (a missing file there was removed, not new).
+            for name in module.backends() {
+                let is_sqlite =
+                    config.backend(name).kind() == Ok(ringmaster_config::BackendKind::Sqlite);
+                if is_sqlite && !sqlite_files.iter().any(|n| n == name) {
+                    sqlite_files.push(name.to_string());
+                }
+            }
             let migrations = module.migrations();
             if !migrations.is_empty() {
                 modules.insert(module.name().to_string(), migrations);
             }
         }
     }
-    let names: Vec<String> = modules
+    let mut names: Vec<String> = modules
         .values()
         .flatten()
         .map(|m| m.backend.to_string())
         .collect();
+    names.extend(sqlite_files);
     let backends = Backends::open(&names, config).await?;
     let mut applied = 0;
     for (module, mut migrations) in modules {

@@ -138,11 +138,20 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         Err(reason) => return fatal(outbox, writer, reason).await,
     };
     let config = Arc::new(handoff.config.clone());
-    let booted =
-        match boot::boot_with(&*worker, identity, config, ipc, registry, drain_rx.clone()).await {
-            Ok(b) => b,
-            Err(e) => return fatal(outbox, writer, e.to_string()).await,
-        };
+    let booted = match boot::boot_with(
+        &*worker,
+        identity,
+        config,
+        ipc,
+        registry,
+        drain_rx.clone(),
+        true,
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return fatal(outbox, writer, e.to_string()).await,
+    };
     phases.extend(booted.phases);
     let (app, ctx) = (booted.app, booted.ctx);
 
@@ -179,6 +188,7 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         .await;
     tracing::debug!("worker serving");
 
+    tokio::spawn(watch_sqlite_files(ctx.clone(), outbox.clone()).in_current_span());
     let limit = request_limit(&cfg, outbox.clone());
     tokio::select! {
         () = serve::serve(
@@ -199,6 +209,55 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// How often a worker looks whether its SQLite files are still the ones it
+/// opened.
+const SQLITE_CHECK: Duration = Duration::from_secs(2);
+
+/// Notices an SQLite file this worker opened being replaced or removed.
+/// Its connections keep the old file, so writes through them would be
+/// acknowledged and lost: it closes that backend's pool (requests needing
+/// it answer 503 from then on), says so once, and asks the master for a
+/// replacement, which opens what the path holds now (or, for a removed
+/// file, fails its boot saying so while this worker serves the rest).
+async fn watch_sqlite_files(ctx: AppContext, outbox: mpsc::Sender<Outgoing>) {
+    let files = ctx.sqlite_files();
+    if files.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(SQLITE_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for f in &files {
+            let now = crate::backend::file_identity(&f.path);
+            if now == f.identity {
+                continue;
+            }
+            let what = if now.is_none() { "removed" } else { "replaced" };
+            tracing::error!(
+                backend = %f.backend,
+                path = %f.path.display(),
+                "the SQLite file of backend {} was {what} while this worker had it open: its \
+                 pool is closed (requests that need it answer 503, none is written to the old \
+                 file) and the master is asked for a replacement worker",
+                f.backend,
+            );
+            let msg = WorkerMsg::Recycle {
+                reason: format!("sqlite file {what}"),
+            };
+            let close = async {
+                if let Ok(db) = ctx.db(&f.backend) {
+                    db.close().await;
+                }
+            };
+            // The close is polled first: the pool refuses new requests
+            // before the master hears of it.
+            let (_, _) = tokio::join!(close, outbox.send(Outgoing::Msg(msg)));
+            return;
+        }
+    }
 }
 
 /// With `max_requests`, the counter that asks the master to recycle this

@@ -478,3 +478,121 @@ fn a_full_disk_loses_only_counted_lines_and_leaves_no_torn_one() {
     }
     drop(cluster);
 }
+
+fn remount(at: &std::path::Path, how: &str) {
+    let ok = std::process::Command::new("mount")
+        .args(["-o", &format!("remount,{how}")])
+        .arg(at)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "remount {how} {}", at.display());
+}
+
+#[test]
+fn a_read_only_sqlite_file_fails_the_boot_clearly_and_recovers_by_itself() {
+    let dir = support::scratch_dir();
+    let data = dir.join("data");
+    let _disk = Mount::tmpfs(&data, "16m");
+    // A kill within min_uptime is a strike: the replacement starts 1 s
+    // later, which leaves the file closed long enough to remount.
+    let config = "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\nmin_uptime = \"1h\"\n\
+                  restart_backoff = \"1s\"\nrestart_backoff_max = \"1s\"\n\
+                  [backends.main]\nurl = \"sqlite://data/main.db\"\n";
+    let cluster = support::ClusterProc::start(
+        support::demo_exe(),
+        dir.clone(),
+        config,
+        &[("RINGMASTER_DEMO_TEST_ROUTES", "1")],
+    );
+    let s = wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    support::create_link(cluster.addr(), "https://example.com/before");
+    // The worker dies; while it is down the file system goes read-only
+    // (root writes through file modes, not through a read-only mount).
+    let pid = group_pids(&s, "web")[0];
+    // SAFETY: kill a worker of this test's cluster.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_status(&cluster, "the worker gone", |s| {
+        support::group(s, "web")["ready"] == 0
+    });
+    remount(&data, "ro");
+    let s = wait_status(&cluster, "the replacement refused at boot", |s| {
+        support::group(s, "web")["last_exit"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("is read-only"))
+    });
+    let reason = support::group(&s, "web")["last_exit"]["reason"].to_string();
+    assert!(reason.contains("sqlite://data/main.db"), "{reason}");
+    // Writable again: a worker boots by itself (no HUP) and writes work.
+    remount(&data, "rw");
+    wait_status(&cluster, "ready again", |s| settled(s, "web", 1));
+    support::create_link(cluster.addr(), "https://example.com/after");
+    drop(cluster);
+}
+
+#[test]
+fn a_replaced_sqlite_file_gets_a_worker_that_opens_it() {
+    let config = "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n";
+    let cluster = support::start(config, &[]);
+    let before = group_pids(
+        &wait_status(&cluster, "ready", |s| settled(s, "web", 1)),
+        "web",
+    );
+    support::create_link(cluster.addr(), "https://example.com/old");
+    // A restore from a backup: the path now holds another file.
+    let db = cluster.dir().join("main.db");
+    std::fs::copy(&db, cluster.dir().join("main.db.new")).unwrap();
+    std::fs::rename(cluster.dir().join("main.db.new"), &db).unwrap();
+    let s = wait_status(&cluster, "a worker on the new file", |s| {
+        settled(s, "web", 1) && group_pids(s, "web") != before
+    });
+    let exit = &support::group(&s, "web")["workers"][0]["last_exit"];
+    assert_eq!(exit["reason"], "recycled: sqlite file replaced", "{exit:#}");
+    assert!(
+        cluster
+            .log()
+            .contains("was replaced while this worker had it open"),
+        "{}",
+        cluster.log()
+    );
+    let code = support::create_link(cluster.addr(), "https://example.com/new");
+    let r = support::get(cluster.addr(), &format!("/l/{code}")).unwrap();
+    assert_eq!(
+        r.status, 302,
+        "written to, and read from, the file at the path"
+    );
+}
+
+#[test]
+fn a_removed_sqlite_file_loses_no_acknowledged_write() {
+    let config = "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n";
+    let cluster = support::start(config, &[]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    support::create_link(cluster.addr(), "https://example.com/kept");
+    std::fs::remove_file(cluster.dir().join("main.db")).unwrap();
+    // The worker notices within its check interval: from then on a write
+    // is refused (503), never acknowledged into the unlinked file.
+    cluster.wait_log(Duration::from_secs(5), "the removal noticed", |log| {
+        log.contains("was removed while this worker had it open")
+    });
+    let body = r#"{"url":"https://example.com/lost"}"#;
+    let r = support::request(cluster.addr(), "POST", "/links", Some(body)).unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    // Routes that need no database go on; the replacement refuses to
+    // boot on a missing file, naming it and what to do.
+    assert_eq!(
+        support::get(cluster.addr(), "/plaintext").unwrap().status,
+        200
+    );
+    cluster.wait_log(Duration::from_secs(5), "the replacement refused", |log| {
+        log.contains("has no database file")
+    });
+    // A HUP runs the migrations (a new, empty file) and replaces the worker.
+    cluster.signal(libc::SIGHUP);
+    let s = wait_status(&cluster, "a worker on the new file", |s| {
+        settled(s, "web", 1)
+            && support::group(s, "web")["workers"][0]["last_exit"]["reason"] == "reload"
+    });
+    drop(s);
+    support::create_link(cluster.addr(), "https://example.com/new");
+    drop(cluster);
+}
