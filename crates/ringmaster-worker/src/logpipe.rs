@@ -6,7 +6,8 @@
 //! gathered or every 10 ms, so a busy worker makes one write per many
 //! lines and never waits for the master. When the pipe stays full, events
 //! beyond a 256 KiB buffer are dropped and counted, and a line "N log
-//! lines dropped" goes out once there is room again. A worker that aborts
+//! lines dropped" goes out once there is room again. A worker that exits
+//! writes what is gathered first ([`LogPipe::finish`]); one that aborts
 //! loses at most its last 10 ms of info and debug lines.
 //!
 //! The access log ([`access`]) is formatted here by hand and skips the
@@ -98,6 +99,22 @@ impl LogPipe {
         self.buf
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes everything gathered, waiting up to `within` for room in the
+    /// pipe: called once as the process exits, so that its last lines
+    /// (`drained; exiting`) are not lost with the ticker's next 10 ms.
+    pub fn finish(&self, within: std::time::Duration) {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let mut buf = self.lock();
+            self.flush(&mut buf);
+            if buf.is_empty() || std::time::Instant::now() >= until {
+                return;
+            }
+            drop(buf);
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// Events this worker dropped since it started (the pipe stayed full).

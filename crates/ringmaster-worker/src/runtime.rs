@@ -74,6 +74,9 @@ pub fn run(workers: &[Arc<dyn Worker>]) -> ExitCode {
     let worker = workers.iter().find(|w| w.name() == wanted).cloned();
     let code = runtime.block_on(life(handoff, worker).in_current_span());
     runtime.shutdown_timeout(Duration::from_millis(100));
+    if let Some(pipe) = crate::logpipe::installed() {
+        pipe.finish(Duration::from_millis(500));
+    }
     code
 }
 

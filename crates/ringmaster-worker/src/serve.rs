@@ -27,6 +27,11 @@
 //! `max_connections` are open: at the limit the loop stops accepting, so
 //! the kernel's queue holds the rest instead of the worker running out of
 //! file descriptors; accept errors are logged at most once a second.
+//!
+//! An upgraded connection (WebSocket) leaves hyper, but not the count: its
+//! place under `max_connections` belongs to the socket itself, so the
+//! drain waits for the application to close it (it sees the drain through
+//! `AppContext::draining`) and the drain deadline cuts what does not.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -194,19 +199,14 @@ pub(crate) async fn serve(
             let _ = tcp.set_nodelay(true);
             let conn = connection(
                 tcp,
+                permit,
                 app.clone(),
                 drain.clone(),
                 draining.clone(),
                 limit.clone(),
                 limits.clone(),
             );
-            connections.spawn(
-                async move {
-                    conn.await;
-                    drop(permit);
-                }
-                .in_current_span(),
-            );
+            connections.spawn(conn.in_current_span());
         };
     let mut errors = Throttle::default();
     loop {
@@ -259,6 +259,15 @@ pub(crate) async fn serve(
         tracing::debug!(open, "waiting for open connections");
     }
     while connections.join_next().await.is_some() {}
+    // Upgraded connections (WebSocket) left hyper with their permit: they
+    // are done when the application drops them (it sees the drain through
+    // `AppContext::draining`); the drain deadline cuts the rest.
+    let upgraded = limits.max_connections - permits.available_permits();
+    if upgraded > 0 {
+        tracing::debug!(upgraded, "waiting for upgraded connections");
+        let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+        let _ = permits.acquire_many(all).await;
+    }
 }
 
 /// Completes when a drain starts (never, if the trigger is gone).
@@ -327,13 +336,14 @@ fn refusal(status: StatusCode, message: &'static str) -> Response<Body> {
 
 async fn connection(
     tcp: TcpStream,
+    permit: OwnedSemaphorePermit,
     app: Router,
     drain: DrainRx,
     draining: Arc<AtomicBool>,
     limit: Option<Arc<RequestLimit>>,
     limits: Arc<Limits>,
 ) {
-    let io = Tracked::new(tcp);
+    let io = Tracked::new(tcp, permit);
     let state = io.state.clone();
     let checks = limits.clone();
     let svc_state = state.clone();
@@ -507,13 +517,18 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: TcpStream,
         state: Arc<ConnState>,
+        // The connection's place under `max_connections`, held by the IO
+        // itself: an upgraded connection keeps it until the application
+        // drops the socket.
+        permit: OwnedSemaphorePermit,
     }
 }
 
 impl Tracked {
-    fn new(inner: TcpStream) -> Self {
+    fn new(inner: TcpStream, permit: OwnedSemaphorePermit) -> Self {
         Tracked {
             inner,
+            permit,
             state: Arc::new(ConnState {
                 born: Instant::now(),
                 last_io: AtomicU64::new(0),

@@ -35,7 +35,7 @@ pub const ENV_SLOW_BOOT_MS: &str = "RINGMASTER_DEMO_SLOW_BOOT_MS";
 /// Makes every worker hang at boot (never report ready).
 pub const ENV_HANG_BOOT: &str = "RINGMASTER_DEMO_HANG_BOOT";
 
-fn switch(name: &str) -> bool {
+pub(crate) fn switch(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
 }
 

@@ -1,7 +1,9 @@
 //! The ringmaster demo application: two concrete workers.
 //!
-//! - `web` (modules `links`, `hello`, `health`): the URL shortener with its
-//!   HTML page, and the TechEmpower-style `/plaintext`, `/json`, `/db`;
+//! - `web` (modules `links`, `hello`, `health`, `live`): the URL shortener
+//!   with its HTML page, the TechEmpower-style `/plaintext`, `/json`, `/db`,
+//!   and a WebSocket echo (`/ws`) and an event stream (`/events`) that end
+//!   cleanly on a drain;
 //! - `api` (modules `api`, `health`): a JSON-only view of the links, on
 //!   another port.
 //!
@@ -9,19 +11,20 @@
 //! unless `[backends.main]` says otherwise (e.g. a `postgres://` URL).
 //!
 //! # Layout
-//! - `links`, `hello`, `api`, `health`: the modules.
+//! - `links`, `hello`, `api`, `health`, `live`: the modules.
 
 pub mod api;
 pub mod health;
 pub mod hello;
 pub mod links;
+pub mod live;
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
 
 use ringmaster::prelude::*;
 
-/// The `web` worker: links, hello and health.
+/// The `web` worker: links, hello, health and live.
 pub struct Web;
 
 impl Worker for Web {
@@ -34,6 +37,7 @@ impl Worker for Web {
             Box::new(links::Links),
             Box::new(hello::Hello),
             Box::new(health::Health::from_env()),
+            Box::new(live::Live::from_env()),
         ]
     }
 

@@ -596,3 +596,151 @@ fn a_removed_sqlite_file_loses_no_acknowledged_write() {
     support::create_link(cluster.addr(), "https://example.com/new");
     drop(cluster);
 }
+
+/// A WebSocket client of `path` on `addr`, with a read timeout.
+fn websocket(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> tungstenite::WebSocket<std::net::TcpStream> {
+    let tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}{path}"), tcp).unwrap();
+    ws
+}
+
+fn echoes(ws: &mut tungstenite::WebSocket<std::net::TcpStream>, text: &str) {
+    ws.send(tungstenite::Message::text(text)).unwrap();
+    match ws.read().unwrap() {
+        tungstenite::Message::Text(t) => assert_eq!(t.as_str(), text),
+        other => panic!("expected the echo of {text:?}, got {other:?}"),
+    }
+}
+
+/// An event-stream client: the raw bytes of `GET path` as they come.
+struct EventStream {
+    tcp: std::net::TcpStream,
+    seen: String,
+}
+
+impl EventStream {
+    fn open(addr: std::net::SocketAddr, path: &str) -> EventStream {
+        use std::io::Write;
+        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        write!(
+            tcp,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n"
+        )
+        .unwrap();
+        EventStream {
+            tcp,
+            seen: String::new(),
+        }
+    }
+
+    /// Reads until `done` holds for what was seen; false at end of stream.
+    fn read_until(&mut self, done: impl Fn(&str) -> bool) -> bool {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        while !done(&self.seen) {
+            match self.tcp.read(&mut buf) {
+                Ok(0) => return false,
+                Ok(n) => self.seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(e) => panic!("event stream: {e}; seen so far:\n{}", self.seen),
+            }
+        }
+        true
+    }
+}
+
+#[test]
+fn a_reload_ends_open_websockets_and_event_streams_cleanly_and_fails_no_other_request() {
+    // A long drain_timeout: a clean end is seen well before any cut.
+    let config = web_config("count = 2\ndrain_timeout = \"20s\"");
+    let cluster = support::start(&config, &[]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 2));
+    let addr = cluster.addr();
+    let mut sockets: Vec<_> = (0..4).map(|_| websocket(addr, "/ws")).collect();
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        echoes(ws, &format!("hello {i}"));
+    }
+    let mut streams: Vec<_> = (0..2)
+        .map(|_| EventStream::open(addr, "/events?every_ms=50"))
+        .collect();
+    for s in &mut streams {
+        assert!(s.read_until(|seen| seen.matches("event: tick").count() >= 2));
+        assert!(s.seen.starts_with("HTTP/1.1 200"), "{}", s.seen);
+    }
+    let load = support::Load::start_n(addr, "/plaintext", 2);
+    load.wait_ok(20);
+    let started = std::time::Instant::now();
+    let out = support::cli(&cluster, &["reload"]);
+    assert!(out.status.success(), "{out:?}\n{}", cluster.log());
+    // Every WebSocket got a close frame saying why, not a cut connection.
+    for ws in &mut sockets {
+        let frame = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(frame)) => break frame,
+                Ok(_) => continue,
+                Err(e) => panic!("no close frame before the end: {e}\n{}", cluster.log()),
+            }
+        };
+        let frame = frame.expect("a close frame with a code");
+        assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+        assert_eq!(frame.reason.as_str(), "draining");
+    }
+    // Every event stream got its last event, then its chunked end.
+    for s in &mut streams {
+        let ended =
+            s.read_until(|seen| seen.contains("event: drain") && seen.ends_with("0\r\n\r\n"));
+        assert!(ended, "the stream was cut before its end:\n{}", s.seen);
+    }
+    // The drain did not wait for the long drain_timeout: the connections
+    // ended when their application saw the drain.
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(10),
+        "{elapsed:?}\n{}",
+        cluster.log()
+    );
+    let (ok, failed, _) = load.finish();
+    assert!(failed.is_empty(), "{ok} ok, failed: {failed:?}");
+    // Reconnecting reaches a new worker.
+    echoes(&mut websocket(addr, "/ws"), "again");
+    // Both old workers drained and said so as they exited (their last
+    // lines were lost with the log pipe's next flush before).
+    cluster.wait_log(Duration::from_secs(5), "both old workers drained", |log| {
+        log.matches("drained; exiting").count() == 2
+    });
+    let log = cluster.log();
+    assert!(!log.contains("grace period over"), "{log}");
+}
+
+#[test]
+fn an_upgraded_connection_holds_the_drain_until_drain_timeout_cuts_it() {
+    let config = web_config("count = 1\ndrain_timeout = \"3s\"");
+    let cluster = support::start(&config, &[("RINGMASTER_DEMO_TEST_ROUTES", "1")]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    let mut ws = websocket(cluster.addr(), "/__test/ws-ignore-drain");
+    echoes(&mut ws, "before");
+    cluster.signal(libc::SIGHUP);
+    cluster.wait_log(Duration::from_secs(10), "the old worker draining", |log| {
+        log.contains("draining worker group=web")
+    });
+    let drain_began = std::time::Instant::now();
+    // The old worker is draining, yet this connection still works: the
+    // drain waits for it (it was cut as soon as no request was in flight).
+    std::thread::sleep(Duration::from_millis(1500));
+    echoes(&mut ws, "while draining");
+    // At drain_timeout it is cut, and the old worker exits.
+    let cut = loop {
+        match ws.read() {
+            Ok(_) => continue,
+            Err(_) => break drain_began.elapsed(),
+        }
+    };
+    assert!(cut < Duration::from_secs(5), "cut after {cut:?}");
+    cluster.wait_log(Duration::from_secs(5), "the old worker gone", |log| {
+        log.contains("grace period over")
+    });
+}
