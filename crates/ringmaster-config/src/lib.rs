@@ -65,6 +65,8 @@ mod duration;
 mod env;
 mod error;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod validate;
 
 use std::fmt;
@@ -591,6 +593,30 @@ impl Config {
             (table, config) = apply_override(&table, over)?;
         }
         finish(config, &origin, &overrides)
+    }
+
+    /// [`Config::load`] of a file whose text is `text`, named `origin` in
+    /// errors, with the environment overrides in `env`.
+    ///
+    /// ```
+    /// use ringmaster_config::Config;
+    ///
+    /// let env = [("RINGMASTER__GROUPS__WEB__COUNT".to_owned(), "3".to_owned())];
+    /// let config = Config::load_str("[groups.web]\ncount = 1\n", "app.toml", env)?;
+    /// assert_eq!(config.group("web").map(|g| g.count), Some(3));
+    /// # Ok::<(), ringmaster_config::ConfigError>(())
+    /// ```
+    pub fn load_str(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let (mut table, mut config) = parse_document(text, origin)?;
+        let overrides = env::collect(env)?;
+        for over in &overrides {
+            (table, config) = apply_override(&table, over)?;
+        }
+        finish(config, origin, &overrides)
     }
 
     /// [`Config::load`] with the process environment.

@@ -23,6 +23,8 @@
 
 mod backoff;
 mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 mod listener;
 pub mod logs;
 mod migrate;

@@ -57,6 +57,33 @@ pub fn scratch_dir() -> PathBuf {
     dir
 }
 
+/// Runs `cmd` in a process group of its own and collects its output; if
+/// it has not exited within `limit`, the whole group is killed and the
+/// test fails saying so (a command that should stop must not hang a run).
+pub fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    let child = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the command");
+    let pgid = child.id() as i32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("collect the command's output"),
+        Err(_) => {
+            // SAFETY: kill the process group this function created.
+            unsafe { libc::kill(-pgid, libc::SIGKILL) };
+            panic!("{cmd:?} did not exit within {limit:?}; its process group was killed");
+        }
+    }
+}
+
 impl ClusterProc {
     /// Starts `exe serve --config DIR/ringmaster.toml` in `dir` with
     /// `config` (TOML) and extra environment, and waits until every group

@@ -37,6 +37,8 @@ mod boot;
 mod context;
 mod controller;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handoff;
 mod ipc;
 pub mod logpipe;

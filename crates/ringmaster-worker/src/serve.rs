@@ -112,6 +112,10 @@ impl Limits {
         // `connection` keeps both timeouts with atomics instead.
         let mut b = hyper::server::conn::http1::Builder::new();
         b.max_header_size(self.max_header_bytes);
+        // A client that closes its side after sending (`nc`, a shell's
+        // `printf | nc`, some health checkers) still gets its answer; by
+        // default hyper drops a request in progress at the end of input.
+        b.half_close(true);
         if self.max_headers != HYPER_MAX_HEADERS {
             b.max_headers(self.max_headers);
         }
@@ -334,15 +338,17 @@ fn refusal(status: StatusCode, message: &'static str) -> Response<Body> {
     res
 }
 
-async fn connection(
-    tcp: TcpStream,
+async fn connection<S>(
+    tcp: S,
     permit: OwnedSemaphorePermit,
     app: Router,
     drain: DrainRx,
     draining: Arc<AtomicBool>,
     limit: Option<Arc<RequestLimit>>,
     limits: Arc<Limits>,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let io = Tracked::new(tcp, permit);
     let state = io.state.clone();
     let checks = limits.clone();
@@ -513,9 +519,9 @@ impl ConnState {
 pin_project_lite::pin_project! {
     /// A stream that notes when it moved bytes, for the connection's
     /// watchdog (head and keep-alive timeouts).
-    struct Tracked {
+    struct Tracked<S> {
         #[pin]
-        inner: TcpStream,
+        inner: S,
         state: Arc<ConnState>,
         // The connection's place under `max_connections`, held by the IO
         // itself: an upgraded connection keeps it until the application
@@ -524,8 +530,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl Tracked {
-    fn new(inner: TcpStream, permit: OwnedSemaphorePermit) -> Self {
+impl<S> Tracked<S> {
+    fn new(inner: S, permit: OwnedSemaphorePermit) -> Self {
         Tracked {
             inner,
             permit,
@@ -540,7 +546,7 @@ impl Tracked {
     }
 }
 
-impl AsyncRead for Tracked {
+impl<S: AsyncRead> AsyncRead for Tracked<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -556,7 +562,7 @@ impl AsyncRead for Tracked {
     }
 }
 
-impl AsyncWrite for Tracked {
+impl<S: AsyncWrite> AsyncWrite for Tracked<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -594,4 +600,47 @@ impl AsyncWrite for Tracked {
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
     }
+}
+
+/// What the fuzz target `http_head` and its proptest version run: `input`
+/// sent on one connection of this loop, in writes of `step` bytes, to `app`
+/// with the bounds of `cfg`, then the write side closed. Returns what the
+/// connection answered, once it has closed.
+pub(crate) async fn fuzz_connection(
+    input: &[u8],
+    step: usize,
+    app: Router,
+    cfg: &GroupConfig,
+) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (client, server) = tokio::io::duplex(64 * 1024);
+    let permit = Arc::new(Semaphore::new(1))
+        .acquire_owned()
+        .await
+        .expect("a fresh semaphore has a permit");
+    let (_trigger, drain) = watch::channel(None);
+    let conn = tokio::spawn(connection(
+        server,
+        permit,
+        app,
+        drain,
+        Arc::new(AtomicBool::new(false)),
+        None,
+        Arc::new(Limits::new(cfg)),
+    ));
+    let (mut read, mut write) = tokio::io::split(client);
+    let input = input.to_vec();
+    let writer = tokio::spawn(async move {
+        for chunk in input.chunks(step.max(1)) {
+            if write.write_all(chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    let mut out = Vec::new();
+    let _ = read.read_to_end(&mut out).await;
+    let _ = writer.await;
+    conn.await.expect("the connection task panicked");
+    out
 }

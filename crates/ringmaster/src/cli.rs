@@ -250,6 +250,12 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode {
+    // Errors about a path the configuration names say which file set it.
+    let origin = path
+        .as_ref()
+        .map_or("the default configuration".to_string(), |p| {
+            p.display().to_string()
+        });
     let hub = match ringmaster_master::logs::LogHub::start(&config.server) {
         Ok(hub) => hub,
         Err(e) => {
@@ -263,7 +269,7 @@ fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode 
             } else {
                 format!("{e}; fix the path or its directory's permissions")
             };
-            eprintln!("error: server.log_file: cannot open {file}: {what}");
+            eprintln!("error: {origin}: server.log_file: cannot open {file}: {what}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -279,13 +285,12 @@ fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode 
         .logs(hub);
     match ringmaster_master::serve(opts) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(
-            e @ (MasterError::Config(_)
-            | MasterError::Worker(_)
-            | MasterError::PidFile(_)
-            | MasterError::Control(_)),
-        ) => {
+        Err(e @ (MasterError::Config(_) | MasterError::Worker(_))) => {
             eprintln!("error: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e @ (MasterError::PidFile(_) | MasterError::Control(_))) => {
+            eprintln!("error: {origin}: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {

@@ -744,3 +744,26 @@ fn an_upgraded_connection_holds_the_drain_until_drain_timeout_cuts_it() {
         log.contains("grace period over")
     });
 }
+
+#[test]
+fn a_client_that_closes_its_side_after_sending_still_gets_its_answer() {
+    use std::io::{Read, Write};
+    let cluster = support::start(&web_config("count = 1"), &[]);
+    wait_status(&cluster, "ready", |s| settled(s, "web", 1));
+    // As `printf 'POST ...' | nc host port` does: send, then shut down the
+    // write side, then read.
+    let mut tcp = std::net::TcpStream::connect(cluster.addr()).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let body = r#"{"url":"https://example.com/nc"}"#;
+    write!(
+        tcp,
+        "POST /links HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    tcp.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut answer = String::new();
+    tcp.read_to_string(&mut answer).unwrap();
+    // (The request in progress was dropped at the end of input: no answer.)
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer:?}");
+}

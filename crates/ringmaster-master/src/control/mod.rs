@@ -541,13 +541,13 @@ enum ReadError {
 
 /// Reads lines of at most [`MAX_LINE`] bytes; cancel-safe (what was read
 /// stays in the buffer).
-struct LineReader {
-    read: OwnedReadHalf,
+struct LineReader<R = OwnedReadHalf> {
+    read: R,
     buf: Vec<u8>,
 }
 
-impl LineReader {
-    fn new(read: OwnedReadHalf) -> Self {
+impl<R: tokio::io::AsyncRead + Unpin> LineReader<R> {
+    fn new(read: R) -> Self {
         LineReader {
             read,
             buf: Vec::with_capacity(512),
@@ -595,5 +595,77 @@ impl LineReader {
             }
         })
         .await;
+    }
+}
+
+/// What the fuzz target `control_request` and its proptest version run:
+/// `bytes` read in reads of `step` bytes by the connection's line reader,
+/// each line parsed as a request (and a `logs` request's filter built), as
+/// a connection does before it asks the supervisor anything. Panics if a
+/// refused line's reply is not a final error line with a code and a
+/// message, or if the reader takes more than [`MAX_LINE`] bytes for a line.
+pub(crate) fn fuzz_request_lines(bytes: &[u8], step: usize) {
+    let mut reader = LineReader::new(Chunks {
+        rest: bytes,
+        step: step.max(1),
+    });
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        // The reader never waits: `Chunks` is always ready.
+        let polled = std::pin::pin!(reader.next()).poll(&mut cx);
+        let std::task::Poll::Ready(next) = polled else {
+            panic!("the line reader waited on a reader that is always ready");
+        };
+        let line = match next {
+            Ok(Some(line)) => line,
+            Ok(None) | Err(ReadError::Io) => return,
+            Err(ReadError::TooLong) => {
+                assert!(
+                    reader.buf.len() > MAX_LINE,
+                    "refused a line of at most MAX_LINE bytes"
+                );
+                return;
+            }
+        };
+        assert!(
+            line.len() <= 3 * MAX_LINE,
+            "lossy UTF-8 grows a line at most threefold"
+        );
+        let reply = match request::parse(&line) {
+            Ok(Request::Logs {
+                group, slot, level, ..
+            }) => LogFilter::new(group, slot, level.as_deref()).err(),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = reply {
+            assert!(is_final(&e), "{e}");
+            assert!(e["error"]["code"].is_string(), "{e}");
+            assert!(
+                e["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{e}"
+            );
+        }
+    }
+}
+
+/// A reader that hands out `step` bytes per read.
+struct Chunks<'a> {
+    rest: &'a [u8],
+    step: usize,
+}
+
+impl tokio::io::AsyncRead for Chunks<'_> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let n = self.step.min(self.rest.len()).min(buf.remaining());
+        buf.put_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        std::task::Poll::Ready(Ok(()))
     }
 }
