@@ -24,9 +24,11 @@
 //! timer reset per request), heads are limited in size
 //! (431) and header count (431), URIs in length (414), and an HTTP/1.1
 //! request needs exactly one `Host` (400, RFC 9112). At most
-//! `max_connections` are open: at the limit the loop stops accepting, so
-//! the kernel's queue holds the rest instead of the worker running out of
-//! file descriptors; accept errors are logged at most once a second.
+//! `max_connections` are open: at the limit a client that arrives makes room
+//! by closing the idle or incomplete connection that costs least to lose
+//! (never one answering a request); when there is none the kernel's queue
+//! holds the rest, and the worker never runs out of file descriptors.
+//! Accept errors are logged at most once a second.
 //!
 //! An upgraded connection (WebSocket) leaves hyper, but not the count: its
 //! place under `max_connections` belongs to the socket itself, so the
@@ -198,12 +200,14 @@ pub(crate) async fn serve(
     // for one before it accepts, and the kernel's queue holds the rest.
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let limits = Arc::new(limits);
+    let open = Arc::new(Open::default());
     let serve_one =
         |connections: &mut JoinSet<()>, tcp: TcpStream, permit: OwnedSemaphorePermit| {
             let _ = tcp.set_nodelay(true);
+            let place = Place::new(permit, &open);
             let conn = connection(
                 tcp,
-                permit,
+                place,
                 app.clone(),
                 drain.clone(),
                 draining.clone(),
@@ -213,14 +217,58 @@ pub(crate) async fn serve(
             connections.spawn(conn.in_current_span());
         };
     let mut errors = Throttle::default();
+    // A client accepted at the limit, waiting for the room its arrival made.
+    let mut waiting: Option<TcpStream> = None;
+    let mut full = FullThrottle::default();
     loop {
-        let permit = tokio::select! {
-            biased;
-            () = &mut started => break,
-            permit = permits.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => break,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                // At `max_connections`: a client that arrives makes room by
+                // closing the open connection that costs least to lose (the
+                // longest idle between requests, else the oldest head still
+                // incomplete), as nginx reuses keep-alive connections. A
+                // connection answering a request is never closed for it.
+                tokio::select! {
+                    biased;
+                    () = &mut started => break,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    accepted = listener.accept() => {
+                        match accepted {
+                            Ok((tcp, _peer)) => {
+                                let mut made_room = open.evict_one();
+                                full.note(made_room, limits.max_connections);
+                                waiting = Some(tcp);
+                                // Every connection was answering a request:
+                                // look again as they finish.
+                                let mut again = tokio::time::interval(Duration::from_millis(20));
+                                let permit = loop {
+                                    tokio::select! {
+                                        biased;
+                                        () = &mut started => break None,
+                                        permit = permits.clone().acquire_owned() => break permit.ok(),
+                                        _ = again.tick(), if !made_room => made_room = open.evict_one(),
+                                    }
+                                };
+                                let Some(permit) = permit else { break };
+                                if let Some(tcp) = waiting.take() {
+                                    serve_one(&mut connections, tcp, permit);
+                                }
+                            }
+                            Err(e) => {
+                                errors.note(&e);
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                        }
+                        continue;
+                    }
+                    Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+                }
+            }
         };
         tokio::select! {
             biased;
@@ -238,6 +286,12 @@ pub(crate) async fn serve(
         }
     }
     draining.store(true, Ordering::Relaxed);
+    // A client accepted at the limit is served as the others drain.
+    if let Some(tcp) = waiting.take()
+        && let Ok(permit) = permits.clone().acquire_owned().await
+    {
+        serve_one(&mut connections, tcp, permit);
+    }
     // Take what is queued already: when this worker holds the last copy of
     // its socket (a slot removed by scale-down), closing it would reset
     // those connections. Elsewhere the socket stays open in the master.
@@ -340,7 +394,7 @@ fn refusal(status: StatusCode, message: &'static str) -> Response<Body> {
 
 async fn connection<S>(
     tcp: S,
-    permit: OwnedSemaphorePermit,
+    place: Place,
     app: Router,
     drain: DrainRx,
     draining: Arc<AtomicBool>,
@@ -349,8 +403,15 @@ async fn connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let io = Tracked::new(tcp, permit);
-    let state = io.state.clone();
+    let Place {
+        permit,
+        state,
+        registered,
+    } = place;
+    // Open until this function returns: an upgraded connection leaves the
+    // table (it is the application's then, never closed to make room).
+    let _registered = registered;
+    let io = Tracked::new(tcp, permit, state.clone());
     let checks = limits.clone();
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
@@ -384,9 +445,30 @@ async fn connection<S>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
-    let watchdog = watchdog(state, limits.header_read_timeout, limits.keepalive_timeout);
+    let watchdog = watchdog(
+        state.clone(),
+        limits.header_read_timeout,
+        limits.keepalive_timeout,
+    );
     tokio::pin!(watchdog);
+    let evicted = state.evict.notified();
+    tokio::pin!(evicted);
     tokio::select! {
+        () = &mut evicted => {
+            // Closed to make room for a new client: a head still coming is
+            // dropped; otherwise the response in progress, if any, ends
+            // first.
+            let mid_head = state.busy.load(Ordering::Relaxed) == 0
+                && state.head_started.load(Ordering::Relaxed) != NO_HEAD;
+            tracing::debug!(mid_head, "connection closed to make room under max_connections");
+            if !mid_head {
+                conn.as_mut().graceful_shutdown();
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection closed for room ended with an error");
+                }
+            }
+            return;
+        }
         result = conn.as_mut() => {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
@@ -487,9 +569,147 @@ struct ConnState {
     head_started: AtomicU64,
     /// Requests whose response head is not out yet.
     busy: AtomicU64,
+    /// Chosen to be closed to make room (once).
+    evicted: AtomicBool,
+    /// Wakes the connection when it is chosen.
+    evict: tokio::sync::Notify,
+}
+
+/// A connection's place under `max_connections`: its permit, its state,
+/// and its entry in the table of open connections.
+struct Place {
+    permit: OwnedSemaphorePermit,
+    state: Arc<ConnState>,
+    registered: Registered,
+}
+
+impl Place {
+    fn new(permit: OwnedSemaphorePermit, open: &Arc<Open>) -> Place {
+        let state = Arc::new(ConnState::new());
+        Place {
+            permit,
+            registered: open.register(state.clone()),
+            state,
+        }
+    }
+}
+
+/// The open connections that may be closed to make room at the limit (not
+/// the upgraded ones).
+#[derive(Default)]
+struct Open {
+    next: AtomicU64,
+    conns: std::sync::Mutex<std::collections::HashMap<u64, Arc<ConnState>>>,
+}
+
+/// Takes a connection out of [`Open`] when it ends.
+struct Registered {
+    open: Arc<Open>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.open.lock().remove(&self.id);
+    }
+}
+
+impl Open {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, Arc<ConnState>>> {
+        self.conns
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Adds a connection as it is accepted (before its task runs, so that
+    /// a client arriving right after can already close it for room).
+    fn register(self: &Arc<Self>, state: Arc<ConnState>) -> Registered {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(id, state);
+        Registered {
+            open: self.clone(),
+            id,
+        }
+    }
+
+    /// Asks the connection that costs least to lose to close: the longest
+    /// idle between requests, else the one whose incomplete head started
+    /// first; never one answering a request. False if there is none.
+    fn evict_one(&self) -> bool {
+        let conns = self.lock();
+        let best = conns
+            .values()
+            .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.evicted.load(Ordering::Relaxed))
+            .min_by_key(|c| {
+                let head = c.head_started.load(Ordering::Relaxed);
+                let (tier, since) = if head == NO_HEAD {
+                    (0, c.last_io.load(Ordering::Relaxed))
+                } else {
+                    (1, head)
+                };
+                (tier, c.born + Duration::from_millis(since))
+            });
+        match best {
+            Some(c) => {
+                c.evicted.store(true, Ordering::Relaxed);
+                c.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// At the limit, says at most once a second how often room was made and
+/// how often there was none (every connection answering a request).
+#[derive(Default)]
+struct FullThrottle {
+    last: Option<Instant>,
+    made: u64,
+    none: u64,
+}
+
+impl FullThrottle {
+    fn note(&mut self, made_room: bool, max: usize) {
+        if made_room {
+            self.made += 1;
+        } else {
+            self.none += 1;
+        }
+        if self
+            .last
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            max_connections = max,
+            closed_for_room = self.made,
+            all_busy = self.none,
+            "at max_connections: {} idle or incomplete connections closed to make room, {} \
+             times every connection was answering a request (raise max_connections or add workers)",
+            self.made,
+            self.none
+        );
+        self.last = Some(Instant::now());
+        self.made = 0;
+        self.none = 0;
+    }
 }
 
 impl ConnState {
+    fn new() -> ConnState {
+        ConnState {
+            born: Instant::now(),
+            last_io: AtomicU64::new(0),
+            // A new connection owes its first head from the start.
+            head_started: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            evicted: AtomicBool::new(false),
+            evict: tokio::sync::Notify::new(),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.born.elapsed().as_millis() as u64
     }
@@ -531,17 +751,11 @@ pin_project_lite::pin_project! {
 }
 
 impl<S> Tracked<S> {
-    fn new(inner: S, permit: OwnedSemaphorePermit) -> Self {
+    fn new(inner: S, permit: OwnedSemaphorePermit, state: Arc<ConnState>) -> Self {
         Tracked {
             inner,
             permit,
-            state: Arc::new(ConnState {
-                born: Instant::now(),
-                last_io: AtomicU64::new(0),
-                // A new connection owes its first head from the start.
-                head_started: AtomicU64::new(0),
-                busy: AtomicU64::new(0),
-            }),
+            state,
         }
     }
 }
@@ -619,9 +833,10 @@ pub(crate) async fn fuzz_connection(
         .await
         .expect("a fresh semaphore has a permit");
     let (_trigger, drain) = watch::channel(None);
+    let place = Place::new(permit, &Arc::new(Open::default()));
     let conn = tokio::spawn(connection(
         server,
-        permit,
+        place,
         app,
         drain,
         Arc::new(AtomicBool::new(false)),
