@@ -57,6 +57,8 @@ pub(crate) enum Outgoing {
     Msg(WorkerMsg),
     /// Raw bytes, for tests of the master's handling of a broken worker.
     Raw(Vec<u8>),
+    /// Answered once everything queued before it is written.
+    Flushed(tokio::sync::oneshot::Sender<()>),
 }
 
 /// An IPC operation that failed.

@@ -106,7 +106,7 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
     }
     // One writer task owns the socket's sending half; everyone else queues.
     let (outbox, outbox_rx) = mpsc::channel::<Outgoing>(OUTBOX);
-    let writer = tokio::spawn(write_master(tx, outbox_rx).in_current_span());
+    tokio::spawn(write_master(tx, outbox_rx).in_current_span());
     let ipc = Ipc::attached(
         outbox.clone(),
         Origin {
@@ -134,11 +134,11 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
             "this binary has no worker implementation named {:?}",
             cfg.worker.as_deref().unwrap_or("")
         );
-        return fatal(outbox, writer, reason).await;
+        return fatal(outbox, reason).await;
     };
     let registry = match open_registry(&ipc) {
         Ok(r) => r,
-        Err(reason) => return fatal(outbox, writer, reason).await,
+        Err(reason) => return fatal(outbox, reason).await,
     };
     let config = Arc::new(handoff.config.clone());
     let booted = match boot::boot_with(
@@ -153,7 +153,7 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
     .await
     {
         Ok(b) => b,
-        Err(e) => return fatal(outbox, writer, e.to_string()).await,
+        Err(e) => return fatal(outbox, e.to_string()).await,
     };
     phases.extend(booted.phases);
     let (app, ctx) = (booted.app, booted.ctx);
@@ -163,7 +163,7 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         Ok(l) => l,
         Err(e) => {
             let reason = format!("cannot use the listening socket from the master: {e}");
-            return fatal(outbox, writer, reason).await;
+            return fatal(outbox, reason).await;
         }
     };
     phases.push(phase("listen", t));
@@ -339,17 +339,18 @@ fn phase(name: &str, started: Instant) -> BootPhase {
 }
 
 /// Tells the master why this worker cannot boot, then gives the exit code.
-async fn fatal(
-    outbox: mpsc::Sender<Outgoing>,
-    writer: tokio::task::JoinHandle<()>,
-    reason: String,
-) -> ExitCode {
+async fn fatal(outbox: mpsc::Sender<Outgoing>, reason: String) -> ExitCode {
     tracing::error!(reason = %reason, "worker cannot boot");
     let _ = outbox
         .send(Outgoing::Msg(WorkerMsg::Fatal { reason }))
         .await;
-    drop(outbox);
-    let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    // Exit as soon as the reason is written: waiting for the writer to end
+    // waited the whole second (the heartbeat task keeps the outbox open),
+    // which slowed every restart of a worker that cannot boot.
+    let (done, written) = tokio::sync::oneshot::channel();
+    if outbox.send(Outgoing::Flushed(done)).await.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+    }
     ExitCode::FAILURE
 }
 
@@ -369,6 +370,12 @@ async fn write_master(mut tx: Sender<WorkerMsg>, mut outbox: mpsc::Receiver<Outg
                     if tx.flush().await.is_err() || tx.write_frames(&bytes).await.is_err() {
                         return;
                     }
+                }
+                Outgoing::Flushed(done) => {
+                    if tx.flush().await.is_err() {
+                        return;
+                    }
+                    let _ = done.send(());
                 }
             }
             if tx.queued() < WRITE_BATCH {
