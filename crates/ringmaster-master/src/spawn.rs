@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringmaster_proto::handoff::{self, IPC_FD, LISTENER_FD, LOG_FD, REGISTRY_FD};
+use ringmaster_proto::handoff::{self, ADOPT_FD, IPC_FD, LISTENER_FD, LOG_FD, REGISTRY_FD};
 use ringmaster_proto::{Channel, MasterMsg, Receiver, RecvError, Sender, WorkerMsg};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
@@ -62,6 +62,8 @@ pub(crate) struct WorkerLink {
     pub(crate) commands: mpsc::Sender<WorkerCommand>,
     /// Encoded frames for it, written in order by its writer task.
     pub(crate) frames: mpsc::Sender<Bytes>,
+    /// The master's end of the socket it is handed connections on.
+    pub(crate) adopt: std::os::unix::net::UnixDatagram,
 }
 
 /// Something that happened to a worker, reported by its watcher task.
@@ -90,6 +92,8 @@ pub(crate) fn spawn_worker(
     events: mpsc::Sender<WorkerEvent>,
 ) -> io::Result<WorkerLink> {
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
+    let (adopt, adopt_worker_end) = std::os::unix::net::UnixDatagram::pair()?;
+    adopt.set_nonblocking(true)?;
     let mut cmd = Command::new(spec.exe);
     // What `ps` shows: "ringmaster-demo worker web/0".
     let name = spec
@@ -107,14 +111,16 @@ pub(crate) fn spawn_worker(
         .env(handoff::ENV_GENERATION, spec.generation.to_string())
         .env(handoff::ENV_MASTER_PID, spec.master_pid.to_string())
         .env(handoff::ENV_CONFIG, spec.config_toml)
+        .env(handoff::ENV_ADOPT, "1")
         .stdin(Stdio::null())
         // A terminal's Ctrl-C reaches the master only; it decides how workers stop.
         .process_group(0)
         .kill_on_drop(false);
-    let mut map = [(-1, -1); 4];
+    let mut map = [(-1, -1); 5];
     map[0] = (spec.listener_fd, LISTENER_FD);
     map[1] = (worker_end.as_raw_fd(), IPC_FD);
-    let mut fds = 2;
+    map[2] = (adopt_worker_end.as_raw_fd(), ADOPT_FD);
+    let mut fds = 3;
     if let Some((fd, row)) = spec.registry {
         map[fds] = (fd, REGISTRY_FD);
         fds += 1;
@@ -142,6 +148,7 @@ pub(crate) fn spawn_worker(
     let child = cmd.spawn()?;
     // Our copy of the worker's end must go, or its end-of-file never arrives.
     drop(worker_end);
+    drop(adopt_worker_end);
     let pid = child.id().unwrap_or(0);
     // `cmd` holds the stdout and stderr write ends: they must close here,
     // or the readers never see end-of-file.
@@ -186,6 +193,7 @@ pub(crate) fn spawn_worker(
         pid,
         commands,
         frames,
+        adopt,
     })
 }
 
@@ -228,7 +236,7 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 /// overwritten: first duplicate every source above the targets (those copies
 /// are close-on-exec and vanish at exec), then `dup2` into place.
 fn remap_fds_and_tie_to_parent(map: &[(RawFd, RawFd)]) -> io::Result<()> {
-    let mut high = [-1; 4];
+    let mut high = [-1; 5];
     if map.len() > high.len() {
         return Err(io::Error::from_raw_os_error(libc::EINVAL));
     }
@@ -344,4 +352,90 @@ mod tests {
         assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit code 1");
         assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
     }
+}
+
+/// Takes the connections waiting in the accept queue of `listener` (a
+/// slot's socket whose worker is gone) and hands each to one of `to` in
+/// turn, as `SCM_RIGHTS` datagrams; returns how many were handed over. A
+/// connection no sibling takes (its socket full or gone) is closed.
+pub(crate) fn hand_over_queue(
+    listener: std::os::fd::RawFd,
+    to: &[&std::os::unix::net::UnixDatagram],
+) -> usize {
+    let mut handed = 0;
+    if to.is_empty() {
+        return 0;
+    }
+    // Never block the master: the socket's file status is shared with its
+    // workers, which want it non-blocking too.
+    // SAFETY: fcntl on a socket this process owns.
+    unsafe {
+        let flags = libc::fcntl(listener, libc::F_GETFL);
+        if flags < 0 || libc::fcntl(listener, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return 0;
+        }
+    }
+    // A bound on one call: the queue holds at most the backlog.
+    for i in 0..65_536 {
+        // SAFETY: accept4 on a listening socket this process owns; a null
+        // address is allowed.
+        let fd = unsafe {
+            libc::accept4(
+                listener,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            break;
+        }
+        // SAFETY: accept4 returned a new fd that nothing else owns.
+        let conn = unsafe { OwnedFd::from_raw_fd(fd) };
+        if send_fd(to[i % to.len()], conn.as_raw_fd()).is_ok() {
+            handed += 1;
+        }
+    }
+    handed
+}
+
+/// Sends `fd` as the one `SCM_RIGHTS` right of a one-byte datagram.
+fn send_fd(sock: &std::os::unix::net::UnixDatagram, fd: std::os::fd::RawFd) -> io::Result<()> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // Room for one fd, aligned as cmsghdr needs.
+    let mut space = [0u64; 4];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space_len = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
+    assert!(space_len <= std::mem::size_of_val(&space));
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = space_len as _;
+    // SAFETY: msg_control points at `space_len` bytes; the first header
+    // fits, and its data holds one c_int.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>(), fd);
+    }
+    // SAFETY: sendmsg on a socket this process owns with a valid msghdr.
+    let n = unsafe {
+        libc::sendmsg(
+            sock.as_raw_fd(),
+            &msg,
+            libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

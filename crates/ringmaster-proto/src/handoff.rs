@@ -15,6 +15,11 @@ pub const REGISTRY_FD: RawFd = 5;
 /// The write end of the pipe for the worker's `tracing` output, when
 /// [`ENV_LOG_PIPE`] is set; the worker writes it without blocking.
 pub const LOG_FD: RawFd = 6;
+/// The worker's end of a Unix datagram socket pair on which the master
+/// hands it connections, one fd per datagram (`SCM_RIGHTS`), when
+/// [`ENV_ADOPT`] is set: those queued on the socket of a slot of its group
+/// whose worker died, so that they wait for no replacement.
+pub const ADOPT_FD: RawFd = 7;
 
 /// Set to [`ROLE_WORKER`] in a worker's environment; absent in the master.
 pub const ENV_ROLE: &str = "RINGMASTER_ROLE";
@@ -39,9 +44,13 @@ pub const ENV_LOG_PIPE: &str = "RINGMASTER_LOG_PIPE";
 /// no row for it (its metrics then stay in the process).
 pub const ENV_REGISTRY_ROW: &str = "RINGMASTER_REGISTRY_ROW";
 
+/// Set to `1` when the master hands connections over on [`ADOPT_FD`].
+pub const ENV_ADOPT: &str = "RINGMASTER_ADOPT";
+
 /// Every variable of the hand-over, so that a master can scrub inherited
 /// values before it sets its own.
-pub const ALL_ENV: [&str; 8] = [
+pub const ALL_ENV: [&str; 9] = [
+    ENV_ADOPT,
     ENV_ROLE,
     ENV_GROUP,
     ENV_SLOT,

@@ -122,6 +122,23 @@ pub(crate) fn take_listener() -> std::io::Result<std::net::TcpListener> {
     Ok(listener)
 }
 
+/// Takes the socket the master hands connections over on, if it gave one
+/// ([`ringmaster_proto::handoff::ADOPT_FD`]). Call once.
+pub(crate) fn take_adopt() -> Option<std::io::Result<tokio::net::UnixDatagram>> {
+    use ringmaster_proto::handoff::{ADOPT_FD, ENV_ADOPT};
+    if std::env::var_os(ENV_ADOPT).is_none_or(|v| v != "1") {
+        return None;
+    }
+    // SAFETY: the master placed our end of the datagram pair at ADOPT_FD
+    // before exec (it said so in ENV_ADOPT); we take it once.
+    let sock = unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(ADOPT_FD) };
+    Some(
+        set_cloexec(&sock)
+            .and_then(|()| sock.set_nonblocking(true))
+            .and_then(|()| tokio::net::UnixDatagram::from_std(sock)),
+    )
+}
+
 /// Takes ownership of the IPC socket at its fixed fd. Call once.
 pub(crate) fn take_ipc() -> std::io::Result<tokio::net::UnixStream> {
     // SAFETY: the master placed our end of the socket pair at IPC_FD

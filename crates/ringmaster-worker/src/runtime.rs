@@ -167,6 +167,14 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
         }
     };
     phases.push(phase("listen", t));
+    let adopt = match handoff::take_adopt() {
+        Some(Ok(sock)) => Some(sock),
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "cannot use the socket the master hands connections on");
+            None
+        }
+        None => None,
+    };
 
     if drain_rx.borrow().is_some() {
         // Still serve: the loop stops at once, but first takes what is
@@ -196,6 +204,7 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
     tokio::select! {
         () = serve::serve(
             listener,
+            adopt,
             app,
             drain_rx.clone(),
             limit,

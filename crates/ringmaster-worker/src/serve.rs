@@ -35,6 +35,7 @@
 //! drain waits for the application to close it (it sees the drain through
 //! `AppContext::draining`) and the drain deadline cuts what does not.
 
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -178,6 +179,7 @@ impl RequestLimit {
 /// has closed; `limit` counts the requests served.
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
+    mut adopt: Option<tokio::net::UnixDatagram>,
     app: Router,
     drain: DrainRx,
     limit: Option<Arc<RequestLimit>>,
@@ -282,6 +284,15 @@ pub(crate) async fn serve(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
+            // A connection the master took from the queue of a slot of
+            // this group that has no ready worker.
+            adopted = adopted(adopt.as_ref()), if adopt.is_some() => match adopted {
+                Ok(tcp) => serve_one(&mut connections, tcp, permit),
+                Err(e) => {
+                    tracing::debug!(error = %e, "the master's hand-over socket failed; no more adopted connections");
+                    adopt = None;
+                }
+            },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
@@ -326,6 +337,76 @@ pub(crate) async fn serve(
         let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
         let _ = permits.acquire_many(all).await;
     }
+}
+
+/// The next connection handed over on `sock` (one fd per datagram).
+async fn adopted(sock: Option<&tokio::net::UnixDatagram>) -> std::io::Result<TcpStream> {
+    let Some(sock) = sock else {
+        return std::future::pending().await;
+    };
+    loop {
+        sock.readable().await?;
+        match sock.try_io(tokio::io::Interest::READABLE, || recv_fd(sock.as_raw_fd())) {
+            Ok(Some(fd)) => {
+                // SAFETY: the fd arrived by SCM_RIGHTS: this process owns it.
+                let tcp = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+                tcp.set_nonblocking(true)?;
+                return TcpStream::from_std(tcp);
+            }
+            // A datagram without a right: nothing to serve.
+            Ok(None) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives one datagram and the fd it carries, if any.
+fn recv_fd(sock: std::os::fd::RawFd) -> std::io::Result<Option<std::os::fd::RawFd>> {
+    let mut byte = [0u8; 1];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut space = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; the pointers set below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = space.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&space) as _;
+    // SAFETY: recvmsg on a socket this process owns with a valid msghdr;
+    // rights received get close-on-exec.
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if n == 0 && msg.msg_controllen == 0 {
+        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+    }
+    let mut fd = None;
+    // SAFETY: walking the control messages recvmsg filled in.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(cmsg).cast::<libc::c_int>();
+                let count = ((*cmsg).cmsg_len as usize - libc::CMSG_LEN(0) as usize)
+                    / std::mem::size_of::<libc::c_int>();
+                for i in 0..count {
+                    let got = std::ptr::read_unaligned(data.add(i));
+                    if fd.is_none() {
+                        fd = Some(got);
+                    } else {
+                        // One right per datagram: close any extra.
+                        libc::close(got);
+                    }
+                }
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(fd)
 }
 
 /// Completes when a drain starts (never, if the trigger is gone).

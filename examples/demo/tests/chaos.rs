@@ -326,20 +326,15 @@ fn a_postgresql_outage_under_load_fails_only_what_needs_it_and_recovers_without_
     let s = wait_status(&cluster, "ready", |s| settled(s, "web", 2));
     let addr = cluster.addr();
     assert_eq!(get(addr, "/db").unwrap().status, 200);
-    // The database goes down, and one worker dies with it; its
-    // replacements cannot boot while the database is down.
+    let plain = support::Load::start_n(addr, "/plaintext", 4);
+    plain.wait_ok(20);
+    // The database goes down under load, and one worker dies with it; its
+    // replacements cannot boot while the database is down. Connections
+    // queued on its socket when it died are handed to the other worker.
     pg.ctl("stop");
     let (victim, survivor) = (group_pids(&s, "web")[0], group_pids(&s, "web")[1]);
     // SAFETY: kill a worker of this test's cluster.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    // Not yet promised (docs/reliability.md): a connection already queued
-    // on the slot's socket when its worker died waits for that slot's next
-    // ready worker. New connections go to the ready slot from here on.
-    wait_status(&cluster, "the slot steered around", |s| {
-        support::group(s, "web")["ready"] == 1
-    });
-    let plain = support::Load::start_n(addr, "/plaintext", 2);
-    plain.wait_ok(20);
     let outage = Instant::now();
     let mut db = Vec::new();
     while outage.elapsed() < storm_length(3) {
@@ -371,9 +366,20 @@ fn a_postgresql_outage_under_load_fails_only_what_needs_it_and_recovers_without_
     }
     let s = wait_status(&cluster, "the slot back", |s| settled(s, "web", 2));
     let (ok, failed, _) = plain.finish();
-    // Nothing unrelated to the database failed, and the surviving worker
-    // recovered by itself (it was never restarted).
-    assert!(failed.is_empty(), "{ok} ok; failed: {failed:?}");
+    // Nothing unrelated to the database failed but the requests in flight
+    // on the killed worker (at most one per client), and none waited: the
+    // connections queued on its socket were served by the other worker.
+    eprintln!(
+        "outage: {ok} ok, failed {failed:?}, handed over: {}",
+        cluster.log().contains("handed the connections queued")
+    );
+    assert!(failed.len() <= 4, "{ok} ok; failed: {failed:?}");
+    assert!(
+        !failed
+            .iter()
+            .any(|f| f.contains("temporarily unavailable") || f.contains("timed out")),
+        "a request waited for the outage: {failed:?}"
+    );
     assert!(group_pids(&s, "web").contains(&survivor), "{s:#}");
     assert!(
         cluster

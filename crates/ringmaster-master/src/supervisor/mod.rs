@@ -94,6 +94,8 @@ struct Worker {
     commands: mpsc::Sender<WorkerCommand>,
     /// Its queue of encoded IPC frames (bounded by `server.ipc_queue`).
     frames: mpsc::Sender<Bytes>,
+    /// The socket it is handed connections on (`spawn::hand_over_queue`).
+    adopt: std::os::unix::net::UnixDatagram,
     /// Who it is, as the workers it sends messages to see it.
     origin: Origin,
     /// Topics it subscribed to, and request topics it serves.
@@ -506,6 +508,7 @@ impl Supervisor {
                         heartbeat_timeout: group.cfg.heartbeat_timeout,
                         commands: link.commands,
                         frames: link.frames,
+                        adopt: link.adopt,
                         origin: ipc::origin(&group.name, s, pid),
                         topics: Vec::new(),
                         serves: Vec::new(),

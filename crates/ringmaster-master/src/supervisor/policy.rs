@@ -438,5 +438,34 @@ impl Supervisor {
                 "cannot steer new connections to the ready slots; a slot without a worker keeps its share"
             ),
         }
+        if target.is_some() {
+            self.hand_over_queues(g, &serving);
+        }
+    }
+
+    /// Connections already queued on the socket of a slot without a ready
+    /// worker (they arrived before it was steered around) would wait for
+    /// its next ready worker, for a whole backend outage if its
+    /// replacements cannot boot: the master takes them and hands them to
+    /// the ready workers of the group.
+    fn hand_over_queues(&self, g: usize, serving: &[usize]) {
+        let group = &self.groups[g];
+        if group.listeners.mode() != ringmaster_config::ListenMode::Reuseport {
+            return;
+        }
+        let to: Vec<&std::os::unix::net::UnixDatagram> = serving
+            .iter()
+            .filter_map(|s| group.slots[*s].current.and_then(|c| self.workers.get(&c)))
+            .map(|w| &w.adopt)
+            .collect();
+        for s in (0..group.slots.len()).filter(|s| !serving.contains(s)) {
+            let handed = crate::spawn::hand_over_queue(group.listeners.fd_for_slot(s), &to);
+            if handed > 0 {
+                tracing::info!(
+                    group = %group.name, slot = s, handed,
+                    "handed the connections queued on a slot without a ready worker to the ready ones"
+                );
+            }
+        }
     }
 }
