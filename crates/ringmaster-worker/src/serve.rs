@@ -512,8 +512,11 @@ async fn connection<S>(
             }
             let mut response = response.await;
             drop(done);
+            // Not on a 101: its `Connection: upgrade` is the upgrade (the
+            // application sees the drain and closes the socket itself).
             if draining.load(Ordering::Relaxed)
                 && let Ok(r) = &mut response
+                && r.status() != StatusCode::SWITCHING_PROTOCOLS
             {
                 r.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));

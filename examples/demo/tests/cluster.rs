@@ -267,7 +267,29 @@ fn sigkill_of_the_master_leaves_no_worker_and_frees_the_port() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::net::TcpListener::bind(addr).expect("the port can be bound again");
+    // Nothing listens on the port any more (binding it to check would race
+    // with other tests' outgoing connections, which may take the port as
+    // their local one once it is free).
+    assert!(!listening(addr.port()), "something still listens on {addr}");
+}
+
+/// Whether a TCP socket on this machine listens on `port` (IPv4 or IPv6).
+fn listening(port: u16) -> bool {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        std::fs::read_to_string(table).is_ok_and(|text| {
+            text.lines().skip(1).any(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local_address is ADDR:PORT in hex; state 0A is LISTEN.
+                fields.len() > 3
+                    && fields[3] == "0A"
+                    && fields[1]
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| u16::from_str_radix(p, 16).ok())
+                        == Some(port)
+            })
+        })
+    })
 }
 
 #[test]
