@@ -343,7 +343,15 @@ async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendErr
     let client = redis::Client::open(cfg.url.as_str())
         .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
     within(name, cfg, async {
-        let mut conn = redis::aio::ConnectionManager::new(client).await?;
+        // One quick retry, not redis-rs's six growing ones (6 s in all): a
+        // request waits for the reconnect, and must fail fast while Redis
+        // is down; the next request tries again.
+        let options = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_secs(1))
+            .set_connection_timeout(Some(cfg.connect_timeout));
+        let mut conn = redis::aio::ConnectionManager::new_with_config(client, options).await?;
         let _: String = redis::cmd("PING").query_async(&mut conn).await?;
         Ok::<Redis, redis::RedisError>(conn)
     })

@@ -112,6 +112,60 @@ fn backend_down(e: &sqlx::Error) {
     }
 }
 
+impl From<redis::RedisError> for AppError {
+    /// A Redis backend that cannot be reached (refused, dropped, timed out)
+    /// is a 503, logged once per outage; anything else a 500.
+    fn from(e: redis::RedisError) -> Self {
+        if e.is_io_error()
+            || e.is_connection_refusal()
+            || e.is_connection_dropped()
+            || e.is_timeout()
+        {
+            if !REDIS_DOWN.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(
+                    error = %e,
+                    "a Redis backend is unavailable; requests that need it answer 503 (it reconnects by itself)"
+                );
+            }
+            Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "a backend service is unavailable; try again later",
+            )
+        } else {
+            AppError::internal(e)
+        }
+    }
+}
+
+/// Whether a Redis command failed for want of a connection since one last
+/// succeeded through [`redis_outcome`].
+static REDIS_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A Redis command's result as an [`AppError`] (503 when Redis cannot be
+/// reached); a success after an outage says once that Redis is back.
+///
+/// ```
+/// # async fn handler(ctx: ringmaster_worker::AppContext) -> Result<String, ringmaster_worker::AppError> {
+/// let mut redis = ctx.redis("cache")?;
+/// let n: u64 = ringmaster_worker::redis_outcome(
+///     ringmaster_worker::redis::cmd("INCR").arg("visits").query_async(&mut redis).await,
+/// )?;
+/// # Ok(n.to_string()) }
+/// ```
+pub fn redis_outcome<T>(result: Result<T, redis::RedisError>) -> Result<T, AppError> {
+    match result {
+        Ok(v) => {
+            if REDIS_DOWN.load(std::sync::atomic::Ordering::Relaxed)
+                && REDIS_DOWN.swap(false, std::sync::atomic::Ordering::Relaxed)
+            {
+                tracing::info!("the Redis backend answers again");
+            }
+            Ok(v)
+        }
+        Err(e) => Err(AppError::from(e)),
+    }
+}
+
 /// What [`on_db!`](crate::on_db) makes of a query's result: an error
 /// becomes an [`AppError`] (503 when the backend is unreachable); success
 /// after failures says once that the backend is back.

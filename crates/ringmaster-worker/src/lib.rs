@@ -62,6 +62,8 @@ pub use controller::{Controller, RouteInfo};
 pub use error::__db_outcome;
 #[doc(inline)]
 pub use error::AppError;
+/// Redis results as `AppError`s (503 when Redis is down).
+pub use error::redis_outcome;
 #[doc(inline)]
 pub use handoff::{Handoff, HandoffError, is_migrate_process, is_worker_process};
 #[doc(inline)]

@@ -64,7 +64,7 @@ pub use ringmaster_worker::{
     ExitInfo, Gauge, GroupState, GroupStatus, Histogram, Init, Ipc, IpcError, IpcStats, LogLine,
     LogLines, Migration, Module, Origin, Registry, ReloadProgress, RouteInfo, Snapshot,
     Subscription, Target, Templates, Views, Worker, WorkerContext, WorkerInfo, WorkerStatus, boot,
-    middleware, migrate, on_db, routes,
+    middleware, migrate, on_db, redis_outcome, routes,
 };
 pub use ringmaster_worker::{redis, sqlx};
 

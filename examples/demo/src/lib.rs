@@ -11,13 +11,14 @@
 //! unless `[backends.main]` says otherwise (e.g. a `postgres://` URL).
 //!
 //! # Layout
-//! - `links`, `hello`, `api`, `health`, `live`: the modules.
+//! - `links`, `hello`, `api`, `health`, `live`, `visits` (opt-in, Redis): the modules.
 
 pub mod api;
 pub mod health;
 pub mod hello;
 pub mod links;
 pub mod live;
+pub mod visits;
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, Hasher};
@@ -33,12 +34,16 @@ impl Worker for Web {
     }
 
     fn modules(&self) -> Vec<Box<dyn Module>> {
-        vec![
+        let mut modules: Vec<Box<dyn Module>> = vec![
             Box::new(links::Links),
             Box::new(hello::Hello),
             Box::new(health::Health::from_env()),
             Box::new(live::Live::from_env()),
-        ]
+        ];
+        if health::switch(visits::ENV_REDIS) {
+            modules.push(Box::new(visits::Visits));
+        }
+        modules
     }
 
     fn configure(

@@ -393,3 +393,117 @@ fn a_postgresql_outage_under_load_fails_only_what_needs_it_and_recovers_without_
     drop(cluster);
     drop(pg);
 }
+
+/// A `redis-server` of the test's own on a free port (the machine's is
+/// never touched), killed on drop.
+struct RedisServer {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = RedisServer { port, child: None };
+        r.up();
+        r
+    }
+
+    fn up(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is missing: apt-get install redis-server to run this test");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn down(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.down();
+    }
+}
+
+#[test]
+fn a_redis_outage_under_load_fails_only_what_needs_it_and_recovers_without_a_restart() {
+    let mut redis = RedisServer::start();
+    let config = format!(
+        "{}\n[backends.cache]\nurl = \"redis://127.0.0.1:{}\"\nconnect_timeout = \"500ms\"\n",
+        web_config("count = 2\nrestart_backoff = \"200ms\"\nrestart_backoff_max = \"500ms\""),
+        redis.port
+    );
+    let cluster = support::start(&config, &[("RINGMASTER_DEMO_REDIS", "1")]);
+    let s = wait_status(&cluster, "ready", |s| settled(s, "web", 2));
+    let addr = cluster.addr();
+    assert_eq!(get(addr, "/visits").unwrap().status, 200);
+    let plain = support::Load::start_n(addr, "/plaintext", 4);
+    plain.wait_ok(20);
+    // Redis dies under load, and one worker with it.
+    redis.down();
+    let (victim, survivor) = (group_pids(&s, "web")[0], group_pids(&s, "web")[1]);
+    // SAFETY: kill a worker of this test's cluster.
+    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
+    let outage = Instant::now();
+    let mut visits = Vec::new();
+    while outage.elapsed() < storm_length(3) {
+        let t = Instant::now();
+        let r = support::get_timeout(addr, "/visits", Duration::from_secs(5));
+        let status = r.map(|r| r.status).map_err(|e| e.to_string());
+        visits.push((status, t.elapsed()));
+    }
+    // Requests that need Redis fail fast with 503.
+    assert!(
+        visits
+            .iter()
+            .all(|(status, t)| *status == Ok(503) && *t < Duration::from_secs(1)),
+        "{visits:?}"
+    );
+    // Redis is back: /visits answers again from the surviving worker, with
+    // no restart, and the killed slot's worker boots.
+    redis.up();
+    let back = Instant::now();
+    while !get(addr, "/visits").is_ok_and(|r| r.status == 200) {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "/visits never recovered\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let s = wait_status(&cluster, "the slot back", |s| settled(s, "web", 2));
+    let (ok, failed, _) = plain.finish();
+    eprintln!("redis outage: {ok} ok, failed {failed:?}");
+    assert!(failed.len() <= 4, "{ok} ok; failed: {failed:?}");
+    assert!(
+        !failed
+            .iter()
+            .any(|f| f.contains("temporarily unavailable") || f.contains("timed out")),
+        "a request waited for the outage: {failed:?}"
+    );
+    assert!(group_pids(&s, "web").contains(&survivor), "{s:#}");
+    let log = cluster.log();
+    assert!(log.contains("a Redis backend is unavailable"), "{log}");
+    assert!(log.contains("the Redis backend answers again"), "{log}");
+}
