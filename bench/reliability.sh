@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-120}
 export RINGMASTER_CHAOS_SECS=$secs
 cargo test --release -p ringmaster-demo --test chaos -- --nocapture --test-threads=1 2>&1 |
-  grep -E "(chaos|storm): |test result|panicked|seed"
+  grep -E "(chaos|storm): |outage of|test result|panicked|seed"
 cargo test --release -p ringmaster-demo --test floods --test reliability -- --nocapture --test-threads=1 \
   floods backend_outage paused_master 2>&1 |
   grep -E "normal client|test result|panicked"

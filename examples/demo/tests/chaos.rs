@@ -12,7 +12,8 @@
 //! - a backend outage with a PostgreSQL of its own (`initdb`, `pg_ctl`, a
 //!   free port; the machine's server is never touched), stopped with a
 //!   worker killed: under load nothing unrelated fails, what needs it fails
-//!   fast, and everything recovers without a restart once it is back.
+//!   fast, and everything recovers without a restart once it is back; the
+//!   same with a `redis-server` of its own.
 
 mod support;
 
@@ -314,65 +315,68 @@ impl Drop for Postgres {
     }
 }
 
-#[test]
-fn a_postgresql_outage_under_load_fails_only_what_needs_it_and_recovers_without_a_restart() {
-    let pg = Postgres::start();
-    let config = format!(
-        "{}\n[backends.main]\nurl = \"{}\"\n",
-        web_config("count = 2\nrestart_backoff = \"200ms\"\nrestart_backoff_max = \"500ms\""),
-        pg.url()
-    );
-    let cluster = support::start(&config, &[]);
+/// A backend outage under load with a worker killed: `stop` takes the
+/// backend down, `start` brings it back. Checks that `/plaintext` fails
+/// only the requests in flight on the killed worker and none waits (the
+/// connections queued on its socket are handed to the other worker), that
+/// `route` (which needs the backend) answers 503 fast throughout, and that
+/// afterwards `route` answers again from the surviving worker with no
+/// restart while the killed slot's worker boots. Returns the cluster's log.
+fn outage_under_load(
+    config: &str,
+    env: &[(&str, &str)],
+    route: &str,
+    stop: &mut dyn FnMut(),
+    start: &mut dyn FnMut(),
+) -> String {
+    let cluster = support::start(config, env);
     let s = wait_status(&cluster, "ready", |s| settled(s, "web", 2));
     let addr = cluster.addr();
-    assert_eq!(get(addr, "/db").unwrap().status, 200);
+    assert_eq!(get(addr, route).unwrap().status, 200);
     let plain = support::Load::start_n(addr, "/plaintext", 4);
     plain.wait_ok(20);
-    // The database goes down under load, and one worker dies with it; its
-    // replacements cannot boot while the database is down. Connections
-    // queued on its socket when it died are handed to the other worker.
-    pg.ctl("stop");
+    // The backend goes down under load, and one worker dies with it; its
+    // replacements cannot boot while the backend is down.
+    stop();
     let (victim, survivor) = (group_pids(&s, "web")[0], group_pids(&s, "web")[1]);
     // SAFETY: kill a worker of this test's cluster.
     unsafe { libc::kill(victim as i32, libc::SIGKILL) };
     let outage = Instant::now();
-    let mut db = Vec::new();
+    let mut answers = Vec::new();
     while outage.elapsed() < storm_length(3) {
         let t = Instant::now();
-        let r = support::get_timeout(addr, "/db", Duration::from_secs(5));
+        let r = support::get_timeout(addr, route, Duration::from_secs(5));
         let status = r.map(|r| r.status).map_err(|e| e.to_string());
-        db.push((status, t.elapsed(), outage.elapsed()));
+        answers.push((status, t.elapsed()));
     }
-    // Requests that need the database fail fast with 503.
+    // Requests that need the backend fail fast with 503.
     assert!(
-        db.iter()
-            .all(|(status, t, _)| *status == Ok(503) && *t < Duration::from_secs(1)),
-        "{db:?}"
+        answers
+            .iter()
+            .all(|(status, t)| *status == Ok(503) && *t < Duration::from_secs(1)),
+        "{route}: {answers:?}"
     );
-    // The database is back: the surviving worker answers /db again without
-    // a restart, and the killed slot's replacement boots.
-    pg.ctl("start");
+    // The backend is back: the surviving worker answers again without a
+    // restart, and the killed slot's replacement boots.
+    start();
     let back = Instant::now();
-    loop {
-        if get(addr, "/db").is_ok_and(|r| r.status == 200) {
-            break;
-        }
+    while !get(addr, route).is_ok_and(|r| r.status == 200) {
         assert!(
             back.elapsed() < Duration::from_secs(10),
-            "/db never recovered\n{}",
+            "{route} never recovered\n{}",
             cluster.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     let s = wait_status(&cluster, "the slot back", |s| settled(s, "web", 2));
     let (ok, failed, _) = plain.finish();
-    // Nothing unrelated to the database failed but the requests in flight
-    // on the killed worker (at most one per client), and none waited: the
-    // connections queued on its socket were served by the other worker.
+    let log = cluster.log();
     eprintln!(
-        "outage: {ok} ok, failed {failed:?}, handed over: {}",
-        cluster.log().contains("handed the connections queued")
+        "outage of {route}: {ok} ok, failed {failed:?}, queued connections handed over: {}",
+        log.contains("handed the connections queued")
     );
+    // Nothing unrelated to the backend failed but the requests in flight
+    // on the killed worker (at most one per client), and none waited.
     assert!(failed.len() <= 4, "{ok} ok; failed: {failed:?}");
     assert!(
         !failed
@@ -381,17 +385,24 @@ fn a_postgresql_outage_under_load_fails_only_what_needs_it_and_recovers_without_
         "a request waited for the outage: {failed:?}"
     );
     assert!(group_pids(&s, "web").contains(&survivor), "{s:#}");
-    assert!(
-        cluster
-            .log()
-            .matches("an SQL backend is unavailable")
-            .count()
-            <= 2,
-        "one line per worker per outage\n{}",
-        cluster.log()
+    log
+}
+
+#[test]
+fn a_postgresql_outage_under_load_fails_only_what_needs_it_and_recovers_without_a_restart() {
+    let pg = Postgres::start();
+    let config = format!(
+        "{}\n[backends.main]\nurl = \"{}\"\n",
+        web_config("count = 2\nrestart_backoff = \"200ms\"\nrestart_backoff_max = \"500ms\""),
+        pg.url()
     );
-    drop(cluster);
-    drop(pg);
+    let log = outage_under_load(&config, &[], "/db", &mut || pg.ctl("stop"), &mut || {
+        pg.ctl("start")
+    });
+    assert!(
+        log.matches("an SQL backend is unavailable").count() <= 2,
+        "one line per worker per outage\n{log}"
+    );
 }
 
 /// A `redis-server` of the test's own on a free port (the machine's is
@@ -448,62 +459,19 @@ impl Drop for RedisServer {
 
 #[test]
 fn a_redis_outage_under_load_fails_only_what_needs_it_and_recovers_without_a_restart() {
-    let mut redis = RedisServer::start();
+    let redis = std::cell::RefCell::new(RedisServer::start());
     let config = format!(
         "{}\n[backends.cache]\nurl = \"redis://127.0.0.1:{}\"\nconnect_timeout = \"500ms\"\n",
         web_config("count = 2\nrestart_backoff = \"200ms\"\nrestart_backoff_max = \"500ms\""),
-        redis.port
+        redis.borrow().port
     );
-    let cluster = support::start(&config, &[("RINGMASTER_DEMO_REDIS", "1")]);
-    let s = wait_status(&cluster, "ready", |s| settled(s, "web", 2));
-    let addr = cluster.addr();
-    assert_eq!(get(addr, "/visits").unwrap().status, 200);
-    let plain = support::Load::start_n(addr, "/plaintext", 4);
-    plain.wait_ok(20);
-    // Redis dies under load, and one worker with it.
-    redis.down();
-    let (victim, survivor) = (group_pids(&s, "web")[0], group_pids(&s, "web")[1]);
-    // SAFETY: kill a worker of this test's cluster.
-    unsafe { libc::kill(victim as i32, libc::SIGKILL) };
-    let outage = Instant::now();
-    let mut visits = Vec::new();
-    while outage.elapsed() < storm_length(3) {
-        let t = Instant::now();
-        let r = support::get_timeout(addr, "/visits", Duration::from_secs(5));
-        let status = r.map(|r| r.status).map_err(|e| e.to_string());
-        visits.push((status, t.elapsed()));
-    }
-    // Requests that need Redis fail fast with 503.
-    assert!(
-        visits
-            .iter()
-            .all(|(status, t)| *status == Ok(503) && *t < Duration::from_secs(1)),
-        "{visits:?}"
+    let log = outage_under_load(
+        &config,
+        &[("RINGMASTER_DEMO_REDIS", "1")],
+        "/visits",
+        &mut || redis.borrow_mut().down(),
+        &mut || redis.borrow_mut().up(),
     );
-    // Redis is back: /visits answers again from the surviving worker, with
-    // no restart, and the killed slot's worker boots.
-    redis.up();
-    let back = Instant::now();
-    while !get(addr, "/visits").is_ok_and(|r| r.status == 200) {
-        assert!(
-            back.elapsed() < Duration::from_secs(10),
-            "/visits never recovered\n{}",
-            cluster.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let s = wait_status(&cluster, "the slot back", |s| settled(s, "web", 2));
-    let (ok, failed, _) = plain.finish();
-    eprintln!("redis outage: {ok} ok, failed {failed:?}");
-    assert!(failed.len() <= 4, "{ok} ok; failed: {failed:?}");
-    assert!(
-        !failed
-            .iter()
-            .any(|f| f.contains("temporarily unavailable") || f.contains("timed out")),
-        "a request waited for the outage: {failed:?}"
-    );
-    assert!(group_pids(&s, "web").contains(&survivor), "{s:#}");
-    let log = cluster.log();
     assert!(log.contains("a Redis backend is unavailable"), "{log}");
     assert!(log.contains("the Redis backend answers again"), "{log}");
 }
