@@ -574,25 +574,23 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let (origin, mut table, mut config) = match path {
+        let (mut table, mut config) = match path {
             Some(path) => {
                 let origin = path.display().to_string();
-                let text = read_file(path, &origin)?;
-                let (table, config) = parse_document(&text, &origin)?;
-                (origin, table, config)
+                return Self::load_str(&read_file(path, &origin)?, &origin, env);
             }
             None => {
                 let config = Table::new()
                     .try_into::<Config>()
                     .map_err(|e| ConfigError::new(NO_FILE_ORIGIN, None, e.message()))?;
-                (NO_FILE_ORIGIN.to_owned(), Table::new(), config)
+                (Table::new(), config)
             }
         };
         let overrides = env::collect(env)?;
         for over in &overrides {
             (table, config) = apply_override(&table, over)?;
         }
-        finish(config, &origin, &overrides)
+        finish(config, NO_FILE_ORIGIN, &overrides)
     }
 
     /// [`Config::load`] of a file whose text is `text`, named `origin` in

@@ -354,10 +354,11 @@ mod tests {
     }
 }
 
-/// Takes the connections waiting in the accept queue of `listener` (a
-/// slot's socket whose worker is gone) and hands each to one of `to` in
-/// turn, as `SCM_RIGHTS` datagrams; returns how many were handed over. A
-/// connection no sibling takes (its socket full or gone) is closed.
+/// Takes the connections waiting in the accept queue of `listener` (the
+/// socket of a slot without a ready worker) and hands each to one of `to`,
+/// in turn, as `SCM_RIGHTS` datagrams; returns how many were handed over.
+/// A connection goes to the next worker when one's socket is full; when all
+/// are full the rest stay queued (and the one in hand is closed).
 pub(crate) fn hand_over_queue(
     listener: std::os::fd::RawFd,
     to: &[&std::os::unix::net::UnixDatagram],
@@ -375,8 +376,8 @@ pub(crate) fn hand_over_queue(
             return 0;
         }
     }
-    // A bound on one call: the queue holds at most the backlog.
-    for i in 0..65_536 {
+    let mut next = 0;
+    loop {
         // SAFETY: accept4 on a listening socket this process owns; a null
         // address is allowed.
         let fd = unsafe {
@@ -388,15 +389,20 @@ pub(crate) fn hand_over_queue(
             )
         };
         if fd < 0 {
-            break;
+            return handed;
         }
         // SAFETY: accept4 returned a new fd that nothing else owns.
         let conn = unsafe { OwnedFd::from_raw_fd(fd) };
-        if send_fd(to[i % to.len()], conn.as_raw_fd()).is_ok() {
-            handed += 1;
+        let taken = (0..to.len()).any(|i| {
+            let sock = to[(next + i) % to.len()];
+            send_fd(sock, conn.as_raw_fd()).is_ok()
+        });
+        if !taken {
+            return handed;
         }
+        handed += 1;
+        next += 1;
     }
-    handed
 }
 
 /// Sends `fd` as the one `SCM_RIGHTS` right of a one-byte datagram.

@@ -18,7 +18,8 @@ pub const LOG_FD: RawFd = 6;
 /// The worker's end of a Unix datagram socket pair on which the master
 /// hands it connections, one fd per datagram (`SCM_RIGHTS`), when
 /// [`ENV_ADOPT`] is set: those queued on the socket of a slot of its group
-/// whose worker died, so that they wait for no replacement.
+/// without a ready worker (one that died, or one still booting), so that
+/// they wait for no replacement.
 pub const ADOPT_FD: RawFd = 7;
 
 /// Set to [`ROLE_WORKER`] in a worker's environment; absent in the master.

@@ -98,9 +98,10 @@ impl From<sqlx::Error> for AppError {
     }
 }
 
-/// Requests that failed because an SQL backend was unreachable since it
+/// Requests that failed because an SQL backend was unreachable since one
 /// last answered (0: it answers): the log says so when this goes from 0
-/// to 1 and when it goes back, not once per request.
+/// to 1 and when it goes back, not once per request. One count for every
+/// SQL backend of the process, like `REDIS_DOWN`.
 static SQL_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn backend_down(e: &sqlx::Error) {
@@ -138,7 +139,9 @@ impl From<redis::RedisError> for AppError {
 }
 
 /// Whether a Redis command failed for want of a connection since one last
-/// succeeded through [`redis_outcome`].
+/// succeeded through [`redis_outcome`]. One flag for every Redis backend of
+/// the process: with two, a success on one says "answers again" while the
+/// other may still be down (the lines are a hint; the 503s are exact).
 static REDIS_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A Redis command's result as an [`AppError`] (503 when Redis cannot be

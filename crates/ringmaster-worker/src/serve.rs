@@ -75,7 +75,8 @@ pub(crate) struct Limits {
 }
 
 /// hyper's own default header count: setting it moves headers to the heap
-/// (about 5% slower), so it is only set when the group asks for another.
+/// (a cost on every request), so it is only set when the group asks for
+/// another.
 const HYPER_MAX_HEADERS: usize = 100;
 
 impl Limits {
@@ -303,6 +304,18 @@ pub(crate) async fn serve(
     {
         serve_one(&mut connections, tcp, permit);
     }
+    // So are connections the master handed over and this loop has not
+    // taken yet (closing the socket would reset them).
+    while let Some(sock) = &adopt {
+        let Ok(Some(fd)) = sock.try_io(tokio::io::Interest::READABLE, || recv_fd(sock.as_raw_fd()))
+        else {
+            break;
+        };
+        match (adopt_fd(fd), permits.clone().acquire_owned().await) {
+            (Ok(tcp), Ok(permit)) => serve_one(&mut connections, tcp, permit),
+            _ => break,
+        }
+    }
     // Take what is queued already: when this worker holds the last copy of
     // its socket (a slot removed by scale-down), closing it would reset
     // those connections. Elsewhere the socket stays open in the master.
@@ -347,18 +360,25 @@ async fn adopted(sock: Option<&tokio::net::UnixDatagram>) -> std::io::Result<Tcp
     loop {
         sock.readable().await?;
         match sock.try_io(tokio::io::Interest::READABLE, || recv_fd(sock.as_raw_fd())) {
-            Ok(Some(fd)) => {
-                // SAFETY: the fd arrived by SCM_RIGHTS: this process owns it.
-                let tcp = unsafe { std::net::TcpStream::from_raw_fd(fd) };
-                tcp.set_nonblocking(true)?;
-                return TcpStream::from_std(tcp);
-            }
+            Ok(Some(fd)) => match adopt_fd(fd) {
+                Ok(tcp) => return Ok(tcp),
+                // That connection only: the socket still hands over others.
+                Err(e) => tracing::debug!(error = %e, "a handed-over connection cannot be served"),
+            },
             // A datagram without a right: nothing to serve.
             Ok(None) => continue,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// The connection behind an fd received by `SCM_RIGHTS`.
+fn adopt_fd(fd: std::os::fd::RawFd) -> std::io::Result<TcpStream> {
+    // SAFETY: the fd arrived by SCM_RIGHTS: this process owns it.
+    let tcp = unsafe { std::net::TcpStream::from_raw_fd(fd) };
+    tcp.set_nonblocking(true)?;
+    TcpStream::from_std(tcp)
 }
 
 /// Receives one datagram and the fd it carries, if any.
@@ -380,9 +400,6 @@ fn recv_fd(sock: std::os::fd::RawFd) -> std::io::Result<Option<std::os::fd::RawF
     let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
-    }
-    if n == 0 && msg.msg_controllen == 0 {
-        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
     }
     let mut fd = None;
     // SAFETY: walking the control messages recvmsg filled in.
@@ -416,20 +433,32 @@ pub(crate) async fn drain_started(mut rx: DrainRx) {
     }
 }
 
+/// At most one log line a second.
+#[derive(Default)]
+struct OncePerSecond(Option<Instant>);
+
+impl OncePerSecond {
+    /// Whether a line may go out now (then the next one waits a second).
+    fn due(&mut self) -> bool {
+        if self.0.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return false;
+        }
+        self.0 = Some(Instant::now());
+        true
+    }
+}
+
 /// Accept errors, logged at most once a second with how many there were.
 #[derive(Default)]
 struct Throttle {
-    last: Option<Instant>,
+    line: OncePerSecond,
     since: u64,
 }
 
 impl Throttle {
     fn note(&mut self, e: &std::io::Error) {
         self.since += 1;
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
+        if !self.line.due() {
             return;
         }
         tracing::warn!(
@@ -438,7 +467,6 @@ impl Throttle {
             "accept failed ({} times since the last such line); new connections wait in the queue",
             self.since
         );
-        self.last = Some(Instant::now());
         self.since = 0;
     }
 }
@@ -748,7 +776,7 @@ impl Open {
 /// how often there was none (every connection answering a request).
 #[derive(Default)]
 struct FullThrottle {
-    last: Option<Instant>,
+    line: OncePerSecond,
     made: u64,
     none: u64,
 }
@@ -760,10 +788,7 @@ impl FullThrottle {
         } else {
             self.none += 1;
         }
-        if self
-            .last
-            .is_some_and(|t| t.elapsed() < Duration::from_secs(1))
-        {
+        if !self.line.due() {
             return;
         }
         tracing::warn!(
@@ -775,7 +800,6 @@ impl FullThrottle {
             self.made,
             self.none
         );
-        self.last = Some(Instant::now());
         self.made = 0;
         self.none = 0;
     }

@@ -17,11 +17,9 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{ClusterProc, get, group_pids, settled, wait_status, web_config};
+use support::{get, group_pids, settled, wait_status, web_config};
 
 /// How long each storm lasts: `RINGMASTER_CHAOS_SECS`, default `short`.
 fn storm_length(short: u64) -> Duration {
@@ -59,17 +57,6 @@ impl Rng {
     }
 }
 
-/// `demo_hits_total` from `stats --json`.
-fn hits(cluster: &ClusterProc) -> u64 {
-    support::stats_json(cluster)["series"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "demo_hits_total")
-        .and_then(|s| s["value"].as_u64())
-        .unwrap_or(0)
-}
-
 #[test]
 fn chaos_on_the_counter_recovers_within_a_second_and_loses_no_count() {
     const WORKERS: usize = 3;
@@ -80,22 +67,7 @@ fn chaos_on_the_counter_recovers_within_a_second_and_loses_no_count() {
     let cluster = support::start(&config, &[]);
     wait_status(&cluster, "ready", |s| settled(s, "web", WORKERS));
     let addr = cluster.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match support::get_timeout(addr, "/counter", Duration::from_secs(5)) {
-                        Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = support::Load::start_n(addr, "/counter", CLIENTS as usize);
     let mut rng = Rng::new();
     let until = Instant::now() + storm_length(6);
     let mut recoveries = Vec::new();
@@ -112,11 +84,8 @@ fn chaos_on_the_counter_recovers_within_a_second_and_loses_no_count() {
         recoveries.push(killed.elapsed());
         drop(s);
     }
-    stop.store(true, Ordering::Relaxed);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed, _) = load.finish();
+    let failed = failed.len() as u64;
     let kills = recoveries.len() as u64;
     let slowest = recoveries.iter().max().copied().unwrap_or_default();
     eprintln!("chaos: {kills} kills, slowest recovery {slowest:?}, {ok} answered, {failed} failed");
@@ -125,7 +94,7 @@ fn chaos_on_the_counter_recovers_within_a_second_and_loses_no_count() {
     assert!(slowest < Duration::from_secs(1), "{recoveries:?}");
     // The clients have stopped: nothing is in flight. A failed request may
     // have been counted before its worker died: one count at most each.
-    let total = hits(&cluster);
+    let total = support::hits(&cluster);
     assert!(
         ok <= total && total <= ok + failed,
         "demo_hits_total {total}, 200 responses {ok}, failed {failed}"
@@ -318,7 +287,8 @@ impl Drop for Postgres {
 /// A backend outage under load with a worker killed: `stop` takes the
 /// backend down, `start` brings it back. Checks that `/plaintext` fails
 /// only the requests in flight on the killed worker and none waits (the
-/// connections queued on its socket are handed to the other worker), that
+/// connections queued on its socket, if any, are handed to the other worker;
+/// the line says whether there were), that
 /// `route` (which needs the backend) answers 503 fast throughout, and that
 /// afterwards `route` answers again from the surviving worker with no
 /// restart while the killed slot's worker boots. Returns the cluster's log.

@@ -43,10 +43,7 @@ fn counts(stats: &HashMap<(String, String), serde_json::Value>) -> HashMap<(Stri
 }
 
 fn hits(cluster: &ClusterProc) -> u64 {
-    let s = stats(cluster);
-    s.get(&("demo_hits_total".to_string(), "{}".to_string()))
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
+    support::hits(cluster)
 }
 
 #[test]

@@ -294,14 +294,16 @@ impl Supervisor {
     ) -> Result<(), MasterError> {
         let mut signals = Signals::new().map_err(MasterError::Signals)?;
         tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
-        let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid)
-            .map_err(MasterError::PidFile)?;
+        // The control socket first: a master that finds another one
+        // answering there stops before it touches that master's pid file.
         let _control = crate::control::Control::start(
             &self.opts.config.server.control_socket,
             self.opts.logs.clone(),
             self.control_tx.clone(),
         )
         .map_err(MasterError::Control)?;
+        let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid)
+            .map_err(MasterError::PidFile)?;
         let to_file = self.opts.config.server.log_file.as_ref();
         if let Some(file) = to_file {
             // The terminal (or whatever started us) still learns where we are.
@@ -743,6 +745,9 @@ impl Supervisor {
             .stop_grace
             .unwrap_or(self.groups[w.group].cfg.drain_timeout);
         w.phase = Phase::Draining;
+        // A heartbeat overdue before the drain is judged by the drain
+        // deadline now, not killed as a wedged worker.
+        w.overdue_since = None;
         w.drain_reason = Some(why.to_string());
         // The worker enforces the grace itself; the master kills a little later.
         w.drain_deadline = Some(Instant::now() + grace + Duration::from_secs(1));

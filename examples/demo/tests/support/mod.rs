@@ -56,6 +56,17 @@ pub fn stats_json(cluster: &ClusterProc) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `demo_hits_total`, the demo's cluster-wide counter, from `stats --json`.
+pub fn hits(cluster: &ClusterProc) -> u64 {
+    stats_json(cluster)["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "demo_hits_total" && s["labels"] == serde_json::json!({}))
+        .and_then(|s| s["value"].as_u64())
+        .unwrap_or(0)
+}
+
 /// Creates a link to `url` through the `web` group at `web`; its code.
 pub fn create_link(web: std::net::SocketAddr, url: &str) -> String {
     let body = format!(r#"{{"url":"{url}"}}"#);
