@@ -265,8 +265,9 @@ impl Supervisor {
         // New connections go to the kept slots only from now on; then the
         // master's copies of the removed sockets close; each draining worker
         // holds the last copy, sweeps its accept queue and closes it (see
-        // `serve` in the worker). Once they have all exited the kernel
-        // spreads over every socket again (`on_closing_exit`).
+        // `serve` in the worker). Once they have all exited, steering goes
+        // by readiness alone (`on_closing_exit`): the kernel spreads over
+        // every socket again when every slot is ready.
         let holders: Vec<u64> = self
             .workers
             .iter()
