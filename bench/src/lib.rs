@@ -33,16 +33,10 @@ pub fn is_app_process() -> bool {
 
 /// The app of such a binary: one worker, `bench`, with one module whose
 /// `init` is the benchmark's code.
-pub struct BenchApp(pub fn(&mut ringmaster::Init) -> Result<(), ringmaster::BootError>);
-
-impl ringmaster::Worker for BenchApp {
-    fn name(&self) -> &str {
-        "bench"
-    }
-
-    fn modules(&self) -> Vec<Box<dyn ringmaster::Module>> {
-        vec![Box::new(BenchModule(self.0))]
-    }
+pub fn bench_app(
+    init: fn(&mut ringmaster::Init) -> Result<(), ringmaster::BootError>,
+) -> ringmaster::Worker {
+    ringmaster::Worker::new("bench").module(BenchModule(init))
 }
 
 struct BenchModule(fn(&mut ringmaster::Init) -> Result<(), ringmaster::BootError>);
@@ -52,11 +46,11 @@ impl ringmaster::Module for BenchModule {
         "bench"
     }
 
-    fn controllers(&self) -> Vec<ringmaster::Controller> {
-        Vec::new()
+    fn routes(&self) -> ringmaster::Controller {
+        ringmaster::Controller::new("/")
     }
 
-    fn init(&self, init: &mut ringmaster::Init) -> Result<(), ringmaster::BootError> {
+    async fn init(&self, init: &mut ringmaster::Init) -> Result<(), ringmaster::BootError> {
         (self.0)(init)
     }
 }

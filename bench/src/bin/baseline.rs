@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let config = Config::from_toml_str(&toml, "baseline")?;
                 let group = config.group("web").cloned().unwrap_or_default();
                 let identity = WorkerContext::standalone("web", group);
-                let booted = ringmaster::boot(&ringmaster_demo::Web, identity, Arc::new(config))
+                let booted = ringmaster::boot(&ringmaster_demo::web(), identity, Arc::new(config))
                     .await
                     .map_err(|e| e.to_string())?;
                 if bare {

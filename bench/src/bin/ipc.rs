@@ -30,6 +30,8 @@ use ringmaster::{Init, Target};
 
 const ENV_MODE: &str = "RINGMASTER_BENCH_IPC";
 const TOPIC: &str = "bench";
+/// The same, typed, for the workers.
+const BENCH: ringmaster::Topic<u64> = ringmaster::Topic::new(TOPIC);
 const MSGS_TOTAL: u64 = 400_000;
 const LATENCY_RATE: u64 = 10_000;
 const LATENCY_SECS: u64 = 3;
@@ -39,7 +41,7 @@ fn main() -> ExitCode {
     // (`RINGMASTER_ROLE`: worker or migrate): the app itself.
     if ringmaster_bench::is_app_process() {
         return Cluster::new()
-            .worker(ringmaster_bench::BenchApp(init_ipc))
+            .worker(ringmaster_bench::bench_app(init_ipc))
             .run();
     }
     let rounds: usize = std::env::args()
@@ -261,7 +263,7 @@ fn init_ipc(init: &mut Init) -> Result<(), BootError> {
     let slot = init.worker().slot as u64;
     let count = init.worker().config.count as u64;
     let group = init.worker().group.to_string();
-    let mut sub = ipc.subscribe::<u64>(TOPIC);
+    let mut sub = ipc.subscribe(BENCH);
     let ipc2 = ipc.clone();
     let all_ready = async move { ringmaster_bench::all_ready(&ipc2).await };
     match mode.as_str() {
@@ -295,7 +297,7 @@ fn init_ipc(init: &mut Init) -> Result<(), BootError> {
             tokio::spawn(async move {
                 all_ready.await;
                 for i in 0..per_worker {
-                    if ipc.publish(to.clone(), TOPIC, &i).await.is_err() {
+                    if ipc.publish(to.clone(), BENCH, &i).await.is_err() {
                         return;
                     }
                 }
@@ -337,7 +339,7 @@ fn init_ipc(init: &mut Init) -> Result<(), BootError> {
                                 std::thread::sleep(wait);
                             }
                             let sent =
-                                handle.block_on(ipc.publish(Target::All, TOPIC, &monotonic_ns()));
+                                handle.block_on(ipc.publish(Target::All, BENCH, &monotonic_ns()));
                             if sent.is_err() {
                                 return;
                             }

@@ -20,7 +20,7 @@ const LINES: u64 = 500_000;
 fn main() -> ExitCode {
     if ringmaster_bench::is_app_process() {
         return Cluster::new()
-            .worker(ringmaster_bench::BenchApp(init_logs))
+            .worker(ringmaster_bench::bench_app(init_logs))
             .run();
     }
     let rounds: usize = std::env::args()

@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use ringmaster_worker::{AppContext, AppError};
+use ringmaster_worker::{AppContext, AppError, Shared};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::sampler::Feed;
@@ -32,11 +32,10 @@ impl futures_core::Stream for Events {
     }
 }
 
-pub(crate) async fn stream(State(ctx): State<AppContext>) -> Result<Response, AppError> {
-    let feed = ctx
-        .get::<Feed>()
-        .ok_or_else(|| AppError::internal("the admin module's sampler is not running"))?
-        .clone();
+pub(crate) async fn stream(
+    State(ctx): State<AppContext>,
+    feed: Shared<Feed>,
+) -> Result<Response, AppError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     // Subscribed before the snapshot is taken: no tick falls between.
     let ticks = feed.ticks.subscribe();

@@ -18,7 +18,7 @@
 //! keeps a cookie.
 //!
 //! # Layout
-//! - this file: [`Admin`], its module and routes, the token check;
+//! - this file: [`worker`], its module and routes, the token check;
 //! - `sampler`: the once-a-second sample behind the dashboard;
 //! - `events`: the Server-Sent Events stream.
 #![warn(missing_docs)]
@@ -31,7 +31,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Json, Router};
-use ringmaster_worker::{AppContext, BootError, ClusterStatus, Controller, Init, Module, Worker};
+use ringmaster_worker::{
+    AppContext, BootError, Controller, Init, Metrics, Module, Shared, StatusCache, Worker,
+};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -40,36 +42,32 @@ pub use ringmaster_config::ADMIN_WORKER;
 /// The name of the cookie a browser keeps the token in.
 const COOKIE: &str = "ringmaster_admin";
 
-/// The built-in admin worker. [`Cluster`](../ringmaster/struct.Cluster.html)
-/// registers it; the configuration turns it on (`[admin] listen = ...`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Admin;
-
-impl Worker for Admin {
-    fn name(&self) -> &str {
-        ADMIN_WORKER
-    }
-
-    fn modules(&self) -> Vec<Box<dyn Module>> {
-        vec![Box::new(AdminModule)]
-    }
-
-    fn configure(
-        &self,
-        router: Router<AppContext>,
-        ctx: &AppContext,
-    ) -> Result<Router<AppContext>, BootError> {
-        let token = ctx.config().admin.token.clone();
-        Ok(router.layer(axum::middleware::from_fn(
-            move |req: Request, next: Next| {
-                let token = token.clone();
-                async move { authorize(token.as_deref(), req, next).await }
-            },
-        )))
-    }
+/// The built-in admin worker, named [`ADMIN_WORKER`]:
+/// [`Cluster`](../ringmaster/struct.Cluster.html) registers it; the
+/// configuration turns it on (`[admin] listen = ...`).
+pub fn worker() -> Worker {
+    Worker::new(ADMIN_WORKER)
+        .module(AdminModule)
+        .module(Metrics)
+        .configure(with_token)
 }
 
-/// The admin worker's one module.
+/// Asks for `admin.token` on every route but the probes.
+fn with_token(
+    router: Router<AppContext>,
+    ctx: &AppContext,
+) -> Result<Router<AppContext>, BootError> {
+    let token = ctx.config().admin.token.clone();
+    Ok(router.layer(axum::middleware::from_fn(
+        move |req: Request, next: Next| {
+            let token = token.clone();
+            async move { authorize(token.as_deref(), req, next).await }
+        },
+    )))
+}
+
+/// The admin worker's own module (its `/metrics` is the built-in
+/// [`Metrics`]).
 struct AdminModule;
 
 impl Module for AdminModule {
@@ -77,22 +75,19 @@ impl Module for AdminModule {
         "admin"
     }
 
-    fn controllers(&self) -> Vec<Controller> {
-        vec![
-            Controller::new("/")
-                .get("/", dashboard)
-                .get("/assets/dashboard.js", script)
-                .get("/assets/dashboard.css", style)
-                .get("/favicon.ico", || async { StatusCode::NO_CONTENT })
-                .get("/events", events::stream)
-                .get("/metrics", metrics)
-                .get("/status", status)
-                .get("/healthz", healthz)
-                .get("/readyz", readyz),
-        ]
+    fn routes(&self) -> Controller {
+        Controller::new("/")
+            .get("/", dashboard)
+            .get("/assets/dashboard.js", script)
+            .get("/assets/dashboard.css", style)
+            .get("/favicon.ico", || async { StatusCode::NO_CONTENT })
+            .get("/events", events::stream)
+            .get("/status", status)
+            .get("/healthz", healthz)
+            .get("/readyz", readyz)
     }
 
-    fn init(&self, init: &mut Init) -> Result<(), BootError> {
+    async fn init(&self, init: &mut Init) -> Result<(), BootError> {
         let feed = sampler::Feed::new();
         let run = sampler::run(
             feed.clone(),
@@ -204,102 +199,28 @@ async fn style() -> Response {
     asset("text/css; charset=utf-8", DASHBOARD_CSS)
 }
 
-/// `GET /metrics`: every series of the cluster, the master's included.
-async fn metrics(State(ctx): State<AppContext>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        ctx.registry().snapshot().to_prometheus(),
-    )
-        .into_response()
-}
-
-/// The last status the master gave, and when: `/status` and the probes
-/// (open to anyone without a token) ask the master at most every
-/// [`STATUS_MAX_AGE`], however often they are called.
-#[derive(Default)]
-struct StatusCache(std::sync::Mutex<Option<(std::time::Instant, ClusterStatus)>>);
-
-impl StatusCache {
-    fn get(&self) -> Option<(std::time::Instant, ClusterStatus)> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    fn put(&self, status: ClusterStatus) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((std::time::Instant::now(), status));
-    }
-}
-
-/// How old a status `/status`, `/healthz` and `/readyz` may answer with.
-const STATUS_MAX_AGE: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// The master's status over IPC (at most [`STATUS_MAX_AGE`] old), or a
-/// 503 saying why there is none.
-async fn ask_status(ctx: &AppContext) -> Result<ClusterStatus, Response> {
-    let cache = ctx.get::<StatusCache>();
-    if let Some((at, status)) = cache.and_then(StatusCache::get)
-        && at.elapsed() < STATUS_MAX_AGE
-    {
-        return Ok(status);
-    }
-    let status = ctx.ipc().status().await.map_err(|e| {
-        let body =
-            json!({"status": "unavailable", "error": format!("the master does not answer: {e}")});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    })?;
-    if let Some(cache) = cache {
-        cache.put(status.clone());
-    }
-    Ok(status)
-}
-
 /// `GET /status`: the same JSON as `status --json`.
-async fn status(State(ctx): State<AppContext>) -> Response {
-    match ask_status(&ctx).await {
+async fn status(State(ctx): State<AppContext>, cache: Shared<StatusCache>) -> Response {
+    match cache.status(&ctx).await {
         Ok(s) => Json(s).into_response(),
         Err(res) => res,
     }
 }
 
 /// `GET /healthz`: liveness, 200 while the master answers over IPC.
-async fn healthz(State(ctx): State<AppContext>) -> Response {
-    match ask_status(&ctx).await {
+async fn healthz(State(ctx): State<AppContext>, cache: Shared<StatusCache>) -> Response {
+    match cache.status(&ctx).await {
         Ok(s) => Json(json!({"status": "ok", "master_pid": s.master_pid})).into_response(),
         Err(res) => res,
     }
 }
 
-/// `GET /readyz`: readiness, 200 when every group has its desired ready
-/// count and none is crash-looping (and the master is not stopping).
-async fn readyz(State(ctx): State<AppContext>) -> Response {
-    let s = match ask_status(&ctx).await {
-        Ok(s) => s,
-        Err(res) => return res,
-    };
-    let short: Vec<_> = s
-        .unready_groups()
-        .into_iter()
-        .map(|g| {
-            json!({
-                "name": g.name, "ready": g.ready, "desired": g.count, "state": g.state,
-                "last_exit": g.last_exit.as_ref().map(|e| format!("{} ({})", e.reason, e.status)),
-            })
-        })
-        .collect();
-    if s.state == "stopping" || s.state == "starting" || !short.is_empty() {
-        let body = json!({"ready": false, "state": s.state, "groups": short});
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+/// `GET /readyz`: readiness, as the built-in `Health` module answers it.
+async fn readyz(State(ctx): State<AppContext>, cache: Shared<StatusCache>) -> Response {
+    match cache.status(&ctx).await {
+        Ok(s) => ringmaster_worker::readiness(&s),
+        Err(res) => res,
     }
-    Json(json!({"ready": true, "state": s.state})).into_response()
 }
 
 #[cfg(test)]

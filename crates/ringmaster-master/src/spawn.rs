@@ -343,17 +343,6 @@ pub(crate) fn describe_exit(status: ExitStatus) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_descriptions() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit code 1");
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
-    }
-}
-
 /// Takes the connections waiting in the accept queue of `listener` (the
 /// socket of a slot without a ready worker) and hands each to one of `to`,
 /// in turn, as `SCM_RIGHTS` datagrams; returns how many were handed over.
@@ -444,4 +433,15 @@ fn send_fd(sock: &std::os::unix::net::UnixDatagram, fd: std::os::fd::RawFd) -> i
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_descriptions() {
+        assert_eq!(describe_exit(ExitStatus::from_raw(1 << 8)), "exit code 1");
+        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "signal 9 (SIGKILL)");
+    }
 }

@@ -52,6 +52,104 @@ impl Db {
 /// A Redis backend: a multiplexed connection that reconnects by itself.
 pub type Redis = redis::aio::ConnectionManager;
 
+/// The name of an SQL backend (SQLite or PostgreSQL), declared once as a
+/// constant and used everywhere else: in [`Module::backends`] and in
+/// [`AppContext::db`].
+///
+/// ```
+/// use ringmaster_worker::SqlBackend;
+/// pub const MAIN: SqlBackend = SqlBackend::new("main");
+/// ```
+///
+/// [`Module::backends`]: crate::Module::backends
+/// [`AppContext::db`]: crate::AppContext::db
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SqlBackend(&'static str);
+
+impl SqlBackend {
+    /// The backend `[backends.NAME]` (or, with no such section, the
+    /// embedded SQLite file `NAME.db`).
+    pub const fn new(name: &'static str) -> Self {
+        SqlBackend(name)
+    }
+
+    /// Its name.
+    pub const fn name(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// The name of a Redis backend, declared once as a constant.
+///
+/// ```
+/// use ringmaster_worker::RedisBackend;
+/// pub const CACHE: RedisBackend = RedisBackend::new("cache");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RedisBackend(&'static str);
+
+impl RedisBackend {
+    /// The backend `[backends.NAME]`, whose URL is `redis://...`.
+    pub const fn new(name: &'static str) -> Self {
+        RedisBackend(name)
+    }
+
+    /// Its name.
+    pub const fn name(&self) -> &'static str {
+        self.0
+    }
+}
+
+/// A backend a module declares: `MAIN.into()` from a [`SqlBackend`] or a
+/// [`RedisBackend`]. The worker checks at boot that the configured URL is
+/// of the declared kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Backend {
+    /// An SQL backend.
+    Sql(SqlBackend),
+    /// A Redis backend.
+    Redis(RedisBackend),
+}
+
+impl Backend {
+    /// The backend's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Backend::Sql(b) => b.name(),
+            Backend::Redis(b) => b.name(),
+        }
+    }
+
+    /// Whether `kind` (from the configured URL) is what this declares.
+    pub(crate) fn accepts(&self, kind: BackendKind) -> bool {
+        match self {
+            Backend::Sql(_) => matches!(kind, BackendKind::Sqlite | BackendKind::Postgres),
+            Backend::Redis(_) => kind == BackendKind::Redis,
+        }
+    }
+
+    /// `"an SQL"` or `"a Redis"`, for messages.
+    pub(crate) fn kind_phrase(&self) -> &'static str {
+        match self {
+            Backend::Sql(_) => "an SQL (SqlBackend)",
+            Backend::Redis(_) => "a Redis (RedisBackend)",
+        }
+    }
+}
+
+impl From<SqlBackend> for Backend {
+    fn from(b: SqlBackend) -> Self {
+        Backend::Sql(b)
+    }
+}
+
+impl From<RedisBackend> for Backend {
+    fn from(b: RedisBackend) -> Self {
+        Backend::Redis(b)
+    }
+}
+
 /// A backend that could not be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("backend \"{name}\" ({url}) {what}: {cause}; {hint}")]
@@ -105,7 +203,7 @@ fn redact_cause(cause: &str, cfg: &BackendConfig) -> String {
 
 /// The open backends of one worker, by name.
 #[derive(Debug, Clone, Default)]
-pub struct Backends {
+pub(crate) struct Backends {
     sql: HashMap<String, Db>,
     redis: HashMap<String, Redis>,
     /// The SQLite files opened, with their identity then (device, inode).
@@ -140,7 +238,7 @@ enum Create {
 impl Backends {
     /// Opens and probes each backend in `names` (duplicates once), with
     /// the settings of `config`; a missing SQLite file is created.
-    pub async fn open(names: &[String], config: &Config) -> Result<Backends, BackendError> {
+    pub(crate) async fn open(names: &[String], config: &Config) -> Result<Backends, BackendError> {
         Self::open_with(names, config, Create::Yes).await
     }
 
@@ -195,7 +293,7 @@ impl Backends {
     }
 
     /// The SQL backend `name`.
-    pub fn db(&self, name: &str) -> Result<&Db, AppError> {
+    pub(crate) fn db(&self, name: &str) -> Result<&Db, AppError> {
         self.sql.get(name).ok_or_else(|| {
             AppError::internal(format!(
                 "no SQL backend \"{name}\" is open in this worker; declare it in the module's backends()"
@@ -204,7 +302,7 @@ impl Backends {
     }
 
     /// The Redis backend `name`.
-    pub fn redis(&self, name: &str) -> Result<Redis, AppError> {
+    pub(crate) fn redis(&self, name: &str) -> Result<Redis, AppError> {
         self.redis.get(name).cloned().ok_or_else(|| {
             AppError::internal(format!(
                 "no Redis backend \"{name}\" is open in this worker; declare it in the module's backends()"
@@ -212,19 +310,20 @@ impl Backends {
         })
     }
 
-    /// Names of the open backends.
-    pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.sql.keys().chain(self.redis.keys()).cloned().collect();
-        names.sort();
-        names
-    }
-
     /// Closes every pool.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         for db in self.sql.values() {
             db.close().await;
         }
     }
+}
+
+/// Opens backend `name` as `config` says, probes it and closes it again
+/// (what `check` does for each backend); a missing SQLite file is created.
+pub async fn probe(name: &str, config: &Config) -> Result<(), BackendError> {
+    let backends = Backends::open(&[name.to_string()], config).await?;
+    backends.close().await;
+    Ok(())
 }
 
 /// Runs `connect` within the backend's connect timeout; any failure names

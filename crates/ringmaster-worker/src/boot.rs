@@ -6,9 +6,10 @@
 //!    timeout and a health probe;
 //! 3. `build_app`: the views and the app with its fallback; the common
 //!    middleware is prepared here and wraps the finished app;
-//! 4. `mount_controllers`: each module's `init`, then every module's
-//!    controllers (the route table `routes` prints);
-//! 5. `configure`: the concrete worker's own set-up.
+//! 4. `mount_controllers`: each module's `init` (awaited, in the order the
+//!    modules were added), then every module's routes (the route table
+//!    `routes` prints);
+//! 5. `configure`: the worker's own layers and set-up steps.
 //!
 //! The runtime then serves on the inherited listener and reports `Ready`.
 //! [`boot`] is also what app tests call, without any process around it.
@@ -22,7 +23,7 @@ use axum::routing::MethodRouter;
 use ringmaster_config::Config;
 use ringmaster_proto::BootPhase;
 
-use crate::backend::Backends;
+use crate::backend::{Backend, Backends};
 use crate::context::{AppContext, Init};
 use crate::controller::RouteInfo;
 use crate::error::AppError;
@@ -30,7 +31,7 @@ use crate::ipc::Ipc;
 use crate::middleware;
 use crate::registry::Registry;
 use crate::views::Views;
-use crate::worker::{BootError, Module, Worker, WorkerContext};
+use crate::worker::{BootError, ErasedModule, Worker, WorkerContext};
 
 /// A booted app: the router to serve, its context and how boot went.
 #[non_exhaustive]
@@ -72,7 +73,7 @@ impl Phases {
 /// cluster: its [`Ipc`] is detached (see [`Ipc::detached`]) and its
 /// [`Registry`] private ([`Registry::local`]).
 pub async fn boot(
-    worker: &dyn Worker,
+    worker: &Worker,
     identity: WorkerContext,
     config: Arc<Config>,
 ) -> Result<Booted, BootError> {
@@ -87,7 +88,7 @@ pub async fn boot(
 /// Boots with the IPC pool of a worker process (`in_cluster`: started by
 /// a master).
 pub(crate) async fn boot_with(
-    worker: &dyn Worker,
+    worker: &Worker,
     identity: WorkerContext,
     config: Arc<Config>,
     ipc: Ipc,
@@ -98,20 +99,8 @@ pub(crate) async fn boot_with(
     let mut phases = Phases::new();
 
     // 1. The group's config is in `identity`; the backends' come from `config`.
-    let modules = guard("modules()", || Ok(worker.modules()))?;
-    let mut needed: Vec<String> = Vec::new();
-    for module in &modules {
-        for name in module.backends() {
-            if !needed.iter().any(|n| n == name) {
-                needed.push(name.to_string());
-            }
-        }
-    }
-    for name in &needed {
-        let cfg = config.backend(name);
-        cfg.kind()
-            .map_err(|e| format!("backend \"{name}\" ({}): {e}", cfg.redacted_url()))?;
-    }
+    let modules = &worker.modules;
+    let needed = declared_backends(modules, &config)?;
     phases.done("load_config");
 
     // 2. In a cluster an SQLite file must exist: the master's migrations
@@ -125,6 +114,17 @@ pub(crate) async fn boot_with(
 
     // 3.
     let templates: Vec<_> = modules.iter().map(|m| m.templates()).collect();
+    if config.server.dev {
+        for (module, t) in modules.iter().zip(&templates) {
+            if t.has_embedded() && !t.has_dir() {
+                tracing::warn!(
+                    module = module.name(),
+                    "server.dev is on but module {} names no template directory: its templates are served as embedded, edits show after a rebuild (declare them with ringmaster::templates!, or Templates::dir)",
+                    module.name()
+                );
+            }
+        }
+    }
     let views = Views::new(&templates, config.server.dev)
         .map_err(|e| format!("a template does not compile: {e:#}"))?;
     let app: Router<AppContext> =
@@ -140,19 +140,22 @@ pub(crate) async fn boot_with(
         registry.clone(),
         drain,
     );
-    for module in &modules {
-        guard(&format!("module {}'s init", module.name()), || {
-            module
-                .init(&mut init)
-                .map_err(|e| format!("module {} failed to initialize: {e}", module.name()).into())
-        })?;
+    for module in modules {
+        let what = format!("module {}'s init", module.name());
+        match CatchUnwind(module.init(&mut init)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(format!("module {} failed to initialize: {e}", module.name()).into());
+            }
+            Err(message) => return Err(format!("{what} panicked: {message}").into()),
+        }
     }
     let ctx = init.finish(views);
-    let (app, routes) = guard("mounting the controllers", || mount(app, &modules))?;
+    let (app, routes) = guard("mounting the routes", || mount(app, modules))?;
     phases.done("mount_controllers");
 
     // 5.
-    let app = guard("configure", || worker.configure(app, &ctx))?;
+    let app = guard("configure", || worker.run_steps(app, &ctx))?;
     phases.done("configure");
 
     let metrics = middleware::HttpMetrics::new(&registry, &identity.group);
@@ -174,29 +177,99 @@ pub(crate) async fn boot_with(
 fn guard<T>(what: &str, f: impl FnOnce() -> Result<T, BootError>) -> Result<T, BootError> {
     match std::panic::catch_unwind(AssertUnwindSafe(f)) {
         Ok(result) => result,
-        Err(payload) => {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "(no message)".into());
-            Err(format!("{what} panicked: {message}").into())
+        Err(payload) => Err(format!("{what} panicked: {}", panic_message(&*payload)).into()),
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose panic becomes `Err(message)`: an async `init` that
+    /// panics fails the boot with its message.
+    struct CatchUnwind<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+#[allow(non_snake_case)]
+fn CatchUnwind<F>(inner: F) -> CatchUnwind<F> {
+    CatchUnwind { inner }
+}
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.project().inner;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(poll) => poll.map(Ok),
+            Err(payload) => std::task::Poll::Ready(Err(panic_message(&*payload))),
         }
     }
 }
 
-/// The route table of `worker`, without booting it (no backend is opened).
-pub fn routes(worker: &dyn Worker) -> Vec<RouteInfo> {
-    let mut out = Vec::new();
-    for module in worker.modules() {
-        for controller in module.controllers() {
-            for (method, path) in controller.paths() {
-                out.push(RouteInfo {
-                    method,
-                    path,
-                    module: module.name().to_string(),
-                });
+/// Every backend the modules declare, once each, checked against the
+/// configuration: a URL that does not parse, or of another kind than the
+/// module declared, stops the boot naming the module.
+fn declared_backends(
+    modules: &[std::sync::Arc<dyn ErasedModule>],
+    config: &Config,
+) -> Result<Vec<String>, BootError> {
+    let mut seen: Vec<(Backend, &str)> = Vec::new();
+    for module in modules {
+        for backend in module.backends() {
+            let name = backend.name();
+            if let Some((other, by)) = seen.iter().find(|(b, _)| b.name() == name) {
+                if *other != backend {
+                    return Err(format!(
+                        "backend \"{name}\" is declared as {} by module {by} and as {} by module {}: one name, one kind",
+                        other.kind_phrase(),
+                        backend.kind_phrase(),
+                        module.name()
+                    )
+                    .into());
+                }
+                continue;
             }
+            let cfg = config.backend(name);
+            let kind = cfg
+                .kind()
+                .map_err(|e| format!("backend \"{name}\" ({}): {e}", cfg.redacted_url()))?;
+            if !backend.accepts(kind) {
+                return Err(format!(
+                    "module {} declares backend \"{name}\" as {}, but backends.{name}.url ({}) is {kind}: fix the URL or the declaration",
+                    module.name(),
+                    backend.kind_phrase(),
+                    cfg.redacted_url(),
+                )
+                .into());
+            }
+            seen.push((backend, module.name()));
+        }
+    }
+    Ok(seen.iter().map(|(b, _)| b.name().to_string()).collect())
+}
+
+/// The route table of `worker`, without booting it (no backend is opened).
+pub fn routes(worker: &Worker) -> Vec<RouteInfo> {
+    let mut out = Vec::new();
+    for module in &worker.modules {
+        for (method, path) in module.routes().paths() {
+            out.push(RouteInfo {
+                method,
+                path,
+                module: module.name().to_string(),
+            });
         }
     }
     out
@@ -206,38 +279,39 @@ pub fn routes(worker: &dyn Worker) -> Vec<RouteInfo> {
 /// and path is a boot error, not a panic.
 fn mount(
     mut app: Router<AppContext>,
-    modules: &[Box<dyn Module>],
+    modules: &[std::sync::Arc<dyn ErasedModule>],
 ) -> Result<(Router<AppContext>, Vec<RouteInfo>), BootError> {
     let mut table: Vec<RouteInfo> = Vec::new();
     let mut by_path: Vec<(String, MethodRouter<AppContext>)> = Vec::new();
     for module in modules {
-        for controller in module.controllers() {
-            for route in controller.routes {
-                if let Some(other) = table
-                    .iter()
-                    .find(|r| r.path == route.path && r.method == route.method.as_str())
-                {
+        for route in module.routes().routes {
+            for method in &route.methods {
+                if let Some(other) = table.iter().find(|r| {
+                    r.path == route.path
+                        && (r.method == *method || r.method == "*" || method == "*")
+                }) {
                     return Err(format!(
-                        "{} {} is defined by module {} and by module {}",
-                        route.method,
+                        "{method} {} is defined by module {} and by module {}",
                         route.path,
                         other.module,
                         module.name()
                     )
                     .into());
                 }
+            }
+            for method in &route.methods {
                 table.push(RouteInfo {
-                    method: route.method.to_string(),
+                    method: method.clone(),
                     path: route.path.clone(),
                     module: module.name().to_string(),
                 });
-                match by_path.iter_mut().find(|(p, _)| *p == route.path) {
-                    Some((_, existing)) => {
-                        let merged = std::mem::take(existing).merge(route.router);
-                        *existing = merged;
-                    }
-                    None => by_path.push((route.path, route.router)),
+            }
+            match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+                Some((_, existing)) => {
+                    let merged = std::mem::take(existing).merge(route.router);
+                    *existing = merged;
                 }
+                None => by_path.push((route.path, route.router)),
             }
         }
     }

@@ -1,9 +1,10 @@
-//! The state every handler can reach: `State(ctx): State<AppContext>`.
+//! The state every handler can reach: `State(ctx): State<AppContext>`,
+//! and the typed module state beside it: [`Shared<T>`].
 //!
-//! It holds the worker's identity and configuration, the backends its
-//! modules declared (opened and probed at boot), the views, the IPC pool
-//! ([`Ipc`]), and typed values that modules put in at
-//! [`Module::init`](crate::Module::init).
+//! [`AppContext`] holds the worker's identity and configuration, the
+//! backends its modules declared (opened and probed at boot), the views,
+//! the IPC pool ([`Ipc`]), and the values modules put in at
+//! [`Module::init`](crate::Module::init) through [`Init`].
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
@@ -11,7 +12,10 @@ use std::sync::Arc;
 
 use ringmaster_config::Config;
 
-use crate::backend::{Backends, Db, Redis};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+
+use crate::backend::{Backends, Db, Redis, RedisBackend, SqlBackend};
 use crate::error::AppError;
 use crate::ipc::Ipc;
 use crate::registry::Registry;
@@ -32,9 +36,12 @@ struct Inner {
     ipc: Ipc,
     registry: Registry,
     views: Views,
-    values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    values: Values,
     drain: DrainRx,
 }
+
+/// Module state by type.
+type Values = HashMap<TypeId, Arc<dyn Any + Send + Sync>>;
 
 impl std::fmt::Debug for AppContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -56,15 +63,21 @@ impl AppContext {
         &self.inner.config
     }
 
-    /// The SQL backend `name`. An error (500) if no module declared it.
-    pub fn db(&self, name: &str) -> Result<&Db, AppError> {
-        self.inner.backends.db(name)
+    /// The SQL backend `backend`. An error (500) if no module of this
+    /// worker declared it.
+    pub fn db(&self, backend: SqlBackend) -> Result<&Db, AppError> {
+        self.inner.backends.db(backend.name())
     }
 
-    /// The Redis backend `name` (a cheap clone of a multiplexed, reconnecting
-    /// connection). An error (500) if no module declared it.
-    pub fn redis(&self, name: &str) -> Result<Redis, AppError> {
-        self.inner.backends.redis(name)
+    /// The Redis backend `backend` (a cheap clone of a multiplexed,
+    /// reconnecting connection). An error (500) if no module declared it.
+    pub fn redis(&self, backend: RedisBackend) -> Result<Redis, AppError> {
+        self.inner.backends.redis(backend.name())
+    }
+
+    /// The SQL backend named `name`, for the runtime's own checks.
+    pub(crate) fn db_named(&self, name: &str) -> Result<&Db, AppError> {
+        self.inner.backends.db(name)
     }
 
     /// The templates of every module.
@@ -120,12 +133,97 @@ impl AppContext {
         self.inner.backends.close().await;
     }
 
-    /// The value of type `T` a module's `init` put in, if any.
-    pub fn get<T: Send + Sync + 'static>(&self) -> Option<&T> {
-        self.inner
-            .values
-            .get(&TypeId::of::<T>())
-            .and_then(|v| v.downcast_ref())
+    /// The value of type `T` a module's `init` put in ([`Init::insert`]);
+    /// a 500 naming the type when no module did. Handlers usually take
+    /// [`Shared<T>`] instead.
+    pub fn shared<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, AppError> {
+        lookup(&self.inner.values)
+    }
+
+    /// An app context of nothing (no backend, detached IPC), for unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        let (_, drain) = tokio::sync::watch::channel(None);
+        let config = Config::from_toml_str("", "test").expect("the empty config is valid");
+        let identity = WorkerContext::standalone("test", ringmaster_config::GroupConfig::default());
+        Init::new(
+            identity,
+            Arc::new(config),
+            Backends::default(),
+            Ipc::detached("test", 0),
+            Registry::local().expect("a local registry"),
+            drain,
+        )
+        .finish(Views::new(&[], false).expect("no templates"))
+    }
+}
+
+fn lookup<T: Send + Sync + 'static>(values: &Values) -> Result<Arc<T>, AppError> {
+    values
+        .get(&TypeId::of::<T>())
+        .cloned()
+        .and_then(|v| v.downcast::<T>().ok())
+        .ok_or_else(|| {
+            AppError::internal(format!(
+                "no module provides state of type {}: insert one with init.insert(..) in a module's init, and add that module to this worker",
+                std::any::type_name::<T>()
+            ))
+        })
+}
+
+/// Module state of type `T`, as a handler argument: what a module's
+/// `init` put in with [`Init::insert`]. A handler that asks for a type no
+/// module of its worker provides answers 500, and the log names the type.
+///
+/// ```
+/// use ringmaster_worker::{BootError, Controller, Init, Module, Shared};
+///
+/// struct Greeting(String);
+///
+/// async fn hello(greeting: Shared<Greeting>) -> String {
+///     greeting.0.clone()
+/// }
+///
+/// struct Hello;
+///
+/// impl Module for Hello {
+///     fn routes(&self) -> Controller {
+///         Controller::new("/").get("/", hello)
+///     }
+///     async fn init(&self, init: &mut Init) -> Result<(), BootError> {
+///         init.insert(Greeting("hello".into()));
+///         Ok(())
+///     }
+/// }
+/// ```
+#[derive(Debug)]
+pub struct Shared<T>(Arc<T>);
+
+impl<T> Shared<T> {
+    /// The shared value itself, to keep beyond the request (a task).
+    pub fn into_arc(self) -> Arc<T> {
+        self.0
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: Send + Sync + 'static> FromRequestParts<AppContext> for Shared<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(_: &mut Parts, ctx: &AppContext) -> Result<Self, AppError> {
+        ctx.shared().map(Shared)
     }
 }
 
@@ -137,7 +235,7 @@ pub struct Init {
     pub(crate) backends: Backends,
     pub(crate) ipc: Ipc,
     pub(crate) registry: Registry,
-    pub(crate) values: HashMap<TypeId, Box<dyn Any + Send + Sync>>,
+    pub(crate) values: Values,
     drain: DrainRx,
 }
 
@@ -188,19 +286,28 @@ impl Init {
         &self.config
     }
 
-    /// The SQL backend `name`, if a module declared it.
-    pub fn db(&self, name: &str) -> Option<&Db> {
-        self.backends.db(name).ok()
+    /// The SQL backend `backend`: open already, to query in `init`. An
+    /// error if no module of this worker declared it.
+    pub fn db(&self, backend: SqlBackend) -> Result<&Db, AppError> {
+        self.backends.db(backend.name())
     }
 
-    /// The Redis backend `name`, if a module declared it.
-    pub fn redis(&self, name: &str) -> Option<Redis> {
-        self.backends.redis(name).ok()
+    /// The Redis backend `backend`. An error if no module declared it.
+    pub fn redis(&self, backend: RedisBackend) -> Result<Redis, AppError> {
+        self.backends.redis(backend.name())
     }
 
-    /// Makes `value` reachable from handlers through [`AppContext::get`].
+    /// Makes `value` reachable from handlers as [`Shared<T>`] (or
+    /// [`AppContext::shared`]); one value per type, a second replaces the
+    /// first.
     pub fn insert<T: Send + Sync + 'static>(&mut self, value: T) {
-        self.values.insert(TypeId::of::<T>(), Box::new(value));
+        self.values.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+
+    /// What a module (one that ran before) put in, for state built on
+    /// another module's.
+    pub fn shared<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, AppError> {
+        lookup(&self.values)
     }
 
     pub(crate) fn finish(self, views: Views) -> AppContext {

@@ -20,6 +20,10 @@ pub struct AppError {
     pub status: StatusCode,
     /// What went wrong, for the client.
     pub message: String,
+    /// What went wrong, for the operator, when the client gets a generic
+    /// message (a 500 or a 503): `Display` shows it, so an `init` that
+    /// fails with it says why.
+    cause: Option<String>,
 }
 
 /// Marks a response as an error whose message is safe to show; the error
@@ -44,6 +48,7 @@ impl AppError {
         AppError {
             status,
             message: message.into(),
+            cause: None,
         }
     }
 
@@ -62,6 +67,12 @@ impl AppError {
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+            .with_cause(cause.to_string())
+    }
+
+    fn with_cause(mut self, cause: String) -> Self {
+        self.cause = Some(cause);
+        self
     }
 
     /// 503 Service Unavailable (a backend is down).
@@ -71,12 +82,18 @@ impl AppError {
             StatusCode::SERVICE_UNAVAILABLE,
             "a backend service is unavailable; try again later",
         )
+        .with_cause(cause.to_string())
     }
 }
 
 impl std::fmt::Display for AppError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.status, self.message)
+        write!(
+            f,
+            "{}: {}",
+            self.status,
+            self.cause.as_deref().unwrap_or(&self.message)
+        )
     }
 }
 
@@ -92,6 +109,7 @@ impl From<sqlx::Error> for AppError {
                     StatusCode::SERVICE_UNAVAILABLE,
                     "a backend service is unavailable; try again later",
                 )
+                .with_cause(e.to_string())
             }
             other => AppError::internal(other),
         }
@@ -132,6 +150,7 @@ impl From<redis::RedisError> for AppError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "a backend service is unavailable; try again later",
             )
+            .with_cause(e.to_string())
         } else {
             AppError::internal(e)
         }
@@ -149,7 +168,8 @@ static REDIS_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 ///
 /// ```
 /// # async fn handler(ctx: ringmaster_worker::AppContext) -> Result<String, ringmaster_worker::AppError> {
-/// let mut redis = ctx.redis("cache")?;
+/// const CACHE: ringmaster_worker::RedisBackend = ringmaster_worker::RedisBackend::new("cache");
+/// let mut redis = ctx.redis(CACHE)?;
 /// let n: u64 = ringmaster_worker::redis_outcome(
 ///     ringmaster_worker::redis::cmd("INCR").arg("visits").query_async(&mut redis).await,
 /// )?;

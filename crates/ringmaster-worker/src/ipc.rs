@@ -39,6 +39,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::topic::{RequestError, RequestTopic, Topic};
+
 /// How many deliveries wait for one subscription.
 const SUBSCRIPTION_QUEUE: usize = 1024;
 /// How long the worker's IPC reader waits for room in a full subscription
@@ -288,11 +290,22 @@ impl Ipc {
     ///
     /// ```no_run
     /// # async fn f(ctx: ringmaster_worker::AppContext) -> Result<(), ringmaster_worker::IpcError> {
-    /// use ringmaster_worker::Target;
-    /// ctx.ipc().publish(Target::All, "links.invalidate", &"abc123".to_string()).await?;
+    /// use ringmaster_worker::{Target, Topic};
+    /// const INVALIDATE: Topic<String> = Topic::new("links.invalidate");
+    /// ctx.ipc().publish(Target::All, INVALIDATE, &"abc123".to_string()).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn publish<T: Serialize + ?Sized>(
+    pub async fn publish<T: Serialize>(
+        &self,
+        to: Target,
+        topic: Topic<T>,
+        msg: &T,
+    ) -> Result<(), IpcError> {
+        self.publish_raw(to, topic.name(), msg).await
+    }
+
+    /// [`publish`](Self::publish) on a topic known by name only.
+    async fn publish_raw<T: Serialize + ?Sized>(
         &self,
         to: Target,
         topic: &str,
@@ -317,7 +330,8 @@ impl Ipc {
     /// [`Module::init`](crate::Module::init) so that every worker,
     /// replacements included, subscribes before it serves. Dropping the
     /// [`Subscription`] stops its deliveries.
-    pub fn subscribe<T: DeserializeOwned>(&self, topic: &str) -> Subscription<T> {
+    pub fn subscribe<T: DeserializeOwned>(&self, topic: Topic<T>) -> Subscription<T> {
+        let topic = topic.name();
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
         let first = {
             let mut subs = lock(&self.inner.subscribers);
@@ -342,16 +356,18 @@ impl Ipc {
     }
 
     /// Answers requests on `topic` sent to this worker's group: each runs
-    /// `handler` on its own task. An `Err` reaches the caller as
-    /// [`IpcError::Failed`]. A later call for the same topic replaces the
-    /// handler.
-    pub fn serve<Req, Resp, F, Fut>(&self, topic: &str, handler: F)
+    /// `handler` on its own task. Its `Err` reaches the caller as
+    /// [`RequestError::Handler`], typed. A later call for the same topic
+    /// replaces the handler.
+    pub fn serve<Req, Resp, E, F, Fut>(&self, topic: RequestTopic<Req, Resp, E>, handler: F)
     where
         Req: DeserializeOwned + Send + 'static,
         Resp: Serialize + Send + 'static,
+        E: Serialize + Send + 'static,
         F: Fn(Req, Origin) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Result<Resp, String>> + Send + 'static,
+        Fut: Future<Output = Result<Resp, E>> + Send + 'static,
     {
+        let topic = topic.name();
         let handler = Arc::new(handler);
         let name: Arc<str> = topic.into();
         let boxed: Handler = Arc::new(move |payload: Vec<u8>, from: Origin| {
@@ -364,7 +380,8 @@ impl Ipc {
                         std::any::type_name::<Req>()
                     )
                 })?;
-                let resp = handler(req, from).await?;
+                // The handler's own error travels in the reply, typed.
+                let resp: Result<Resp, E> = handler(req, from).await;
                 postcard::to_stdvec(&resp).map_err(|e| format!("cannot encode the reply: {e}"))
             })
         });
@@ -380,7 +397,37 @@ impl Ipc {
 
     /// Asks one ready worker of `group` that serves `topic`, and waits for
     /// its reply up to `timeout`.
-    pub async fn request<Req, Resp>(
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: ringmaster_worker::AppContext) -> Result<(), ringmaster_worker::RequestError<String>> {
+    /// use ringmaster_worker::RequestTopic;
+    /// const STATS: RequestTopic<(), u64> = RequestTopic::new("api.stats");
+    /// let links: u64 = ctx.ipc().request("api", STATS, &(), std::time::Duration::from_secs(1)).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn request<Req, Resp, E>(
+        &self,
+        group: &str,
+        topic: RequestTopic<Req, Resp, E>,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: DeserializeOwned,
+    {
+        match self
+            .request_raw::<Req, Result<Resp, E>>(group, topic.name(), req, timeout)
+            .await?
+        {
+            Ok(resp) => Ok(resp),
+            Err(e) => Err(RequestError::Handler(e)),
+        }
+    }
+
+    /// [`request`](Self::request) by topic name; the reply decodes as `Resp`.
+    async fn request_raw<Req, Resp>(
         &self,
         group: &str,
         topic: &str,
@@ -761,17 +808,21 @@ mod tests {
     #[tokio::test]
     async fn detached_publish_reaches_own_subscribers_only_when_targeted() {
         let ipc = Ipc::detached("web", 1);
-        let mut sub = ipc.subscribe::<String>("t");
-        ipc.publish(Target::Group("api".into()), "t", "not me")
-            .await
-            .unwrap();
+        let mut sub = ipc.subscribe(Topic::<String>::new("t"));
+        ipc.publish(
+            Target::Group("api".into()),
+            Topic::new("t"),
+            &"not me".to_string(),
+        )
+        .await
+        .unwrap();
         ipc.publish(
             Target::Slot {
                 group: "web".into(),
                 slot: 1,
             },
-            "t",
-            "me",
+            Topic::new("t"),
+            &"me".to_string(),
         )
         .await
         .unwrap();
@@ -784,7 +835,12 @@ mod tests {
     async fn detached_requests_say_there_is_no_master() {
         let ipc = Ipc::detached("web", 0);
         let err = ipc
-            .request::<_, String>("api", "x", &1u8, Duration::from_millis(10))
+            .request(
+                "api",
+                RequestTopic::<u8, String>::new("x"),
+                &1u8,
+                Duration::from_millis(10),
+            )
             .await
             .unwrap_err();
         assert!(
@@ -797,10 +853,12 @@ mod tests {
     #[tokio::test]
     async fn undecodable_deliveries_are_skipped_and_counted() {
         let ipc = Ipc::detached("web", 0);
-        let mut sub = ipc.subscribe::<bool>("n");
+        let mut sub = ipc.subscribe(Topic::<bool>::new("n"));
         // Postcard encodes a bool as one byte, 0 or 1: 7 is no bool.
-        ipc.publish(Target::All, "n", &7u8).await.unwrap();
-        ipc.publish(Target::All, "n", &true).await.unwrap();
+        ipc.publish_raw(Target::All, "n", &7u8).await.unwrap();
+        ipc.publish(Target::All, Topic::new("n"), &true)
+            .await
+            .unwrap();
         assert!(sub.recv().await.unwrap().msg);
         assert_eq!(ipc.dropped(), 1);
     }
@@ -808,9 +866,9 @@ mod tests {
     #[tokio::test]
     async fn a_full_subscription_drops_and_counts() {
         let ipc = Ipc::detached("web", 0);
-        let mut sub = ipc.subscribe::<u32>("n");
+        let mut sub = ipc.subscribe(Topic::<u32>::new("n"));
         for i in 0..(SUBSCRIPTION_QUEUE as u32 + 10) {
-            ipc.publish(Target::All, "n", &i).await.unwrap();
+            ipc.publish(Target::All, Topic::new("n"), &i).await.unwrap();
         }
         assert_eq!(ipc.dropped(), 10);
         assert_eq!(sub.recv().await.unwrap().msg, 0);
@@ -820,7 +878,10 @@ mod tests {
     async fn oversized_messages_are_refused_before_sending() {
         let ipc = Ipc::detached("web", 0);
         let big = vec![0u8; MAX_FRAME_LEN];
-        let err = ipc.publish(Target::All, "big", &big).await.unwrap_err();
+        let err = ipc
+            .publish(Target::All, Topic::new("big"), &big)
+            .await
+            .unwrap_err();
         assert!(matches!(err, IpcError::TooLarge { .. }), "{err}");
         assert!(err.to_string().contains("limited to"), "{err}");
     }

@@ -1,8 +1,9 @@
 //! The worker side of ringmaster: what runs inside each worker process.
 //!
-//! A user writes a **concrete worker**, an implementation of [`Worker`]
-//! that lists its [`Module`]s; each module brings [`Controller`]s, the
-//! backends they use, templates and migrations. The generic worker runtime
+//! A user writes **modules** (implementations of [`Module`]: routes and,
+//! when needed, the backends they use, templates, migrations and an async
+//! `init`) and puts them together in a **concrete worker**, a [`Worker`]
+//! built by name (`Worker::new("web").module(Links)`). The generic worker runtime
 //! in this crate does the rest: it takes the listener and the IPC socket the master handed
 //! over, checks that its parent is still the master, boots in a fixed order
 //! (timing each phase), reports `Ready`, heartbeats from the runtime that
@@ -14,10 +15,15 @@
 //!
 //! # Layout
 //!
-//! - `worker`: the [`Worker`] and [`Module`] traits, [`WorkerContext`].
+//! - `worker`: the [`Module`] trait, the [`Worker`] builder, [`WorkerContext`].
 //! - `controller`: [`Controller`], the route table ([`RouteInfo`]).
-//! - `context`: [`AppContext`], the handlers' state, and [`Init`].
-//! - `backend`: SQLite/PostgreSQL pools ([`Db`]) and Redis, opened and probed.
+//! - `context`: [`AppContext`], the handlers' state, [`Shared`] module
+//!   state, and [`Init`].
+//! - `backend`: typed backend names ([`SqlBackend`], [`RedisBackend`]),
+//!   SQLite/PostgreSQL pools ([`Db`]) and Redis, opened and probed.
+//! - `query`: [`Query`], one statement for SQLite and PostgreSQL.
+//! - `builtin`: the [`Health`] and [`Metrics`] modules.
+//! - `topic`: typed IPC names, [`Topic`] and [`RequestTopic`].
 //! - `boot`: the ordered bootstrap ([`boot`]) and [`routes`].
 //! - [`middleware`]: the common middleware.
 //! - `error`: [`AppError`], JSON or HTML for the client.
@@ -34,6 +40,7 @@
 
 mod backend;
 mod boot;
+mod builtin;
 mod context;
 mod controller;
 mod error;
@@ -44,18 +51,22 @@ mod ipc;
 pub mod logpipe;
 pub mod middleware;
 mod migrate;
+mod query;
 mod registry;
 mod runtime;
 mod serve;
+mod topic;
 mod views;
 mod worker;
 
 #[doc(inline)]
-pub use backend::{BackendError, Backends, Db, Redis};
+pub use backend::{Backend, BackendError, Db, Redis, RedisBackend, SqlBackend, probe};
 #[doc(inline)]
 pub use boot::{Booted, boot, routes};
 #[doc(inline)]
-pub use context::{AppContext, Init};
+pub use builtin::{Health, Healthz, Metrics, STATUS_MAX_AGE, StatusCache, readiness};
+#[doc(inline)]
+pub use context::{AppContext, Init, Shared};
 #[doc(inline)]
 pub use controller::{Controller, RouteInfo};
 #[doc(hidden)]
@@ -70,6 +81,8 @@ pub use handoff::{Handoff, HandoffError, is_migrate_process, is_worker_process};
 pub use ipc::{Delivery, Ipc, IpcError, Subscription};
 #[doc(inline)]
 pub use migrate::{MigrateError, Migration, migrate};
+#[doc(inline)]
+pub use query::{Query, SqlRow, SqlValue};
 pub use redis;
 #[doc(inline)]
 pub use registry::{Counter, Gauge, Histogram, Registry};
@@ -84,6 +97,8 @@ pub use ringmaster_registry::{DEFAULT_BUCKETS, Snapshot};
 #[doc(inline)]
 pub use runtime::run;
 pub use sqlx;
+#[doc(inline)]
+pub use topic::{RequestError, RequestTopic, Topic};
 #[doc(inline)]
 pub use views::{Templates, Views};
 #[doc(inline)]

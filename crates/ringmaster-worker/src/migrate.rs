@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use ringmaster_config::Config;
 
-use crate::backend::{BackendError, Backends, Db};
+use crate::backend::{Backend, BackendError, Backends, Db, SqlBackend};
 use crate::worker::Worker;
 
 /// One migration of one module.
@@ -18,7 +18,7 @@ use crate::worker::Worker;
 #[non_exhaustive]
 pub struct Migration {
     /// The backend it applies to.
-    pub backend: &'static str,
+    pub backend: SqlBackend,
     /// Ordering key within the module; never reuse or reorder one.
     pub version: i64,
     /// A short description.
@@ -32,7 +32,7 @@ pub struct Migration {
 impl Migration {
     /// A migration with the same SQL for both databases.
     pub const fn new(
-        backend: &'static str,
+        backend: SqlBackend,
         version: i64,
         name: &'static str,
         sql: &'static str,
@@ -48,7 +48,7 @@ impl Migration {
 
     /// A migration whose SQL differs between SQLite and PostgreSQL.
     pub const fn per_database(
-        backend: &'static str,
+        backend: SqlBackend,
         version: i64,
         name: &'static str,
         sqlite: &'static str,
@@ -104,11 +104,16 @@ pub enum MigrateError {
 }
 
 /// Runs the pending migrations of every module of every worker that a group
-/// of `config` runs; returns how many were applied.
-pub async fn migrate(
-    workers: &[std::sync::Arc<dyn Worker>],
-    config: &Config,
-) -> Result<usize, MigrateError> {
+/// of `config` runs (a group without a `worker` key runs the only worker,
+/// or the one named like it, as `serve` decides); returns how many were
+/// applied.
+pub async fn migrate(workers: &[Worker], config: &Config) -> Result<usize, MigrateError> {
+    let mut resolved = config.clone();
+    let known: Vec<String> = workers.iter().map(|w| w.name().to_string()).collect();
+    resolved
+        .resolve_workers(&known)
+        .map_err(MigrateError::Workers)?;
+    let config = &resolved;
     // Module name -> its migrations, once even if several groups run it.
     let mut modules: BTreeMap<String, Vec<Migration>> = BTreeMap::new();
     let mut sqlite_files: Vec<String> = Vec::new();
@@ -119,11 +124,13 @@ pub async fn migrate(
         else {
             continue;
         };
-        for module in worker.modules() {
+        for module in &worker.modules {
             // Every SQLite file a worker will open is created here, with
             // or without migrations: workers of a cluster never create one
             // (a missing file there was removed, not new).
-            for name in module.backends() {
+            for backend in module.backends() {
+                let Backend::Sql(sql) = backend else { continue };
+                let name = sql.name();
                 let is_sqlite =
                     config.backend(name).kind() == Ok(ringmaster_config::BackendKind::Sqlite);
                 if is_sqlite && !sqlite_files.iter().any(|n| n == name) {
@@ -139,7 +146,7 @@ pub async fn migrate(
     let mut names: Vec<String> = modules
         .values()
         .flatten()
-        .map(|m| m.backend.to_string())
+        .map(|m| m.backend.name().to_string())
         .collect();
     names.extend(sqlite_files);
     let backends = Backends::open(&names, config).await?;
@@ -147,17 +154,19 @@ pub async fn migrate(
     for (module, mut migrations) in modules {
         migrations.sort_by_key(|m| m.version);
         for m in migrations {
-            let db = backends.db(m.backend).map_err(|_| MigrateError::NotSql {
-                module: module.clone(),
-                backend: m.backend.to_string(),
-            })?;
+            let db = backends
+                .db(m.backend.name())
+                .map_err(|_| MigrateError::NotSql {
+                    module: module.clone(),
+                    backend: m.backend.name().to_string(),
+                })?;
             if apply(db, &module, &m)
                 .await
                 .map_err(|e| MigrateError::Failed {
                     module: module.clone(),
                     version: m.version,
                     name: m.name.to_string(),
-                    backend: m.backend.to_string(),
+                    backend: m.backend.name().to_string(),
                     cause: e.to_string(),
                 })?
             {

@@ -40,7 +40,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// Runs this process as a worker: picks the implementation its group
 /// names among `workers`, boots, serves until told to drain, and returns
 /// the process exit code (0 after a drain, 1 when boot failed).
-pub fn run(workers: &[Arc<dyn Worker>]) -> ExitCode {
+pub fn run(workers: &[Worker]) -> ExitCode {
     let handoff = match Handoff::from_env() {
         Ok(h) => h,
         Err(e) => {
@@ -80,7 +80,7 @@ pub fn run(workers: &[Arc<dyn Worker>]) -> ExitCode {
     code
 }
 
-async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
+async fn life(handoff: Handoff, worker: Option<Worker>) -> ExitCode {
     let cfg = Arc::new(handoff.group_config.clone());
     let mut phases = Vec::new();
     let t = Instant::now();
@@ -142,7 +142,7 @@ async fn life(handoff: Handoff, worker: Option<Arc<dyn Worker>>) -> ExitCode {
     };
     let config = Arc::new(handoff.config.clone());
     let booted = match boot::boot_with(
-        &*worker,
+        &worker,
         identity,
         config,
         ipc,
@@ -260,7 +260,7 @@ async fn watch_sqlite_files(ctx: AppContext, outbox: mpsc::Sender<Outgoing>) {
                 reason: format!("sqlite file {what}"),
             };
             let close = async {
-                if let Ok(db) = ctx.db(&f.backend) {
+                if let Ok(db) = ctx.db_named(&f.backend) {
                     db.close().await;
                 }
             };

@@ -1,8 +1,10 @@
 //! Views: minijinja templates of every module.
 //!
-//! Templates are embedded in the binary by default. With `server.dev =
-//! true` they are read from each module's template directory at every
-//! render, so an edit shows on the next request. Templates named `*.html`
+//! Templates are embedded in the binary by default ([`templates!`] embeds
+//! files of the crate's `templates/` directory and remembers where they
+//! are). With `server.dev = true` they are read from each module's template
+//! directory at every render, so an edit shows on the next request; a
+//! module without a directory is named at boot. Templates named `*.html`
 //! are HTML-escaped automatically.
 
 use std::sync::Arc;
@@ -47,6 +49,46 @@ impl Templates {
         self.dir = Some(dir);
         self
     }
+
+    /// Whether any template is embedded.
+    pub(crate) fn has_embedded(&self) -> bool {
+        !self.embedded.is_empty()
+    }
+
+    /// Whether a directory is known for dev mode.
+    pub(crate) fn has_dir(&self) -> bool {
+        self.dir.is_some()
+    }
+}
+
+/// A module's templates from its crate's `templates/` directory: each file
+/// named is embedded in the binary (`include_str!`), and with `server.dev =
+/// true` read from that directory at every render, so an edit shows on the
+/// next request. Names are paths below `templates/`.
+///
+/// ```
+/// use ringmaster_worker::{Controller, Module, Templates};
+///
+/// struct Hello;
+///
+/// impl Module for Hello {
+///     fn routes(&self) -> Controller {
+///         Controller::new("/")
+///     }
+///     fn templates(&self) -> Templates {
+///         // This crate's templates/example/hello.html.
+///         ringmaster_worker::templates!["example/hello.html"]
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! templates {
+    ($($name:literal),* $(,)?) => {
+        $crate::Templates::embedded(&[$(
+            ($name, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/templates/", $name))),
+        )*])
+        .dir(concat!(env!("CARGO_MANIFEST_DIR"), "/templates"))
+    };
 }
 
 /// Every module's templates, ready to render.

@@ -5,12 +5,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use ringmaster_config::{Config, EXIT_CONFIG};
 use ringmaster_master::{MasterError, ServeOptions};
-use ringmaster_worker::{Backends, Worker};
+use ringmaster_worker::Worker;
 
 use crate::control;
 
@@ -144,7 +143,7 @@ struct StatsArgs {
     prometheus: bool,
 }
 
-pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
+pub(crate) fn main(workers: &[Worker]) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -206,7 +205,7 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
 
 /// The migrate role: the master started this process to run migrations
 /// with its resolved configuration.
-pub(crate) fn migrate_role(workers: &[Arc<dyn Worker>]) -> ExitCode {
+pub(crate) fn migrate_role(workers: &[Worker]) -> ExitCode {
     let text = std::env::var(ringmaster_worker::ENV_CONFIG).unwrap_or_default();
     match Config::from_toml_str(&text, ringmaster_worker::ENV_CONFIG) {
         Ok(config) => migrate(&config, workers),
@@ -333,9 +332,8 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
     let mut failed = 0;
     for name in config.backends.keys() {
         let url = config.backend(name).redacted_url();
-        match runtime.block_on(Backends::open(std::slice::from_ref(name), config)) {
-            Ok(b) => {
-                runtime.block_on(b.close());
+        match runtime.block_on(ringmaster_worker::probe(name, config)) {
+            Ok(()) => {
                 out!("  backend {name}: {url} OK");
             }
             Err(e) => {
@@ -351,7 +349,7 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn routes(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
+fn routes(config: &Config, workers: &[Worker]) -> ExitCode {
     use std::io::Write;
     out!("{:<8} {:<7} {:<32} MODULE", "GROUP", "METHOD", "PATH");
     for (name, group) in &config.groups {
@@ -361,14 +359,14 @@ fn routes(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
         else {
             continue;
         };
-        for r in ringmaster_worker::routes(worker.as_ref()) {
+        for r in ringmaster_worker::routes(worker) {
             out!("{name:<8} {:<7} {:<32} {}", r.method, r.path, r.module);
         }
     }
     ExitCode::SUCCESS
 }
 
-fn migrate(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
+fn migrate(config: &Config, workers: &[Worker]) -> ExitCode {
     let runtime = match runtime() {
         Ok(rt) => rt,
         Err(code) => return code,

@@ -12,27 +12,13 @@
 //! struct Hello;
 //!
 //! impl Module for Hello {
-//!     fn name(&self) -> &str {
-//!         "hello"
-//!     }
-//!     fn controllers(&self) -> Vec<Controller> {
-//!         vec![Controller::new("/").get("/", || async { "Hello, World!" })]
-//!     }
-//! }
-//!
-//! struct Web;
-//!
-//! impl Worker for Web {
-//!     fn name(&self) -> &str {
-//!         "web"
-//!     }
-//!     fn modules(&self) -> Vec<Box<dyn Module>> {
-//!         vec![Box::new(Hello)]
+//!     fn routes(&self) -> Controller {
+//!         Controller::new("/").get("/", || async { "Hello, World!" })
 //!     }
 //! }
 //!
 //! fn main() -> std::process::ExitCode {
-//!     Cluster::new().worker(Web).run()
+//!     Cluster::new().worker(Worker::new("web").module(Hello)).run()
 //! }
 //! ```
 //!
@@ -41,9 +27,11 @@
 //! - [`Cluster`]: the builder and the command line (`cli`).
 //! - [`prelude`]: what an application author imports.
 //! - Re-exports: the worker framework ([`Worker`], [`Module`],
-//!   [`Controller`], [`AppContext`], [`AppError`], [`Db`], [`Migration`],
-//!   [`Templates`], [`on_db!`]), [`Config`], and [`axum`] and [`sqlx`]
-//!   themselves, so an application uses the versions ringmaster serves with.
+//!   [`Controller`], [`AppContext`], [`Shared`], [`AppError`], [`Db`],
+//!   [`Query`], [`Migration`], [`Templates`], [`templates!`], [`Topic`],
+//!   [`Health`], [`Metrics`], [`on_db!`]), [`Config`], and [`axum`],
+//!   [`sqlx`], [`serde`] and [`serde_json`] themselves, so an application
+//!   uses the versions ringmaster serves with.
 #![warn(missing_docs)]
 
 mod cli;
@@ -53,20 +41,30 @@ mod stats;
 mod status_table;
 
 use std::process::ExitCode;
-use std::sync::Arc;
 
 pub use axum;
 #[doc(inline)]
 pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
+pub use ringmaster_worker::sqlx;
 #[doc(inline)]
 pub use ringmaster_worker::{
-    AppContext, AppError, BootError, Booted, ClusterStatus, Controller, Counter, Db, Delivery,
-    ExitInfo, Gauge, GroupState, GroupStatus, Histogram, Init, Ipc, IpcError, IpcStats, LogLine,
-    LogLines, Migration, Module, Origin, Registry, ReloadProgress, RouteInfo, Snapshot,
-    Subscription, Target, Templates, Views, Worker, WorkerContext, WorkerInfo, WorkerStatus, boot,
-    middleware, migrate, on_db, redis_outcome, routes,
+    AppContext, AppError, Backend, BootError, Booted, ClusterStatus, Controller, Counter, Db,
+    Delivery, ExitInfo, Gauge, GroupState, GroupStatus, Health, Healthz, Histogram, Init, Ipc,
+    IpcError, IpcStats, LogLine, LogLines, Metrics, Migration, Module, Origin, Query, Registry,
+    ReloadProgress, RequestError, RequestTopic, RouteInfo, Shared, Snapshot, SqlBackend, SqlRow,
+    SqlValue, Subscription, Target, Templates, Topic, Views, Worker, WorkerContext, WorkerInfo,
+    WorkerStatus, boot, middleware, migrate, on_db, routes, templates,
 };
-pub use ringmaster_worker::{redis, sqlx};
+pub use ringmaster_worker::{RedisBackend, redis, redis_outcome};
+pub use serde;
+pub use serde_json;
+
+/// The README's Rust examples, compiled as doctests (the first app in
+/// full; the fragments are marked `ignore`, and the second app is the
+/// `examples/quickstart` crate).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
 
 /// What an application author imports: `use ringmaster::prelude::*;`.
 pub mod prelude {
@@ -75,15 +73,16 @@ pub mod prelude {
     pub use axum::response::{Html, IntoResponse, Redirect};
     pub use axum::{Router, http::StatusCode};
     pub use ringmaster_worker::{
-        AppContext, AppError, BootError, Controller, Db, Init, Migration, Module, Target,
-        Templates, Worker, WorkerContext,
+        AppContext, AppError, Backend, BootError, Controller, Db, Health, Init, Metrics, Migration,
+        Module, RedisBackend, RequestTopic, Shared, SqlBackend, Target, Templates, Topic, Worker,
+        WorkerContext,
     };
 }
 
 /// The application: its worker implementations and the entry point.
 #[derive(Default)]
 pub struct Cluster {
-    workers: Vec<Arc<dyn Worker>>,
+    workers: Vec<Worker>,
 }
 
 impl Cluster {
@@ -98,15 +97,12 @@ impl Cluster {
     ///
     /// ```
     /// # use ringmaster::prelude::*;
-    /// # struct Api;
-    /// # impl Worker for Api {
-    /// #     fn name(&self) -> &str { "api" }
-    /// #     fn modules(&self) -> Vec<Box<dyn Module>> { Vec::new() }
-    /// # }
-    /// let cluster = Cluster::new().worker(Api);
+    /// let cluster = Cluster::new()
+    ///     .worker(Worker::new("web").module(Health))
+    ///     .worker(Worker::new("api").module(Metrics));
     /// ```
-    pub fn worker(mut self, worker: impl Worker) -> Self {
-        self.workers.push(Arc::new(worker));
+    pub fn worker(mut self, worker: Worker) -> Self {
+        self.workers.push(worker);
         self
     }
 
@@ -117,7 +113,7 @@ impl Cluster {
     pub fn run(mut self) -> ExitCode {
         // The built-in admin worker: groups run it only when `[admin]`
         // turns it on.
-        self.workers.push(Arc::new(ringmaster_admin::Admin));
+        self.workers.push(ringmaster_admin::worker());
         if ringmaster_worker::is_worker_process() {
             let format = std::env::var(ringmaster_worker::ENV_CONFIG)
                 .ok()

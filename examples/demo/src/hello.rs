@@ -3,15 +3,13 @@
 //! `/counter`: one cluster-wide counter, `demo_hits_total`, incremented by
 //! whichever worker answers, which replies with the cluster's total.
 
-use ringmaster::on_db;
 use ringmaster::prelude::*;
-use ringmaster::sqlx;
 use serde::Serialize;
 
 use crate::random_u64;
 
 /// The backend `/db` reads.
-pub const BACKEND: &str = "main";
+pub const BACKEND: SqlBackend = crate::links::MAIN;
 /// Rows in `world`.
 pub const WORLD_ROWS: u64 = 10_000;
 
@@ -19,25 +17,19 @@ pub const WORLD_ROWS: u64 = 10_000;
 pub struct Hello;
 
 impl Module for Hello {
-    fn name(&self) -> &str {
-        "hello"
+    fn backends(&self) -> Vec<Backend> {
+        vec![BACKEND.into()]
     }
 
-    fn backends(&self) -> Vec<&'static str> {
-        vec![BACKEND]
+    fn routes(&self) -> Controller {
+        Controller::new("/")
+            .get("/plaintext", plaintext)
+            .get("/json", json)
+            .get("/db", db)
+            .get("/counter", counter)
     }
 
-    fn controllers(&self) -> Vec<Controller> {
-        vec![
-            Controller::new("/")
-                .get("/plaintext", plaintext)
-                .get("/json", json)
-                .get("/db", db)
-                .get("/counter", counter),
-        ]
-    }
-
-    fn init(&self, init: &mut Init) -> Result<(), BootError> {
+    async fn init(&self, init: &mut Init) -> Result<(), BootError> {
         let hits = init.registry().counter(
             "demo_hits_total",
             "Requests to /counter, in the whole cluster.",
@@ -94,13 +86,12 @@ pub struct World {
 /// `GET /db`.
 pub async fn db(State(ctx): State<AppContext>) -> Result<Json<World>, AppError> {
     let id = (random_u64() % WORLD_ROWS + 1) as i32;
-    let db = ctx.db(BACKEND)?;
-    let (id, random_number): (i32, i32) = on_db!(db, |pool| {
-        sqlx::query_as("SELECT id, randomnumber FROM world WHERE id = $1")
-            .bind(id)
-            .fetch_one(pool)
-            .await
-    })?;
+    let (id, random_number): (i32, i32) = ctx
+        .db(BACKEND)?
+        .query("SELECT id, randomnumber FROM world WHERE id = $1")
+        .bind(id)
+        .fetch_one()
+        .await?;
     Ok(Json(World { id, random_number }))
 }
 
@@ -109,10 +100,7 @@ struct Hits(ringmaster::Counter);
 
 /// `GET /counter`: adds one to `demo_hits_total` and answers the cluster's
 /// total (every worker's count, and the counts of workers that are gone).
-async fn counter(State(ctx): State<AppContext>) -> Result<String, AppError> {
-    let Hits(hits) = ctx.get::<Hits>().ok_or_else(|| {
-        AppError::internal("the hits counter is missing: Hello::init did not run")
-    })?;
-    hits.inc();
-    Ok(hits.value().to_string())
+async fn counter(hits: Shared<Hits>) -> String {
+    hits.0.inc();
+    hits.0.value().to_string()
 }

@@ -1,23 +1,24 @@
 //! The ringmaster demo application: two concrete workers.
 //!
-//! - `web` (modules `links`, `hello`, `health`, `live`): the URL shortener
-//!   with its HTML page, the TechEmpower-style `/plaintext`, `/json`, `/db`,
-//!   and a WebSocket echo (`/ws`) and an event stream (`/events`) that end
+//! - `web` (modules `links`, `hello`, `live`, the built-in `Health` and
+//!   `Metrics`, and the demo's test switches): the URL shortener with its
+//!   HTML page, the TechEmpower-style `/plaintext`, `/json`, `/db`, and a
+//!   WebSocket echo (`/ws`) and an event stream (`/events`) that end
 //!   cleanly on a drain;
-//! - `api` (modules `api`, `health`): a JSON-only view of the links, on
-//!   another port.
+//! - `api` (module `api`, `Health`, `Metrics`): a JSON-only view of the
+//!   links, on another port.
 //!
 //! Both store in the `main` backend: the embedded SQLite file `main.db`
 //! unless `[backends.main]` says otherwise (e.g. a `postgres://` URL).
 //!
 //! # Layout
-//! - `links`, `hello`, `api`, `health`, `live`, `visits` (opt-in, Redis): the modules.
+//! - `links`, `hello`, `api`, `ops`, `live`, `visits` (opt-in, Redis): the modules.
 
 pub mod api;
-pub mod health;
 pub mod hello;
 pub mod links;
 pub mod live;
+pub mod ops;
 pub mod visits;
 
 use std::cell::Cell;
@@ -25,69 +26,50 @@ use std::hash::{BuildHasher, Hasher};
 
 use ringmaster::prelude::*;
 
-/// The `web` worker: links, hello, health and live.
-pub struct Web;
-
-impl Worker for Web {
-    fn name(&self) -> &str {
-        "web"
-    }
-
-    fn modules(&self) -> Vec<Box<dyn Module>> {
-        let mut modules: Vec<Box<dyn Module>> = vec![
-            Box::new(links::Links),
-            Box::new(hello::Hello),
-            Box::new(health::Health::from_env()),
-            Box::new(live::Live::from_env()),
-        ];
-        if health::switch(visits::ENV_REDIS) {
-            modules.push(Box::new(visits::Visits));
-        }
-        modules
-    }
-
-    fn configure(
-        &self,
-        router: Router<AppContext>,
-        ctx: &AppContext,
-    ) -> Result<Router<AppContext>, BootError> {
-        Ok(tag_responses(router, ctx))
-    }
+/// The `web` worker: links, hello, health, metrics and live (and visits
+/// with `RINGMASTER_DEMO_REDIS=1`).
+pub fn web() -> Worker {
+    let web = Worker::new("web")
+        .module(links::Links)
+        .module(hello::Hello)
+        .module(Health)
+        .module(Metrics)
+        .module(ops::Ops::from_env())
+        .module(live::Live::from_env());
+    let web = if ops::switch(visits::ENV_REDIS) {
+        web.module(visits::Visits)
+    } else {
+        web
+    };
+    web.configure(tag_responses)
 }
 
-/// The `api` worker: the JSON API and health.
-pub struct ApiWorker;
-
-impl Worker for ApiWorker {
-    fn name(&self) -> &str {
-        "api"
-    }
-
-    fn modules(&self) -> Vec<Box<dyn Module>> {
-        vec![Box::new(api::Api), Box::new(health::Health::from_env())]
-    }
-
-    fn configure(
-        &self,
-        router: Router<AppContext>,
-        ctx: &AppContext,
-    ) -> Result<Router<AppContext>, BootError> {
-        Ok(tag_responses(router, ctx))
-    }
+/// The `api` worker: the JSON API, health and metrics.
+pub fn api() -> Worker {
+    Worker::new("api")
+        .module(api::Api)
+        .module(Health)
+        .module(Metrics)
+        .module(ops::Ops::from_env())
+        .configure(tag_responses)
 }
 
 /// The response header naming the worker that answered: `web/1 4242`
 /// (group/slot pid), handy to see the cluster spread requests.
 pub const WORKER_HEADER: &str = "x-ringmaster-worker";
 
-/// Adds [`WORKER_HEADER`] to every response.
-fn tag_responses(router: Router<AppContext>, ctx: &AppContext) -> Router<AppContext> {
+/// Adds [`WORKER_HEADER`] to every response (a set-up step both workers
+/// share).
+fn tag_responses(
+    router: Router<AppContext>,
+    ctx: &AppContext,
+) -> Result<Router<AppContext>, BootError> {
     use ringmaster::axum::http::HeaderValue;
     use ringmaster::axum::response::Response;
     let w = ctx.worker();
     let value = format!("{}/{} {}", w.group, w.slot, w.pid);
     let value = HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("unknown"));
-    router.layer(ringmaster::axum::middleware::map_response(
+    Ok(router.layer(ringmaster::axum::middleware::map_response(
         move |mut res: Response| {
             let value = value.clone();
             async move {
@@ -95,7 +77,7 @@ fn tag_responses(router: Router<AppContext>, ctx: &AppContext) -> Router<AppCont
                 res
             }
         },
-    ))
+    )))
 }
 
 /// The benchmark routes alone (`/plaintext`, `/json`), for the

@@ -5,26 +5,24 @@
 //!
 //! Each worker keeps a [`Cache`] of code -> URL, so a redirect it has seen
 //! before needs no query: the click is counted in the background. A
-//! delete, on whichever worker, publishes the code on
-//! [`INVALIDATE_TOPIC`] and every worker drops it from its cache.
+//! delete, on whichever worker, publishes the code on [`INVALIDATE`] and
+//! every worker drops it from its cache.
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
-use ringmaster::on_db;
 use ringmaster::prelude::*;
-use ringmaster::sqlx;
 use serde::{Deserialize, Serialize};
 
 use crate::random_u64;
 
-/// The backend the module stores its links in.
-pub const BACKEND: &str = "main";
+/// The backend the demo stores in.
+pub const MAIN: SqlBackend = SqlBackend::new("main");
 /// The longest URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
 /// The topic on which deleted codes are published to every worker.
-pub const INVALIDATE_TOPIC: &str = "links.invalidate";
+pub const INVALIDATE: Topic<String> = Topic::new("links.invalidate");
 /// Entries a worker's cache holds at most; it starts over when full.
 const CACHE_MAX: usize = 10_000;
 const CODE_LEN: usize = 7;
@@ -34,50 +32,42 @@ const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456
 pub struct Links;
 
 impl Module for Links {
-    fn name(&self) -> &str {
-        "links"
+    fn backends(&self) -> Vec<Backend> {
+        vec![MAIN.into()]
     }
 
-    fn backends(&self) -> Vec<&'static str> {
-        vec![BACKEND]
-    }
-
-    fn controllers(&self) -> Vec<Controller> {
-        vec![
-            Controller::new("/")
-                .get("/", index)
-                .get("/l/{code}", follow),
-            Controller::new("/links")
-                .post("/", create)
-                .delete("/{code}", remove),
-        ]
+    fn routes(&self) -> Controller {
+        Controller::new("/")
+            .get("/", index)
+            .get("/l/{code}", follow)
+            .nest(
+                "/links",
+                Controller::new("/")
+                    .post("/", create)
+                    .delete("/{code}", remove),
+            )
     }
 
     fn templates(&self) -> Templates {
-        Templates::embedded(&[(
-            "links/index.html",
-            include_str!("../templates/links/index.html"),
-        )])
-        .dir(concat!(env!("CARGO_MANIFEST_DIR"), "/templates"))
+        ringmaster::templates!["links/index.html"]
     }
 
-    fn init(&self, init: &mut Init) -> Result<(), BootError> {
-        let cache = Arc::new(Cache::default());
+    async fn init(&self, init: &mut Init) -> Result<(), BootError> {
+        init.insert(Cache::default());
+        let cache = init.shared::<Cache>()?;
         // Subscribed at boot: a replacement worker subscribes again itself.
-        let mut invalidations = init.ipc().subscribe::<String>(INVALIDATE_TOPIC);
-        let c = cache.clone();
+        let mut invalidations = init.ipc().subscribe(INVALIDATE);
         tokio::spawn(async move {
             while let Some(d) = invalidations.recv().await {
-                c.invalidate(&d.msg);
+                cache.invalidate(&d.msg);
             }
         });
-        init.insert(cache);
         Ok(())
     }
 
     fn migrations(&self) -> Vec<Migration> {
         vec![Migration::new(
-            BACKEND,
+            MAIN,
             1,
             "create links",
             "CREATE TABLE links (\
@@ -136,11 +126,6 @@ impl Cache {
     }
 }
 
-fn cache(ctx: &AppContext) -> Result<&Arc<Cache>, AppError> {
-    ctx.get::<Arc<Cache>>()
-        .ok_or_else(|| AppError::internal("the links cache is missing: Links::init did not run"))
-}
-
 /// `POST /links` body.
 #[derive(Debug, Deserialize)]
 pub struct NewLink {
@@ -194,17 +179,15 @@ async fn create(
     Json(body): Json<NewLink>,
 ) -> Result<(StatusCode, Json<Link>), AppError> {
     validate_url(&body.url).map_err(AppError::unprocessable)?;
-    let db = ctx.db(BACKEND)?;
+    let db = ctx.db(MAIN)?;
     for _ in 0..5 {
         let code = new_code();
-        let inserted = on_db!(db, |pool| {
-            sqlx::query("INSERT INTO links (code, url) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(&code)
-                .bind(&body.url)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
+        let inserted = db
+            .query("INSERT INTO links (code, url) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(code.clone())
+            .bind(body.url.clone())
+            .execute()
+            .await?;
         if inserted == 1 {
             let link = Link {
                 code,
@@ -219,10 +202,10 @@ async fn create(
 
 async fn follow(
     State(ctx): State<AppContext>,
+    cache: Shared<Cache>,
     Path(code): Path<String>,
 ) -> Result<impl IntoResponse, AppError> {
-    let cache = cache(&ctx)?;
-    let db = ctx.db(BACKEND)?;
+    let db = ctx.db(MAIN)?;
     let redirect = |url| {
         (
             StatusCode::FOUND,
@@ -233,13 +216,11 @@ async fn follow(
         // Counted in the background: the redirect does not wait for it.
         let db = db.clone();
         tokio::spawn(async move {
-            let counted = on_db!(&db, |pool| {
-                sqlx::query("UPDATE links SET clicks = clicks + 1 WHERE code = $1")
-                    .bind(&code)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            });
+            let counted = db
+                .query("UPDATE links SET clicks = clicks + 1 WHERE code = $1")
+                .bind(code.clone())
+                .execute()
+                .await;
             if let Err(e) = counted {
                 tracing::warn!(code, error = %e, "a click was not counted");
             }
@@ -247,12 +228,11 @@ async fn follow(
         return Ok(redirect(url));
     }
     let epoch = cache.epoch();
-    let url: Option<(String,)> = on_db!(db, |pool| {
-        sqlx::query_as("UPDATE links SET clicks = clicks + 1 WHERE code = $1 RETURNING url")
-            .bind(&code)
-            .fetch_optional(pool)
-            .await
-    })?;
+    let url: Option<(String,)> = db
+        .query("UPDATE links SET clicks = clicks + 1 WHERE code = $1 RETURNING url")
+        .bind(code.clone())
+        .fetch_optional()
+        .await?;
     match url {
         Some((url,)) => {
             cache.insert(epoch, code, url.clone());
@@ -264,22 +244,21 @@ async fn follow(
 
 async fn remove(
     State(ctx): State<AppContext>,
+    cache: Shared<Cache>,
     Path(code): Path<String>,
 ) -> Result<StatusCode, AppError> {
-    let db = ctx.db(BACKEND)?;
-    let deleted = on_db!(db, |pool| {
-        sqlx::query("DELETE FROM links WHERE code = $1")
-            .bind(&code)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-    })?;
+    let deleted = ctx
+        .db(MAIN)?
+        .query("DELETE FROM links WHERE code = $1")
+        .bind(code.clone())
+        .execute()
+        .await?;
     // Every worker drops the code, this one at once: a worker that missed
     // the message (its queue was full) would still redirect to a deleted
     // link until it restarts, so a failure to publish is an error here.
-    cache(&ctx)?.invalidate(&code);
+    cache.invalidate(&code);
     ctx.ipc()
-        .publish(Target::All, INVALIDATE_TOPIC, &code)
+        .publish(Target::All, INVALIDATE, &code)
         .await
         .map_err(|e| {
             AppError::internal(format!(
@@ -294,12 +273,11 @@ async fn remove(
 
 /// Every link, most clicked first.
 pub async fn all_links(ctx: &AppContext) -> Result<Vec<Link>, AppError> {
-    let db = ctx.db(BACKEND)?;
-    let rows: Vec<(String, String, i64)> = on_db!(db, |pool| {
-        sqlx::query_as("SELECT code, url, clicks FROM links ORDER BY clicks DESC, code LIMIT 1000")
-            .fetch_all(pool)
-            .await
-    })?;
+    let rows: Vec<(String, String, i64)> = ctx
+        .db(MAIN)?
+        .query("SELECT code, url, clicks FROM links ORDER BY clicks DESC, code LIMIT 1000")
+        .fetch_all()
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(code, url, clicks)| Link { code, url, clicks })

@@ -38,22 +38,19 @@ impl Live {
     /// The module with the test route as `RINGMASTER_DEMO_TEST_ROUTES` says.
     pub fn from_env() -> Self {
         Live {
-            test_routes: crate::health::switch(crate::health::ENV_TEST_ROUTES),
+            test_routes: crate::ops::switch(crate::ops::ENV_TEST_ROUTES),
         }
     }
 }
 
 impl Module for Live {
-    fn name(&self) -> &str {
-        "live"
-    }
-
-    fn controllers(&self) -> Vec<Controller> {
-        let mut c = Controller::new("/").get("/ws", ws).get("/events", events);
+    fn routes(&self) -> Controller {
+        let c = Controller::new("/").get("/ws", ws).get("/events", events);
         if self.test_routes {
-            c = c.get("/__test/ws-ignore-drain", ws_ignore_drain);
+            c.get("/__test/ws-ignore-drain", ws_ignore_drain)
+        } else {
+            c
         }
-        vec![c]
     }
 }
 

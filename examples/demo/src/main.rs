@@ -4,7 +4,7 @@ use ringmaster::prelude::*;
 
 fn main() -> std::process::ExitCode {
     Cluster::new()
-        .worker(ringmaster_demo::Web)
-        .worker(ringmaster_demo::ApiWorker)
+        .worker(ringmaster_demo::web())
+        .worker(ringmaster_demo::api())
         .run()
 }

@@ -11,48 +11,36 @@ use tower::ServiceExt;
 
 use crate::links::Link;
 
-/// The `web` worker with the test routes on, whatever the environment says.
-struct TestWeb;
-
-impl Worker for TestWeb {
-    fn name(&self) -> &str {
-        "web"
-    }
-
-    fn modules(&self) -> Vec<Box<dyn Module>> {
-        vec![
-            Box::new(crate::links::Links),
-            Box::new(crate::hello::Hello),
-            Box::new(crate::health::Health { test_routes: true }),
-        ]
-    }
-
-    fn configure(
-        &self,
-        router: ringmaster::axum::Router<AppContext>,
-        _ctx: &AppContext,
-    ) -> Result<ringmaster::axum::Router<AppContext>, BootError> {
-        Ok(router.route(
-            "/__test/auth",
-            ringmaster::axum::routing::get(|| async {
-                (
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Basic realm=\"demo\"")],
-                    "log in first",
-                )
-            }),
-        ))
-    }
+/// The `web` worker with the test routes on, whatever the environment
+/// says, and a route that answers 401 with its own header.
+fn test_web() -> Worker {
+    Worker::new("web")
+        .module(crate::links::Links)
+        .module(crate::hello::Hello)
+        .module(Health)
+        .module(crate::ops::Ops { test_routes: true })
+        .configure(|router, _| {
+            Ok(router.route(
+                "/__test/auth",
+                ringmaster::axum::routing::get(|| async {
+                    (
+                        StatusCode::UNAUTHORIZED,
+                        [(header::WWW_AUTHENTICATE, "Basic realm=\"demo\"")],
+                        "log in first",
+                    )
+                }),
+            ))
+        })
 }
 
 /// A booted app of `worker` on a fresh SQLite database.
-async fn app(worker: &dyn Worker, group: &str) -> (ringmaster::axum::Router, std::path::PathBuf) {
+async fn app(worker: &Worker, group: &str) -> (ringmaster::axum::Router, std::path::PathBuf) {
     app_with(worker, group, "").await
 }
 
 /// Same, with extra keys for the group.
 async fn app_with(
-    worker: &dyn Worker,
+    worker: &Worker,
     group: &str,
     group_keys: &str,
 ) -> (ringmaster::axum::Router, std::path::PathBuf) {
@@ -66,7 +54,7 @@ async fn app_with(
         dir.display()
     );
     let config = Config::from_toml_str(&toml, "test").unwrap();
-    let workers: Vec<Arc<dyn Worker>> = vec![Arc::new(crate::Web), Arc::new(crate::ApiWorker)];
+    let workers = [crate::web(), crate::api()];
     ringmaster::migrate(&workers, &config).await.unwrap();
     let identity = WorkerContext::standalone(group, config.group(group).unwrap().clone());
     let booted = boot(worker, identity, Arc::new(config)).await.unwrap();
@@ -104,7 +92,7 @@ fn post_json(path: &str, json: &str) -> Request<Body> {
 
 #[tokio::test]
 async fn hello_routes() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     let r = call(&app, get("/plaintext")).await;
     assert_eq!(
         (r.status, r.body.as_str()),
@@ -114,7 +102,7 @@ async fn hello_routes() {
     let r = call(&app, get("/json")).await;
     assert_eq!(r.body, r#"{"message":"Hello, World!"}"#);
     let r = call(&app, get("/healthz")).await;
-    let status: crate::health::Status = serde_json::from_str(&r.body).unwrap();
+    let status: ringmaster::Healthz = serde_json::from_str(&r.body).unwrap();
     assert_eq!(
         (status.status.as_str(), status.group.as_str()),
         ("ok", "web")
@@ -130,7 +118,7 @@ async fn hello_routes() {
 
 #[tokio::test]
 async fn links_flow_create_follow_count_delete() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     let r = call(
         &app,
         post_json("/links", r#"{"url":"https://example.com/x"}"#),
@@ -180,7 +168,7 @@ async fn links_flow_create_follow_count_delete() {
 
 #[tokio::test]
 async fn invalid_links_get_422_with_a_reason() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     let r = call(&app, post_json("/links", r#"{"url":"ftp://example.com"}"#)).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let err: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -201,7 +189,7 @@ async fn invalid_links_get_422_with_a_reason() {
 
 #[tokio::test]
 async fn the_page_escapes_html() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     let r = call(
         &app,
         post_json("/links", r#"{"url":"https://e.com/<script>"}"#),
@@ -215,7 +203,7 @@ async fn the_page_escapes_html() {
 
 #[tokio::test]
 async fn errors_are_json_for_apis_and_html_for_browsers() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     let r = call(&app, get("/nowhere")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert!(
@@ -244,7 +232,7 @@ async fn errors_are_json_for_apis_and_html_for_browsers() {
 
 #[tokio::test]
 async fn request_ids_are_generated_or_echoed() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     let r = call(&app, get("/plaintext")).await;
     let generated = r.headers["x-request-id"].to_str().unwrap().to_string();
     assert!(!generated.is_empty());
@@ -263,7 +251,7 @@ async fn request_ids_are_generated_or_echoed() {
 
 #[tokio::test]
 async fn oversized_bodies_get_413() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     let big = format!(r#"{{"url":"https://e.com/{}"}}"#, "a".repeat(3 << 20));
     let r = call(&app, post_json("/links", &big)).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
@@ -271,7 +259,7 @@ async fn oversized_bodies_get_413() {
 
 #[tokio::test]
 async fn responses_are_compressed_for_clients_that_ask() {
-    let (app, _dir) = app(&crate::Web, "web").await;
+    let (app, _dir) = app(&crate::web(), "web").await;
     for i in 0..30 {
         let json = format!(r#"{{"url":"https://example.com/{i}/{}"}}"#, "x".repeat(100));
         call(&app, post_json("/links", &json)).await;
@@ -289,7 +277,7 @@ async fn responses_are_compressed_for_clients_that_ask() {
 
 #[tokio::test]
 async fn api_serves_links_as_json_only() {
-    let (web, dir) = app(&crate::Web, "web").await;
+    let (web, dir) = app(&crate::web(), "web").await;
     let r = call(
         &web,
         post_json("/links", r#"{"url":"https://example.org"}"#),
@@ -303,7 +291,7 @@ async fn api_serves_links_as_json_only() {
     );
     let config = Config::from_toml_str(&toml, "test").unwrap();
     let identity = WorkerContext::standalone("api", config.group("api").unwrap().clone());
-    let api = boot(&crate::ApiWorker, identity, Arc::new(config))
+    let api = boot(&crate::api(), identity, Arc::new(config))
         .await
         .unwrap()
         .app;
@@ -333,7 +321,9 @@ async fn boot_runs_its_phases_in_order() {
     );
     let config = Config::from_toml_str(&toml, "test").unwrap();
     let identity = WorkerContext::standalone("web", config.group("web").unwrap().clone());
-    let booted = boot(&crate::Web, identity, Arc::new(config)).await.unwrap();
+    let booted = boot(&crate::web(), identity, Arc::new(config))
+        .await
+        .unwrap();
     let names: Vec<&str> = booted.phases.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
         names,
@@ -359,7 +349,7 @@ async fn boot_runs_its_phases_in_order() {
 
 #[tokio::test]
 async fn a_panicking_handler_gives_500_and_the_app_keeps_serving() {
-    let (app, _dir) = app(&TestWeb, "web").await;
+    let (app, _dir) = app(&test_web(), "web").await;
     let r = call(&app, get("/__test/panic")).await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(r.body.contains("internal server error"));
@@ -369,7 +359,7 @@ async fn a_panicking_handler_gives_500_and_the_app_keeps_serving() {
 
 #[tokio::test]
 async fn a_slow_request_gets_503_at_request_timeout() {
-    let (app, _dir) = app_with(&TestWeb, "web", "request_timeout = \"100ms\"").await;
+    let (app, _dir) = app_with(&test_web(), "web", "request_timeout = \"100ms\"").await;
     let started = std::time::Instant::now();
     let r = call(&app, get("/__test/sleep?ms=5000")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
@@ -381,7 +371,7 @@ async fn a_slow_request_gets_503_at_request_timeout() {
 
 #[tokio::test]
 async fn rendered_errors_keep_their_headers_and_message() {
-    let (app, _dir) = app(&TestWeb, "web").await;
+    let (app, _dir) = app(&test_web(), "web").await;
     let r = call(&app, get("/__test/auth")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(r.headers[header::WWW_AUTHENTICATE], "Basic realm=\"demo\"");
@@ -412,58 +402,47 @@ impl Trace {
 struct Probe(Trace);
 
 impl Module for Probe {
-    fn name(&self) -> &str {
-        "probe"
+    fn backends(&self) -> Vec<Backend> {
+        vec![crate::links::MAIN.into()]
     }
-    fn backends(&self) -> Vec<&'static str> {
-        vec!["main"]
+    fn routes(&self) -> Controller {
+        self.0.push("routes");
+        Controller::new("/probe").get("/", || async { "probe" })
     }
-    fn controllers(&self) -> Vec<Controller> {
-        self.0.push("controllers");
-        vec![Controller::new("/probe").get("/", || async { "probe" })]
-    }
-    fn init(&self, init: &mut Init) -> Result<(), BootError> {
-        // Backends are open before any module's init runs.
-        self.0
-            .push(format!("init db_open={}", init.db("main").is_some()));
+    async fn init(&self, init: &mut Init) -> Result<(), BootError> {
+        // Backends are open before any module's init runs, and init may
+        // await them.
+        let (one,): (i64,) = init
+            .db(crate::links::MAIN)?
+            .query("SELECT 1")
+            .fetch_one()
+            .await?;
+        self.0.push(format!("init db_open={}", one == 1));
         Ok(())
     }
 }
 
-struct ProbeWorker(Trace);
-
-impl Worker for ProbeWorker {
-    fn name(&self) -> &str {
-        "web"
-    }
-    fn modules(&self) -> Vec<Box<dyn Module>> {
-        self.0.push("modules");
-        vec![Box::new(Probe(self.0.clone()))]
-    }
-    fn configure(
-        &self,
-        router: ringmaster::axum::Router<AppContext>,
-        ctx: &AppContext,
-    ) -> Result<ringmaster::axum::Router<AppContext>, BootError> {
-        // configure comes last: the controllers are mounted, the context is built.
-        self.0
-            .push(format!("configure db={}", ctx.db("main").is_ok()));
-        Ok(router)
-    }
+fn probe_worker(trace: &Trace) -> Worker {
+    let t = trace.clone();
+    Worker::new("web")
+        .module(Probe(trace.clone()))
+        .configure(move |router, ctx| {
+            // configure comes last: the routes are mounted, the context is built.
+            t.push(format!(
+                "configure db={}",
+                ctx.db(crate::links::MAIN).is_ok()
+            ));
+            Ok(router)
+        })
 }
 
 #[tokio::test]
 async fn boot_hooks_run_in_the_documented_order_with_backends_open() {
     let trace = Trace::default();
-    let (app, _dir) = app(&ProbeWorker(trace.clone()), "web").await;
+    let (app, _dir) = app(&probe_worker(&trace), "web").await;
     assert_eq!(
         *trace.0.lock().unwrap(),
-        [
-            "modules",
-            "init db_open=true",
-            "controllers",
-            "configure db=true"
-        ]
+        ["init db_open=true", "routes", "configure db=true"]
     );
     assert_eq!(call(&app, get("/probe")).await.body, "probe");
 }

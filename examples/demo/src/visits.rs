@@ -6,7 +6,7 @@
 use ringmaster::prelude::*;
 
 /// The backend `/visits` counts in.
-pub const BACKEND: &str = "cache";
+pub const CACHE: RedisBackend = RedisBackend::new("cache");
 /// Mounts the module.
 pub const ENV_REDIS: &str = "RINGMASTER_DEMO_REDIS";
 
@@ -14,22 +14,18 @@ pub const ENV_REDIS: &str = "RINGMASTER_DEMO_REDIS";
 pub struct Visits;
 
 impl Module for Visits {
-    fn name(&self) -> &str {
-        "visits"
+    fn backends(&self) -> Vec<Backend> {
+        vec![CACHE.into()]
     }
 
-    fn backends(&self) -> Vec<&'static str> {
-        vec![BACKEND]
-    }
-
-    fn controllers(&self) -> Vec<Controller> {
-        vec![Controller::new("/").get("/visits", visits)]
+    fn routes(&self) -> Controller {
+        Controller::new("/").get("/visits", visits)
     }
 }
 
 /// `GET /visits`: one more visit; the total.
 async fn visits(State(ctx): State<AppContext>) -> Result<String, AppError> {
-    let mut redis = ctx.redis(BACKEND)?;
+    let mut redis = ctx.redis(CACHE)?;
     let n: u64 = ringmaster::redis_outcome(
         ringmaster::redis::cmd("INCR")
             .arg("ringmaster-demo:visits")

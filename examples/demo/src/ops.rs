@@ -1,6 +1,7 @@
-//! Module `health`: `/healthz` (which worker answered) in every group, and
-//! the switches ringmaster's own cluster tests use, read from the
-//! environment the workers inherit from the master:
+//! Module `ops`: `/cluster` (the master's view, asked over IPC) in every
+//! group, and the switches ringmaster's own cluster tests use, read from
+//! the environment the workers inherit from the master (`/healthz`,
+//! `/readyz` and `/metrics` are the built-in `Health` and `Metrics`):
 //! - `RINGMASTER_DEMO_TEST_ROUTES=1` mounts `/__test/sleep?ms=N` (a slow
 //!   request), `/__test/wedge` (blocks every runtime thread, so the worker
 //!   stops heartbeating), `/__test/panic`, `/__test/ipc-garbage?kind=`
@@ -22,7 +23,7 @@
 use std::time::Duration;
 
 use ringmaster::prelude::*;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Mounts the test-only routes.
 pub const ENV_TEST_ROUTES: &str = "RINGMASTER_DEMO_TEST_ROUTES";
@@ -39,31 +40,24 @@ pub(crate) fn switch(name: &str) -> bool {
     std::env::var_os(name).is_some_and(|v| v == "1")
 }
 
-/// The health module; `test_routes` mounts the test-only routes.
-pub struct Health {
-    /// Mount `/__test/sleep`, `/__test/wedge` and `/__test/panic`.
+/// The ops module; `test_routes` mounts the test-only routes.
+pub struct Ops {
+    /// Mount `/__test/sleep`, `/__test/wedge`, `/__test/panic`, ...
     pub test_routes: bool,
 }
 
-impl Health {
+impl Ops {
     /// The module with the test routes as `RINGMASTER_DEMO_TEST_ROUTES` says.
     pub fn from_env() -> Self {
-        Health {
+        Ops {
             test_routes: switch(ENV_TEST_ROUTES),
         }
     }
 }
 
-impl Module for Health {
-    fn name(&self) -> &str {
-        "health"
-    }
-
-    fn controllers(&self) -> Vec<Controller> {
-        let mut c = Controller::new("/")
-            .get("/healthz", healthz)
-            .get("/cluster", cluster)
-            .get("/metrics", metrics);
+impl Module for Ops {
+    fn routes(&self) -> Controller {
+        let mut c = Controller::new("/").get("/cluster", cluster);
         if self.test_routes {
             c = c
                 .get("/__test/sleep", sleep)
@@ -77,10 +71,10 @@ impl Module for Health {
                 .get("/__test/ask", ask)
                 .get("/__test/alloc", alloc);
         }
-        vec![c]
+        c
     }
 
-    fn init(&self, _init: &mut Init) -> Result<(), BootError> {
+    async fn init(&self, _init: &mut Init) -> Result<(), BootError> {
         if switch(ENV_FAIL_BOOT) {
             return Err(format!("{ENV_FAIL_BOOT}=1 is set: failing on purpose").into());
         }
@@ -94,59 +88,13 @@ impl Module for Health {
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
         {
-            std::thread::sleep(Duration::from_millis(ms));
+            tokio::time::sleep(Duration::from_millis(ms)).await;
         }
         if switch(ENV_HANG_BOOT) {
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
+            std::future::pending::<()>().await;
         }
         Ok(())
     }
-}
-
-/// What `/healthz` reports: which worker answered.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    /// Always `"ok"` when the worker answers.
-    pub status: String,
-    /// The worker's group.
-    pub group: String,
-    /// The worker's slot.
-    pub slot: usize,
-    /// The slot's generation.
-    pub generation: u64,
-    /// The worker's pid.
-    pub pid: u32,
-}
-
-async fn healthz(State(ctx): State<AppContext>) -> Json<Status> {
-    let w = ctx.worker();
-    Json(Status {
-        status: "ok".into(),
-        group: w.group.to_string(),
-        slot: w.slot,
-        generation: w.generation,
-        pid: w.pid,
-    })
-}
-
-/// `GET /metrics`: every series of the cluster's registry, in the
-/// Prometheus text format (any worker can render it: they all map the
-/// master's segment).
-async fn metrics(
-    State(ctx): State<AppContext>,
-) -> (
-    [(ringmaster::axum::http::HeaderName, &'static str); 1],
-    String,
-) {
-    (
-        [(
-            ringmaster::axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        ctx.registry().snapshot().to_prometheus(),
-    )
 }
 
 /// `GET /cluster`: the master's view of the cluster, asked over IPC.
@@ -230,7 +178,7 @@ async fn flood(
         ctx.ipc()
             .publish(
                 ringmaster::Target::All,
-                crate::links::INVALIDATE_TOPIC,
+                crate::links::INVALIDATE,
                 &format!("flood-{i}"),
             )
             .await
@@ -253,7 +201,7 @@ async fn ask(
     ctx.ipc()
         .request(
             &p.group,
-            crate::api::STATS_TOPIC,
+            crate::api::STATS,
             &(),
             Duration::from_millis(p.timeout_ms),
         )
