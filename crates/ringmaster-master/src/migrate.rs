@@ -13,7 +13,8 @@ use tokio::process::Command;
 /// The longest a migration run may take before it is killed.
 pub(crate) const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Runs the migrate process to completion; the error says what to do.
+/// Runs the migrate process to completion; the error says what failed
+/// (the caller says what happens next: a retry, or an aborted reload).
 pub(crate) async fn run(exe: &Path, config_toml: &str, timeout: Duration) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut cmd = Command::new(exe);
@@ -56,8 +57,9 @@ pub(crate) async fn run(exe: &Path, config_toml: &str, timeout: Duration) -> Res
         );
         Ok(())
     } else {
+        // What to do next depends on why they ran: the caller says it.
         Err(format!(
-            "migrations failed ({}); see the lines above; fix the cause and start again",
+            "the migrate process failed ({}); its error is in the lines above",
             crate::spawn::describe_exit(status)
         ))
     }

@@ -177,6 +177,46 @@ fn failing_migrations_hold_the_workers_back_and_are_retried() {
     );
 }
 
+/// The start-up migrations against a PostgreSQL that is down, retried
+/// every second or two: the log once `attempts` have failed, cut after the
+/// master's line about the last of them.
+fn failed_migrations_log(attempts: usize) -> String {
+    let cluster = support::start(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n\
+         [backends.main]\nurl = \"postgres://ringmaster@127.0.0.1:1/nope\"\nconnect_timeout = \"300ms\"\n",
+        &[],
+    );
+    let failed = "migrations failed; no worker starts";
+    cluster.wait_log(
+        Duration::from_secs(15),
+        "failed migration attempts",
+        |log| log.matches(failed).count() >= attempts,
+    );
+    let log = cluster.log();
+    let end = log.rfind(failed).unwrap();
+    let end = end + log[end..].find('\n').unwrap_or(log.len() - end);
+    log[..end].to_string()
+}
+
+#[test]
+fn a_failed_migration_is_one_line_saying_that_the_master_retries() {
+    let log = failed_migrations_log(1);
+    let line = log
+        .lines()
+        .find(|l| l.contains("migrations failed; no worker starts"))
+        .unwrap();
+    assert!(line.starts_with("master "), "{log}");
+    assert!(
+        !line.contains('\\') && !line.contains("  The master"),
+        "a string continuation left in the message: {line:?}\n{log}"
+    );
+    assert!(
+        line.contains("retries in") && line.contains("HUP retries now"),
+        "{line}"
+    );
+    assert!(!log.contains("start again"), "the master retries:\n{log}");
+}
+
 #[test]
 fn routes_prints_every_groups_table() {
     let out = Command::new(support::demo_exe())
