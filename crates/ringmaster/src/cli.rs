@@ -379,8 +379,10 @@ fn migrate(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            // Once: in the migrate role this line is the one the master's
+            // log shows (tagged `migrate`), and the master adds only what
+            // it does next.
             tracing::error!(error = %e, "migrations failed");
-            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -218,6 +218,28 @@ fn a_failed_migration_is_one_line_saying_that_the_master_retries() {
 }
 
 #[test]
+fn the_migrate_process_lines_are_tagged_and_its_error_said_once() {
+    let log = failed_migrations_log(2);
+    let cause = "backend \"main\" (postgres://ringmaster@127.0.0.1:1/nope) is unreachable";
+    let causes: Vec<&str> = log.lines().filter(|l| l.contains(cause)).collect();
+    assert_eq!(
+        causes.len(),
+        log.matches("migrations failed; no worker starts").count(),
+        "the cause once per attempt, before the master's line:\n{log}"
+    );
+    for line in causes {
+        let tag = line.split(" | ").next().unwrap_or("");
+        let mut words = tag.split(' ');
+        assert_eq!(words.next(), Some("migrate"), "untagged: {line:?}\n{log}");
+        assert!(
+            words.next().is_some_and(|pid| pid.parse::<u32>().is_ok()),
+            "no pid in the tag: {line:?}"
+        );
+        assert!(line.contains(" ERROR "), "{line}");
+    }
+}
+
+#[test]
 fn routes_prints_every_groups_table() {
     let out = Command::new(support::demo_exe())
         .args(["routes", "--config"])

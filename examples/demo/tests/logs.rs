@@ -97,7 +97,9 @@ fn size_rotation_keeps_files_within_the_limit_and_only_n_of_them() {
         );
         for line in text.lines() {
             assert!(
-                line.starts_with("web/0 ") || line.starts_with("master "),
+                line.starts_with("web/0 ")
+                    || line.starts_with("master ")
+                    || line.starts_with("migrate "),
                 "{line}"
             );
         }

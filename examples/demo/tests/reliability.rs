@@ -492,7 +492,9 @@ fn a_full_disk_loses_only_counted_lines_and_leaves_no_torn_one() {
     for line in text.split_inclusive('\n') {
         assert!(line.ends_with('\n'), "a torn last line: {line:?}");
         assert!(
-            line.starts_with("master ") || line.starts_with("web/0 "),
+            line.starts_with("master ")
+                || line.starts_with("migrate ")
+                || line.starts_with("web/0 "),
             "every line starts with its tag: {line:?}"
         );
     }

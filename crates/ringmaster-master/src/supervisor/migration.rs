@@ -77,9 +77,11 @@ impl Supervisor {
         let (tx, rx) = oneshot::channel();
         let exe = self.exe.clone();
         let toml = config.to_toml_string().map_err(|e| e.to_string());
+        let logs = self.opts.logs.clone();
         tokio::spawn(async move {
+            let timeout = crate::migrate::MIGRATE_TIMEOUT;
             let result = match toml {
-                Ok(toml) => crate::migrate::run(&exe, &toml, crate::migrate::MIGRATE_TIMEOUT).await,
+                Ok(toml) => crate::migrate::run(&exe, &toml, timeout, logs).await,
                 Err(e) => Err(e),
             };
             let _ = tx.send(result);
