@@ -174,7 +174,7 @@ pub(crate) fn main(workers: &[Arc<dyn Worker>]) -> ExitCode {
     };
     match cli.command {
         Command::Serve(_) => serve(config, path, known),
-        Command::Check(_) => check(&config, path.as_deref()),
+        Command::Check(_) => check(&config, path.as_deref(), workers),
         Command::Routes(_) => routes(&config, workers),
         Command::Migrate(_) => migrate(&config, workers),
         Command::Stats(args) => crate::stats::print(&config, args.pid, args.json, args.prometheus),
@@ -311,7 +311,7 @@ macro_rules! out {
     };
 }
 
-fn check(config: &Config, path: Option<&Path>) -> ExitCode {
+fn check(config: &Config, path: Option<&Path>, workers: &[Arc<dyn Worker>]) -> ExitCode {
     use std::io::Write;
     let origin = path.map_or("defaults and environment".into(), |p| {
         p.display().to_string()
@@ -319,8 +319,9 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
     out!("configuration OK ({origin})");
     for (name, g) in &config.groups {
         out!(
-            "  group {name}: {} workers on {} ({}), worker {}",
+            "  group {name}: {} {} on {} ({}), worker {}",
             g.count,
+            if g.count == 1 { "worker" } else { "workers" },
             g.listen,
             g.listen_mode,
             g.worker.as_deref().unwrap_or("")
@@ -344,11 +345,54 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
             }
         }
     }
+    for name in implicit_backends(config, workers) {
+        let url = config.backend(&name).url;
+        let file = url.strip_prefix("sqlite://").unwrap_or(&url);
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.into());
+        let what = format!(
+            "  backend {name}: {url} (implicit: no [backends.{name}]; file {})",
+            file.display()
+        );
+        // Opening a missing file would create it: `check` changes nothing.
+        if !file.exists() {
+            out!("{what} not created yet (`serve` or `migrate` creates it)");
+            continue;
+        }
+        match runtime.block_on(Backends::open(std::slice::from_ref(&name), config)) {
+            Ok(b) => {
+                runtime.block_on(b.close());
+                out!("{what} OK");
+            }
+            Err(e) => {
+                failed += 1;
+                out!("{what} FAILED: {e}");
+            }
+        }
+    }
     if failed > 0 {
         eprintln!("error: {failed} backend(s) unreachable");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The backends the groups' modules name without a `[backends.NAME]`
+/// section (each the embedded SQLite file `NAME.db`), once each.
+fn implicit_backends(config: &Config, workers: &[Arc<dyn Worker>]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for group in config.groups.values() {
+        let worker = workers
+            .iter()
+            .find(|w| Some(w.name()) == group.worker.as_deref());
+        for module in worker.map(|w| w.modules()).unwrap_or_default() {
+            for name in module.backends() {
+                if !config.backends.contains_key(name) && !names.iter().any(|n| n == name) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+    }
+    names
 }
 
 fn routes(config: &Config, workers: &[Arc<dyn Worker>]) -> ExitCode {

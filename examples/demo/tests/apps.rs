@@ -302,6 +302,43 @@ fn check_connects_to_every_configured_backend() {
     );
 }
 
+#[test]
+fn check_counts_workers_in_words_and_lists_the_implicit_sqlite_backends() {
+    let config = write_config(&two_groups(""));
+    let dir = config.parent().unwrap().canonicalize().unwrap();
+    let out = Command::new(support::demo_exe())
+        .args(["check", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("group web: 2 workers on 127.0.0.1:0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("group api: 1 worker on 127.0.0.1:0"),
+        "{text}"
+    );
+    // `main` has no [backends.main]: the embedded SQLite file main.db,
+    // named once though both groups' modules use it.
+    let implicit = format!(
+        "backend main: sqlite://main.db (implicit: no [backends.main]; file {})",
+        dir.join("main.db").display()
+    );
+    assert_eq!(text.matches(&implicit).count(), 1, "{text}");
+    assert!(
+        !dir.join("main.db").exists(),
+        "check must not create the database file"
+    );
+}
+
 fn write_config(text: &str) -> std::path::PathBuf {
     let path = support::scratch_dir().join("ringmaster.toml");
     std::fs::write(&path, text).unwrap();
