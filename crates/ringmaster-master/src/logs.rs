@@ -1,11 +1,12 @@
-//! The application log: every worker's output and the master's own events,
-//! tagged, bounded, and written by one sink thread.
+//! The application log: every worker's output, the migrate process's and
+//! the master's own events, tagged, bounded, and written by one sink thread.
 //!
 //! - **Capture.** Each worker gets three pipes: its `tracing` output (fd
 //!   [`LOG_FD`], which the worker writes without ever blocking), and its
 //!   stdout and stderr (panics, prints, C libraries). A reader task per
 //!   pipe ([`read_pipe`]) cuts the stream at the last newline and sends the
-//!   whole lines, with the worker's [`Source`], to the sink; a line longer
+//!   whole lines, with the worker's [`Source`], to the sink (the migrate
+//!   process's stdout and stderr are read the same way); a line longer
 //!   than `server.log_max_line` is cut with a marker, and a last line
 //!   without newline (an abort) is kept.
 //! - **Backpressure.** The queue to the sink is bounded in bytes
@@ -43,7 +44,7 @@ const QUEUE_CHUNKS: usize = 16 * 1024;
 /// Where a line comes from.
 #[derive(Debug)]
 pub struct Source {
-    /// The group, or `master`.
+    /// The group, or `master`, or `migrate`.
     pub group: Arc<str>,
     /// The slot (none for the master).
     pub slot: Option<usize>,
@@ -80,6 +81,20 @@ impl Source {
         }
     }
 
+    /// A stream of the one-off migrate process: its lines are tagged
+    /// `migrate PID | ` (group `migrate` in JSON), as the master's are.
+    pub fn migrate(pid: u32, stream: &'static str) -> Self {
+        Source {
+            group: "migrate".into(),
+            slot: None,
+            pid,
+            generation: 0,
+            stream,
+            text_prefix: format!("migrate {pid} | "),
+            json_fields: format!("\"group\":\"migrate\",\"pid\":{pid}"),
+        }
+    }
+
     /// The master's own events.
     pub fn master(pid: u32) -> Self {
         Source {
@@ -97,7 +112,7 @@ impl Source {
 /// One tagged line, as kept for `logs`.
 #[derive(Debug, Clone)]
 pub struct Line {
-    /// The group, or `master`.
+    /// The group, or `master`, or `migrate`.
     pub group: Arc<str>,
     /// The slot, for a worker.
     pub slot: Option<usize>,

@@ -1,20 +1,36 @@
 //! The one-off migrate process: the binary re-executed in the migrate role,
 //! with the resolved configuration, before any worker starts and before a
 //! reload's new workers. The master itself never opens a database: it only
-//! waits for the process's exit status.
+//! waits for the process's exit status. Its stdout and stderr go through
+//! the master's log like a worker's, tagged `migrate PID | `; the process
+//! says why it failed, the master only what happens next.
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringmaster_proto::handoff;
 use tokio::process::Command;
 
+use crate::logs::{LogHub, Source, read_pipe};
+
 /// The longest a migration run may take before it is killed.
 pub(crate) const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 
-/// Runs the migrate process to completion; the error says what to do.
-pub(crate) async fn run(exe: &Path, config_toml: &str, timeout: Duration) -> Result<(), String> {
+/// How long the process's last lines may take to reach the log after it
+/// exited (a descendant holding its stdout must not hold the master up).
+const OUTPUT_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the migrate process to completion, its output into `logs` (else
+/// the master's stderr); the error says what failed (the caller says what
+/// happens next: a retry, or an aborted reload).
+pub(crate) async fn run(
+    exe: &Path,
+    config_toml: &str,
+    timeout: Duration,
+    logs: Option<LogHub>,
+) -> Result<(), String> {
     let started = std::time::Instant::now();
     let mut cmd = Command::new(exe);
     for var in handoff::ALL_ENV {
@@ -26,6 +42,14 @@ pub(crate) async fn run(exe: &Path, config_toml: &str, timeout: Duration) -> Res
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
+    let mut pipes = Vec::new();
+    if logs.is_some() {
+        let fail = |e| format!("cannot make a pipe for the migrate process's output: {e}");
+        let (out_r, out_w) = crate::spawn::pipe().map_err(fail)?;
+        let (err_r, err_w) = crate::spawn::pipe().map_err(fail)?;
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        pipes = vec![(out_r, "stdout"), (err_r, "stderr")];
+    }
     // SAFETY: prctl with integer arguments only, between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
@@ -38,6 +62,24 @@ pub(crate) async fn run(exe: &Path, config_toml: &str, timeout: Duration) -> Res
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the migrate process {}: {e}", exe.display()))?;
+    // `cmd` holds the write ends: they must close here, or the readers
+    // never see end-of-file.
+    drop(cmd);
+    let pid = child.id().unwrap_or(0);
+    let mut readers = Vec::new();
+    if let Some(hub) = &logs {
+        for (fd, stream) in pipes {
+            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+                Ok(rx) => {
+                    let source = Arc::new(Source::migrate(pid, stream));
+                    readers.push(tokio::spawn(read_pipe(rx, source, hub.clone())));
+                }
+                Err(e) => {
+                    tracing::error!(pid, stream, error = %e, "cannot read the migrate process's output")
+                }
+            }
+        }
+    }
     let status = match tokio::time::timeout(timeout, child.wait()).await {
         Ok(Ok(status)) => status,
         Ok(Err(e)) => return Err(format!("waiting for the migrate process failed: {e}")),
@@ -49,15 +91,23 @@ pub(crate) async fn run(exe: &Path, config_toml: &str, timeout: Duration) -> Res
             ));
         }
     };
+    // Its lines first, then the master's about it.
+    let _ = tokio::time::timeout(OUTPUT_GRACE, async {
+        for reader in readers {
+            let _ = reader.await;
+        }
+    })
+    .await;
     if status.success() {
         tracing::info!(
+            pid,
             ms = format!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
             "migrations done"
         );
         Ok(())
     } else {
         Err(format!(
-            "migrations failed ({}); see the lines above; fix the cause and start again",
+            "the migrate process failed ({}); its error is in the lines above",
             crate::spawn::describe_exit(status)
         ))
     }

@@ -6,6 +6,10 @@
 //! | QUIT | immediate stop |
 //! | HUP | rolling reload, configuration re-read |
 //! | TTIN, TTOU | one worker more or fewer in every group |
+//! | USR1 | reopen `server.log_file` (logrotate); without one, a log line |
+//!
+//! USR2 is not handled: its default action ends the master (an in-place
+//! upgrade is not built).
 
 use std::io;
 

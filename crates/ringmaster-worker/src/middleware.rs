@@ -14,8 +14,9 @@
 //!    `http_requests_total{group,route,method,status}`,
 //!    `http_request_duration_seconds{group,route}` and
 //!    `http_requests_in_flight{group}`, in the cluster's registry, and the
-//!    access log line (target `access`: method, path, status, duration,
-//!    request id; `groups.NAME.access_log = false` turns it off);
+//!    access log line (target `access`: method, path with its query
+//!    string, status, duration, request id; `groups.NAME.access_log =
+//!    false` turns it off);
 //! 4. a panic catcher: a panicking handler gives 500, is logged, and the
 //!    worker keeps serving;
 //! 5. a body size limit (`groups.NAME.body_limit`, then 413).
@@ -37,6 +38,7 @@ use axum::BoxError;
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request};
+use axum::http::uri::PathAndQuery;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use ringmaster_config::GroupConfig;
@@ -350,7 +352,10 @@ where
         });
         let access = self.access_log.then(|| Access {
             method: method_label(req.method()),
-            path: req.uri().path().into(),
+            // The request target as the client sent it, query included
+            // (as nginx, Gunicorn and Puma log it). A clone shares the
+            // parsed request's bytes: no allocation, query or not.
+            target: req.uri().path_and_query().cloned(),
             start,
         });
         EssentialsFuture {
@@ -449,7 +454,9 @@ where
 /// What the access log line of a request needs.
 struct Access {
     method: &'static str,
-    path: Box<str>,
+    /// Path and query; none for a target without a path (`CONNECT`'s
+    /// authority form).
+    target: Option<PathAndQuery>,
     start: std::time::Instant,
 }
 
@@ -474,11 +481,12 @@ fn done(
         let micros = took.as_micros() as u64;
         let rid = id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-");
         let status = response.status().as_u16();
-        if !crate::logpipe::access(a.method, &a.path, status, micros, rid) {
+        let path = a.target.as_ref().map_or("", PathAndQuery::as_str);
+        if !crate::logpipe::access(a.method, path, status, micros, rid) {
             tracing::info!(
                 target: "access",
                 method = a.method,
-                path = &*a.path,
+                path,
                 status,
                 duration_ms = micros as f64 / 1000.0,
                 request_id = rid,

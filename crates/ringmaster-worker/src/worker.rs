@@ -320,6 +320,12 @@ impl Worker {
         self.modules.iter().map(|m| m.name()).collect()
     }
 
+    /// Every backend its modules declare, in the order declared (a name
+    /// declared by two modules appears twice).
+    pub fn backends(&self) -> Vec<Backend> {
+        self.modules.iter().flat_map(|m| m.backends()).collect()
+    }
+
     /// Runs the set-up steps in order.
     pub(crate) fn run_steps(
         &self,

@@ -173,7 +173,7 @@ pub(crate) fn main(workers: &[Worker]) -> ExitCode {
     };
     match cli.command {
         Command::Serve(_) => serve(config, path, known),
-        Command::Check(_) => check(&config, path.as_deref()),
+        Command::Check(_) => check(&config, path.as_deref(), workers),
         Command::Routes(_) => routes(&config, workers),
         Command::Migrate(_) => migrate(&config, workers),
         Command::Stats(args) => crate::stats::print(&config, args.pid, args.json, args.prometheus),
@@ -310,7 +310,7 @@ macro_rules! out {
     };
 }
 
-fn check(config: &Config, path: Option<&Path>) -> ExitCode {
+fn check(config: &Config, path: Option<&Path>, workers: &[Worker]) -> ExitCode {
     use std::io::Write;
     let origin = path.map_or("defaults and environment".into(), |p| {
         p.display().to_string()
@@ -318,8 +318,9 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
     out!("configuration OK ({origin})");
     for (name, g) in &config.groups {
         out!(
-            "  group {name}: {} workers on {} ({}), worker {}",
+            "  group {name}: {} {} on {} ({}), worker {}",
             g.count,
+            if g.count == 1 { "worker" } else { "workers" },
             g.listen,
             g.listen_mode,
             g.worker.as_deref().unwrap_or("")
@@ -342,11 +343,56 @@ fn check(config: &Config, path: Option<&Path>) -> ExitCode {
             }
         }
     }
+    for name in implicit_backends(config, workers) {
+        let url = config.backend(&name).url;
+        let file = url.strip_prefix("sqlite://").unwrap_or(&url);
+        let file = std::path::absolute(file).unwrap_or_else(|_| file.into());
+        let what = format!(
+            "  backend {name}: {url} (implicit: no [backends.{name}]; file {})",
+            file.display()
+        );
+        // Opening a missing file would create it: `check` changes nothing.
+        if !file.exists() {
+            out!("{what} not created yet (`serve` or `migrate` creates it)");
+            continue;
+        }
+        match runtime.block_on(ringmaster_worker::probe(&name, config)) {
+            Ok(()) => {
+                out!("{what} OK");
+            }
+            Err(e) => {
+                failed += 1;
+                out!("{what} FAILED: {e}");
+            }
+        }
+    }
     if failed > 0 {
         eprintln!("error: {failed} backend(s) unreachable");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
+}
+
+/// The SQL backends the groups' modules name without a
+/// `[backends.NAME]` section (each the embedded SQLite file `NAME.db`),
+/// once each.
+fn implicit_backends(config: &Config, workers: &[Worker]) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for group in config.groups.values() {
+        let worker = workers
+            .iter()
+            .find(|w| Some(w.name()) == group.worker.as_deref());
+        for backend in worker.map(Worker::backends).unwrap_or_default() {
+            let name = backend.name();
+            if matches!(backend, ringmaster_worker::Backend::Sql(_))
+                && !config.backends.contains_key(name)
+                && !names.iter().any(|n| n == name)
+            {
+                names.push(name.to_string());
+            }
+        }
+    }
+    names
 }
 
 fn routes(config: &Config, workers: &[Worker]) -> ExitCode {
@@ -377,8 +423,10 @@ fn migrate(config: &Config, workers: &[Worker]) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
+            // Once: in the migrate role this line is the one the master's
+            // log shows (tagged `migrate`), and the master adds only what
+            // it does next.
             tracing::error!(error = %e, "migrations failed");
-            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,8 @@
 //!   and errors are already written;
 //! - the **master** (`serve`) queues its events to its own log sink, the
 //!   same stream as the workers' lines, without blocking;
+//! - the **migrate** role writes to stderr, which the master reads into
+//!   its log (tagged `migrate PID`), in the master's format;
 //! - every other command (and a worker started by hand) writes to stderr.
 
 use std::io::{IsTerminal, Write};
@@ -30,7 +32,8 @@ pub(crate) const ENV_LOG: &str = "RINGMASTER_LOG";
 
 /// Where a process's log lines go.
 pub(crate) enum Output {
-    /// The terminal (commands, the migrate role).
+    /// The terminal (commands), or for the migrate role the pipe the
+    /// master reads, in the master's format.
     Stderr,
     /// A worker: the log pipe if the master gave one, else stderr.
     Worker(LogFormat),
@@ -47,7 +50,7 @@ pub(crate) fn init(output: Output) {
     };
     let pipe = std::env::var_os(ringmaster_worker::ENV_LOG_PIPE).is_some_and(|v| v == "1");
     let (format, writer) = match output {
-        Output::Stderr => (LogFormat::Text, Writer::Stderr),
+        Output::Stderr => (stderr_format(), Writer::Stderr),
         Output::Worker(format) if pipe => {
             match ringmaster_worker::logpipe::install(format == LogFormat::Json) {
                 Some(p) => (format, Writer::Pipe(p)),
@@ -79,6 +82,19 @@ pub(crate) fn init(output: Output) {
     if let Some(e) = bad {
         tracing::warn!("{ENV_LOG}={spec:?} is not a valid filter ({e}); logging at info");
     }
+}
+
+/// The format of a process that writes to stderr: text, but for the
+/// migrate role, whose lines the master tags into its log, the master's.
+fn stderr_format() -> LogFormat {
+    if !ringmaster_worker::is_migrate_process() {
+        return LogFormat::Text;
+    }
+    std::env::var(ringmaster_worker::ENV_CONFIG)
+        .ok()
+        .and_then(|t| ringmaster_config::Config::from_toml_str(&t, "migrate").ok())
+        .map(|c| c.server.log_format)
+        .unwrap_or_default()
 }
 
 /// The `MakeWriter` of every role.

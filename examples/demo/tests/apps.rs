@@ -177,6 +177,68 @@ fn failing_migrations_hold_the_workers_back_and_are_retried() {
     );
 }
 
+/// The start-up migrations against a PostgreSQL that is down, retried
+/// every second or two: the log once `attempts` have failed, cut after the
+/// master's line about the last of them.
+fn failed_migrations_log(attempts: usize) -> String {
+    let cluster = support::start(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n\
+         [backends.main]\nurl = \"postgres://ringmaster@127.0.0.1:1/nope\"\nconnect_timeout = \"300ms\"\n",
+        &[],
+    );
+    let failed = "migrations failed; no worker starts";
+    cluster.wait_log(
+        Duration::from_secs(15),
+        "failed migration attempts",
+        |log| log.matches(failed).count() >= attempts,
+    );
+    let log = cluster.log();
+    let end = log.rfind(failed).unwrap();
+    let end = end + log[end..].find('\n').unwrap_or(log.len() - end);
+    log[..end].to_string()
+}
+
+#[test]
+fn a_failed_migration_is_one_line_saying_that_the_master_retries() {
+    let log = failed_migrations_log(1);
+    let line = log
+        .lines()
+        .find(|l| l.contains("migrations failed; no worker starts"))
+        .unwrap();
+    assert!(line.starts_with("master "), "{log}");
+    assert!(
+        !line.contains('\\') && !line.contains("  The master"),
+        "a string continuation left in the message: {line:?}\n{log}"
+    );
+    assert!(
+        line.contains("retries in") && line.contains("HUP retries now"),
+        "{line}"
+    );
+    assert!(!log.contains("start again"), "the master retries:\n{log}");
+}
+
+#[test]
+fn the_migrate_process_lines_are_tagged_and_its_error_said_once() {
+    let log = failed_migrations_log(2);
+    let cause = "backend \"main\" (postgres://ringmaster@127.0.0.1:1/nope) is unreachable";
+    let causes: Vec<&str> = log.lines().filter(|l| l.contains(cause)).collect();
+    assert_eq!(
+        causes.len(),
+        log.matches("migrations failed; no worker starts").count(),
+        "the cause once per attempt, before the master's line:\n{log}"
+    );
+    for line in causes {
+        let tag = line.split(" | ").next().unwrap_or("");
+        let mut words = tag.split(' ');
+        assert_eq!(words.next(), Some("migrate"), "untagged: {line:?}\n{log}");
+        assert!(
+            words.next().is_some_and(|pid| pid.parse::<u32>().is_ok()),
+            "no pid in the tag: {line:?}"
+        );
+        assert!(line.contains(" ERROR "), "{line}");
+    }
+}
+
 #[test]
 fn routes_prints_every_groups_table() {
     let out = Command::new(support::demo_exe())
@@ -237,6 +299,43 @@ fn check_connects_to_every_configured_backend() {
     assert!(
         text.contains("backend \"cache\" (redis://127.0.0.1:1) is unreachable"),
         "{text}"
+    );
+}
+
+#[test]
+fn check_counts_workers_in_words_and_lists_the_implicit_sqlite_backends() {
+    let config = write_config(&two_groups(""));
+    let dir = config.parent().unwrap().canonicalize().unwrap();
+    let out = Command::new(support::demo_exe())
+        .args(["check", "--config"])
+        .arg(&config)
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("group web: 2 workers on 127.0.0.1:0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("group api: 1 worker on 127.0.0.1:0"),
+        "{text}"
+    );
+    // `main` has no [backends.main]: the embedded SQLite file main.db,
+    // named once though both groups' modules use it.
+    let implicit = format!(
+        "backend main: sqlite://main.db (implicit: no [backends.main]; file {})",
+        dir.join("main.db").display()
+    );
+    assert_eq!(text.matches(&implicit).count(), 1, "{text}");
+    assert!(
+        !dir.join("main.db").exists(),
+        "check must not create the database file"
     );
 }
 

@@ -52,6 +52,37 @@ fn a_panic_is_in_the_log_tagged_with_its_worker_which_keeps_serving() {
 }
 
 #[test]
+fn the_access_log_has_the_request_target_with_its_query_string() {
+    let cluster = support::start(&config("", "count = 1"), &[]);
+    cluster.wait_workers(1);
+    assert_eq!(
+        get(cluster.addr(), "/plaintext?q=a%20b&page=2")
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(get(cluster.addr(), "/plaintext").unwrap().status, 200);
+    cluster.wait_log(Duration::from_secs(5), "both access lines", |log| {
+        log.matches("INFO access: method=GET").count() >= 2
+    });
+    let log = cluster.log();
+    let access: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("INFO access:") && l.contains("/plaintext"))
+        .collect();
+    assert!(
+        access[0].contains(" path=/plaintext?q=a%20b&page=2 status=200 "),
+        "{}",
+        access[0]
+    );
+    assert!(
+        access[1].contains(" path=/plaintext status=200 "),
+        "{}",
+        access[1]
+    );
+}
+
+#[test]
 fn an_aborting_worker_leaves_its_last_line_in_the_log() {
     let cluster = support::start(&config("", "count = 1"), &[]);
     let pid = cluster.wait_workers(1)[0];
@@ -97,7 +128,9 @@ fn size_rotation_keeps_files_within_the_limit_and_only_n_of_them() {
         );
         for line in text.lines() {
             assert!(
-                line.starts_with("web/0 ") || line.starts_with("master "),
+                line.starts_with("web/0 ")
+                    || line.starts_with("master ")
+                    || line.starts_with("migrate "),
                 "{line}"
             );
         }

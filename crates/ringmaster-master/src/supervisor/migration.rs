@@ -77,9 +77,11 @@ impl Supervisor {
         let (tx, rx) = oneshot::channel();
         let exe = self.exe.clone();
         let toml = config.to_toml_string().map_err(|e| e.to_string());
+        let logs = self.opts.logs.clone();
         tokio::spawn(async move {
+            let timeout = crate::migrate::MIGRATE_TIMEOUT;
             let result = match toml {
-                Ok(toml) => crate::migrate::run(&exe, &toml, crate::migrate::MIGRATE_TIMEOUT).await,
+                Ok(toml) => crate::migrate::run(&exe, &toml, timeout, logs).await,
                 Err(e) => Err(e),
             };
             let _ = tx.send(result);
@@ -116,8 +118,10 @@ impl Supervisor {
                     error = %e,
                     attempts,
                     retry_in_ms = delay.as_millis() as u64,
-                    "migrations failed; no worker starts until they pass. \\
-                     The master keeps the sockets and retries; fix the cause (see above) or stop it"
+                    "migrations failed; no worker starts until they pass: the master keeps its \
+                     sockets and retries in {} s (HUP retries now, with the configuration re-read); \
+                     fix the cause or stop the master",
+                    delay.as_secs()
                 );
                 self.migrate_retry = Some((Instant::now() + delay, attempts));
             }
@@ -127,9 +131,13 @@ impl Supervisor {
             (Purpose::Reload { events, .. }, Err(e)) => {
                 tracing::error!(
                     error = %e,
-                    "reload aborted: migrations failed; the running workers are kept"
+                    "reload aborted: migrations failed; the running workers are kept; \
+                     fix the cause and reload again (HUP or `reload`)"
                 );
-                let message = format!("migrations failed, nothing was reloaded: {e}");
+                let message = format!(
+                    "migrations failed, nothing was reloaded: {e}; \
+                     the running workers are kept; fix the cause and reload again"
+                );
                 notify(events.as_ref(), error("migrations_failed", message));
                 self.after_reload();
             }
