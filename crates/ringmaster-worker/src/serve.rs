@@ -243,18 +243,23 @@ pub(crate) async fn serve(
                     accepted = listener.accept() => {
                         match accepted {
                             Ok((tcp, _peer)) => {
-                                let mut made_room = open.evict_one();
+                                let made_room = open.evict_one();
                                 full.note(made_room, limits.max_connections);
                                 waiting = Some(tcp);
-                                // Every connection was answering a request:
-                                // look again as they finish.
-                                let mut again = tokio::time::interval(Duration::from_millis(20));
+                                // Every connection was answering a request,
+                                // or the one chosen is slow to close (it
+                                // finishes a response): look again as they
+                                // finish, choosing another one each time.
+                                let mut again = tokio::time::interval(EVICT_AGAIN);
+                                again.reset();
                                 let permit = loop {
                                     tokio::select! {
                                         biased;
                                         () = &mut started => break None,
                                         permit = permits.clone().acquire_owned() => break permit.ok(),
-                                        _ = again.tick(), if !made_room => made_room = open.evict_one(),
+                                        _ = again.tick() => {
+                                            open.evict_one();
+                                        }
                                     }
                                 };
                                 let Some(permit) = permit else { break };
@@ -517,9 +522,6 @@ async fn connection<S>(
         state,
         registered,
     } = place;
-    // Open until this function returns: an upgraded connection leaves the
-    // table (it is the application's then, never closed to make room).
-    let _registered = registered;
     let io = Tracked::new(tcp, permit, state.clone());
     let checks = limits.clone();
     let svc_state = state.clone();
@@ -557,6 +559,14 @@ async fn connection<S>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
+    // In the table until this function returns (an upgraded connection
+    // leaves it: it is the application's then, never closed to make room).
+    // Declared after `conn`, so it is dropped first: the connection leaves
+    // the table before its permit (in the IO) is released. The other way
+    // round, a client at the limit could take the permit and then choose
+    // this connection, already gone, to make room, and wait for a permit
+    // that never comes.
+    let _registered = registered;
     let watchdog = watchdog(
         state.clone(),
         limits.header_read_timeout,
@@ -669,6 +679,10 @@ async fn watchdog(
 
 /// No head in progress (`ConnState::head_started`).
 const NO_HEAD: u64 = u64::MAX;
+
+/// At the limit, how long a client that arrived waits for the room it made
+/// before another connection is chosen to close.
+const EVICT_AGAIN: Duration = Duration::from_millis(20);
 
 /// What a connection's stream, service and watchdog share, in
 /// milliseconds since the connection began.
