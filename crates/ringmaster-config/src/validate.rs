@@ -54,7 +54,7 @@ fn violation(key: Vec<String>, message: String) -> Violation {
 }
 
 /// Whether `name` may be used as a group or backend name: `[a-z0-9_-]+`.
-pub(crate) fn is_valid_group_name(name: &str) -> bool {
+pub(crate) fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .bytes()
@@ -81,7 +81,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
     }
     validate_server(&config.server)?;
     for name in config.groups.keys() {
-        if !is_valid_group_name(name) {
+        if !is_valid_name(name) {
             return Err(violation(
                 vec!["groups".to_owned(), name.clone()],
                 format!(
@@ -98,7 +98,7 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
     check_listen_conflicts(config)?;
     validate_registry_slots(config)?;
     for name in config.backends.keys() {
-        if !is_valid_group_name(name) {
+        if !is_valid_name(name) {
             return Err(violation(
                 vec!["backends".to_owned(), name.clone()],
                 format!(
@@ -516,10 +516,10 @@ mod tests {
     #[test]
     fn group_names() {
         for ok in ["web", "api-v2", "jobs_1", "0"] {
-            assert!(is_valid_group_name(ok), "{ok}");
+            assert!(is_valid_name(ok), "{ok}");
         }
         for bad in ["", "Web", "a.b", "a b", "héllo", "a/b"] {
-            assert!(!is_valid_group_name(bad), "{bad}");
+            assert!(!is_valid_name(bad), "{bad}");
         }
     }
 

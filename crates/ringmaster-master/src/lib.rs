@@ -15,7 +15,8 @@
 //! - `supervisor`: the event loop, the worker table and the policies
 //!   (restart with backoff, timeouts, rolling reload, scaling, stopping).
 //! - `backoff`: strikes and exponential restart delays.
-//! - `migrate`: the one-off migrate process before workers start.
+//! - `migrate_process`: the one-off migrate process before workers start
+//!   (`supervisor::migration` decides when it runs and what a failure does).
 //! - `signals`: the signals the master answers.
 //! - [`logs`]: the application log: capture, tagging, sinks, rotation.
 //! - `control`: the control socket (`logs`, `logs --follow`).
@@ -27,7 +28,7 @@ mod control;
 pub mod fuzzing;
 mod listener;
 pub mod logs;
-mod migrate;
+mod migrate_process;
 mod signals;
 mod spawn;
 mod steer;

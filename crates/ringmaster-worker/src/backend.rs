@@ -5,29 +5,59 @@
 //! with the configured connect timeout and a health probe (`SELECT 1`,
 //! `PING`). A failure names the backend and its URL with any password
 //! redacted, and stops the boot.
+//!
+//! Each driver is a cargo feature (`sqlite`, the default, `postgres`,
+//! `redis`): a binary built without one says so, naming the feature, when a
+//! URL asks for it. At least one SQL driver is required.
 
 use std::collections::HashMap;
 use std::str::FromStr;
+#[cfg(any(feature = "sqlite", feature = "redis"))]
 use std::time::Duration;
 
 use ringmaster_config::{BackendConfig, BackendKind, Config};
 use sqlx::Connection;
+#[cfg(feature = "postgres")]
 use sqlx::postgres::PgPoolOptions;
+#[cfg(feature = "sqlite")]
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 use crate::error::AppError;
 
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+compile_error!(
+    "ringmaster needs an SQL driver: enable the feature \"sqlite\" (the default) or \"postgres\""
+);
+
 /// How long SQLite waits for a lock held by another process (worker).
+#[cfg(feature = "sqlite")]
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether this binary has the driver for `kind`; if not, what to do.
+pub(crate) fn compiled(kind: BackendKind) -> Result<(), String> {
+    let feature = match kind {
+        BackendKind::Sqlite if cfg!(feature = "sqlite") => return Ok(()),
+        BackendKind::Postgres if cfg!(feature = "postgres") => return Ok(()),
+        BackendKind::Redis if cfg!(feature = "redis") => return Ok(()),
+        BackendKind::Sqlite => "sqlite",
+        BackendKind::Postgres => "postgres",
+        _ => "redis",
+    };
+    Err(format!(
+        "this binary is built without the {kind} driver: enable ringmaster's cargo feature \"{feature}\" (features = [\"{feature}\"] in Cargo.toml)"
+    ))
+}
 
 /// An SQL backend: the pool of its kind.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Db {
     /// An SQLite file, in WAL mode with a busy timeout so that several
-    /// worker processes share it.
+    /// worker processes share it (feature `sqlite`).
+    #[cfg(feature = "sqlite")]
     Sqlite(sqlx::SqlitePool),
-    /// A PostgreSQL server.
+    /// A PostgreSQL server (feature `postgres`).
+    #[cfg(feature = "postgres")]
     Postgres(sqlx::PgPool),
 }
 
@@ -35,7 +65,9 @@ impl Db {
     /// `"sqlite"` or `"postgres"`.
     pub fn kind(&self) -> BackendKind {
         match self {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(_) => BackendKind::Sqlite,
+            #[cfg(feature = "postgres")]
             Db::Postgres(_) => BackendKind::Postgres,
         }
     }
@@ -43,13 +75,17 @@ impl Db {
     /// Closes the pool, waiting for connections in use to come back.
     pub async fn close(&self) {
         match self {
+            #[cfg(feature = "sqlite")]
             Db::Sqlite(p) => p.close().await,
+            #[cfg(feature = "postgres")]
             Db::Postgres(p) => p.close().await,
         }
     }
 }
 
-/// A Redis backend: a multiplexed connection that reconnects by itself.
+/// A Redis backend: a multiplexed connection that reconnects by itself
+/// (feature `redis`).
+#[cfg(feature = "redis")]
 pub type Redis = redis::aio::ConnectionManager;
 
 /// The name of an SQL backend (SQLite or PostgreSQL), declared once as a
@@ -205,6 +241,7 @@ fn redact_cause(cause: &str, cfg: &BackendConfig) -> String {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Backends {
     sql: HashMap<String, Db>,
+    #[cfg(feature = "redis")]
     redis: HashMap<String, Redis>,
     /// The SQLite files opened, with their identity then (device, inode).
     files: Vec<SqliteFile>,
@@ -219,6 +256,7 @@ pub(crate) struct SqliteFile {
 }
 
 /// The (device, inode) of a file, if it exists.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 pub(crate) fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
@@ -226,6 +264,7 @@ pub(crate) fn file_identity(path: &std::path::Path) -> Option<(u64, u64)> {
 
 /// Whether opening an SQLite backend may create its file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 enum Create {
     /// `check`, `migrate`, app tests: a missing file is created.
     Yes,
@@ -263,15 +302,20 @@ impl Backends {
     ) -> Result<Backends, BackendError> {
         let mut backends = Backends::default();
         for name in names {
-            if backends.sql.contains_key(name) || backends.redis.contains_key(name) {
+            if backends.is_open(name) {
                 continue;
             }
             let cfg = config.backend(name);
             let kind = cfg
                 .kind()
                 .map_err(|e| BackendError::new(name, &cfg, "has an invalid URL", e))?;
+            compiled(kind).map_err(|e| {
+                BackendError::new(name, &cfg, "needs a driver this binary lacks", e)
+                    .with_hint(&format!("or fix backends.{name}.url"))
+            })?;
             let started = std::time::Instant::now();
             match kind {
+                #[cfg(feature = "redis")]
                 BackendKind::Redis => {
                     let conn = open_redis(name, &cfg).await?;
                     backends.redis.insert(name.clone(), conn);
@@ -301,7 +345,16 @@ impl Backends {
         })
     }
 
+    fn is_open(&self, name: &str) -> bool {
+        #[cfg(feature = "redis")]
+        if self.redis.contains_key(name) {
+            return true;
+        }
+        self.sql.contains_key(name)
+    }
+
     /// The Redis backend `name`.
+    #[cfg(feature = "redis")]
     pub(crate) fn redis(&self, name: &str) -> Result<Redis, AppError> {
         self.redis.get(name).cloned().ok_or_else(|| {
             AppError::internal(format!(
@@ -358,70 +411,97 @@ async fn open_sql(
     kind: BackendKind,
     create: Create,
 ) -> Result<(Db, Option<SqliteFile>), BackendError> {
-    if kind == BackendKind::Sqlite {
-        let options = SqliteConnectOptions::from_str(&cfg.url)
-            .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
-        let path = options.get_filename().to_path_buf();
-        let memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
-        if create == Create::No && !memory && !path.exists() {
-            return Err(BackendError::new(
-                name,
-                cfg,
-                "has no database file",
-                format!("{} does not exist (removed?)", path.display()),
-            )
-            .with_hint("the master creates it with the migrations: restore it, or send HUP (or `reload`) to run them"));
-        }
-        let db = within(name, cfg, async {
-            let options = options
-                .create_if_missing(create == Create::Yes)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT);
-            let mut probe = sqlx::SqliteConnection::connect_with(&options).await?;
-            sqlx::query("SELECT 1").execute(&mut probe).await?;
-            // A write, rolled back: a file (or a file system) that became
-            // read-only fails here, at boot, not at every request's write.
-            let (version,): (i64,) = sqlx::query_as("PRAGMA user_version")
-                .fetch_one(&mut probe)
-                .await?;
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut probe).await?;
-            let wrote = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "PRAGMA user_version = {version}"
-            )))
-            .execute(&mut probe)
-            .await;
-            sqlx::query("ROLLBACK").execute(&mut probe).await?;
-            wrote?;
-            let _ = probe.close().await;
-            let pool = SqlitePoolOptions::new()
-                .max_connections(cfg.pool_size)
-                .acquire_timeout(cfg.acquire_timeout)
-                .connect_lazy_with(options);
-            Ok::<Db, sqlx::Error>(Db::Sqlite(pool))
-        })
-        .await
-        .map_err(|e| {
-            if e.cause.contains("readonly database") {
-                BackendError {
-                    what: "is read-only",
-                    ..e
-                }
-                .with_hint(
-                    "make the file, its directory and its file system writable by this user; \
-                     workers retry by themselves",
-                )
-            } else {
-                e
-            }
-        })?;
-        let file = (!memory).then(|| SqliteFile {
-            backend: name.to_string(),
-            identity: file_identity(&path),
-            path,
-        });
-        return Ok((db, file));
+    #[cfg(not(feature = "sqlite"))]
+    let _ = create;
+    match kind {
+        #[cfg(feature = "sqlite")]
+        BackendKind::Sqlite => open_sqlite(name, cfg, create).await,
+        #[cfg(feature = "postgres")]
+        BackendKind::Postgres => open_postgres(name, cfg).await,
+        other => Err(BackendError::new(
+            name,
+            cfg,
+            "is not an SQL database",
+            format!("its URL is {other}"),
+        )),
     }
+}
+
+#[cfg(feature = "sqlite")]
+async fn open_sqlite(
+    name: &str,
+    cfg: &BackendConfig,
+    create: Create,
+) -> Result<(Db, Option<SqliteFile>), BackendError> {
+    let options = SqliteConnectOptions::from_str(&cfg.url)
+        .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
+    let path = options.get_filename().to_path_buf();
+    let memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
+    if create == Create::No && !memory && !path.exists() {
+        return Err(BackendError::new(
+            name,
+            cfg,
+            "has no database file",
+            format!("{} does not exist (removed?)", path.display()),
+        )
+        .with_hint("the master creates it with the migrations: restore it, or send HUP (or `reload`) to run them"));
+    }
+    let db = within(name, cfg, async {
+        let options = options
+            .create_if_missing(create == Create::Yes)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT);
+        let mut probe = sqlx::SqliteConnection::connect_with(&options).await?;
+        sqlx::query("SELECT 1").execute(&mut probe).await?;
+        // A write, rolled back: a file (or a file system) that became
+        // read-only fails here, at boot, not at every request's write.
+        let (version,): (i64,) = sqlx::query_as("PRAGMA user_version")
+            .fetch_one(&mut probe)
+            .await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut probe).await?;
+        let wrote = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {version}"
+        )))
+        .execute(&mut probe)
+        .await;
+        sqlx::query("ROLLBACK").execute(&mut probe).await?;
+        wrote?;
+        let _ = probe.close().await;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(cfg.pool_size)
+            .acquire_timeout(cfg.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok::<Db, sqlx::Error>(Db::Sqlite(pool))
+    })
+    .await
+    .map_err(|e| {
+        if e.cause.contains("readonly database") {
+            BackendError {
+                what: "is read-only",
+                ..e
+            }
+            .with_hint(
+                "make the file, its directory and its file system writable by this user; \
+                 workers retry by themselves",
+            )
+        } else {
+            e
+        }
+    })?;
+    let file = (!memory).then(|| SqliteFile {
+        backend: name.to_string(),
+        identity: file_identity(&path),
+        path,
+    });
+    Ok((db, file))
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(
+    name: &str,
+    cfg: &BackendConfig,
+) -> Result<(Db, Option<SqliteFile>), BackendError> {
     within(name, cfg, async {
         let options = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?;
         let mut probe = sqlx::PgConnection::connect_with(&options).await?;
@@ -438,6 +518,7 @@ async fn open_sql(
     .await
 }
 
+#[cfg(feature = "redis")]
 async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendError> {
     let client = redis::Client::open(cfg.url.as_str())
         .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
@@ -459,7 +540,9 @@ async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendErr
 
 /// Runs the same sqlx code against whichever pool a [`Db`] holds, so one
 /// query serves SQLite and PostgreSQL (write parameters `$1`, `$2`, ... in
-/// order: both databases read them). An unknown kind is a 500.
+/// order: both databases read them); for code the driver-neutral
+/// [`Db::query`] cannot express. Only the drivers this binary is built with
+/// are matched.
 ///
 /// ```
 /// # async fn f(db: &ringmaster_worker::Db) -> Result<(), ringmaster_worker::AppError> {
@@ -468,14 +551,51 @@ async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendErr
 /// })?;
 /// # Ok(()) }
 /// ```
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
 #[macro_export]
 macro_rules! on_db {
     ($db:expr, |$pool:ident| $body:expr) => {
         match $db {
             $crate::Db::Sqlite($pool) => $crate::__db_outcome($body),
             $crate::Db::Postgres($pool) => $crate::__db_outcome($body),
+            // `Db` is non-exhaustive: a driver added later.
             #[allow(unreachable_patterns)]
-            _ => Err($crate::AppError::internal("unsupported database kind")),
+            _ => Err($crate::AppError::internal(
+                "a database kind this code does not handle",
+            )),
+        }
+    };
+}
+
+/// Runs sqlx code on the pool a [`Db`] holds (this binary has SQLite only).
+#[cfg(all(feature = "sqlite", not(feature = "postgres")))]
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::Db::Sqlite($pool) => $crate::__db_outcome($body),
+            // `Db` is non-exhaustive: a driver added later.
+            #[allow(unreachable_patterns)]
+            _ => Err($crate::AppError::internal(
+                "a database kind this code does not handle",
+            )),
+        }
+    };
+}
+
+/// Runs sqlx code on the pool a [`Db`] holds (this binary has PostgreSQL
+/// only).
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, |$pool:ident| $body:expr) => {
+        match $db {
+            $crate::Db::Postgres($pool) => $crate::__db_outcome($body),
+            // `Db` is non-exhaustive: a driver added later.
+            #[allow(unreachable_patterns)]
+            _ => Err($crate::AppError::internal(
+                "a database kind this code does not handle",
+            )),
         }
     };
 }

@@ -15,7 +15,9 @@ use ringmaster_config::Config;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 
-use crate::backend::{Backends, Db, Redis, RedisBackend, SqlBackend};
+use crate::backend::{Backends, Db, SqlBackend};
+#[cfg(feature = "redis")]
+use crate::backend::{Redis, RedisBackend};
 use crate::error::AppError;
 use crate::ipc::Ipc;
 use crate::registry::Registry;
@@ -69,6 +71,7 @@ impl AppContext {
         self.inner.backends.db(backend.name())
     }
 
+    #[cfg(feature = "redis")]
     /// The Redis backend `backend` (a cheap clone of a multiplexed,
     /// reconnecting connection). An error (500) if no module declared it.
     pub fn redis(&self, backend: RedisBackend) -> Result<Redis, AppError> {
@@ -292,6 +295,7 @@ impl Init {
         self.backends.db(backend.name())
     }
 
+    #[cfg(feature = "redis")]
     /// The Redis backend `backend`. An error if no module declared it.
     pub fn redis(&self, backend: RedisBackend) -> Result<Redis, AppError> {
         self.backends.redis(backend.name())

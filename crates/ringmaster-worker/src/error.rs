@@ -131,6 +131,7 @@ fn backend_down(e: &sqlx::Error) {
     }
 }
 
+#[cfg(feature = "redis")]
 impl From<redis::RedisError> for AppError {
     /// A Redis backend that cannot be reached (refused, dropped, timed out)
     /// is a 503, logged once per outage; anything else a 500.
@@ -161,6 +162,7 @@ impl From<redis::RedisError> for AppError {
 /// succeeded through [`redis_outcome`]. One flag for every Redis backend of
 /// the process: with two, a success on one says "answers again" while the
 /// other may still be down (the lines are a hint; the 503s are exact).
+#[cfg(feature = "redis")]
 static REDIS_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// A Redis command's result as an [`AppError`] (503 when Redis cannot be
@@ -175,6 +177,7 @@ static REDIS_DOWN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool
 /// )?;
 /// # Ok(n.to_string()) }
 /// ```
+#[cfg(feature = "redis")]
 pub fn redis_outcome<T>(result: Result<T, redis::RedisError>) -> Result<T, AppError> {
     match result {
         Ok(v) => {

@@ -114,8 +114,9 @@ fn var(name: &'static str) -> Result<String, HandoffError> {
 
 /// Takes ownership of the listener at its fixed fd. Call once.
 pub(crate) fn take_listener() -> std::io::Result<std::net::TcpListener> {
+    claim(LISTENER_FD, "listening socket")?;
     // SAFETY: the master placed our listening socket at LISTENER_FD before
-    // exec and nothing else in this process owns it; we take it once.
+    // exec, and `claim` makes this the only owner in the process.
     let listener = unsafe { std::net::TcpListener::from_raw_fd(LISTENER_FD) };
     set_cloexec(&listener)?;
     listener.set_nonblocking(true)?;
@@ -129,8 +130,12 @@ pub(crate) fn take_adopt() -> Option<std::io::Result<tokio::net::UnixDatagram>> 
     if std::env::var_os(ENV_ADOPT).is_none_or(|v| v != "1") {
         return None;
     }
+    if let Err(e) = claim(ADOPT_FD, "hand-over socket") {
+        return Some(Err(e));
+    }
     // SAFETY: the master placed our end of the datagram pair at ADOPT_FD
-    // before exec (it said so in ENV_ADOPT); we take it once.
+    // before exec (it said so in ENV_ADOPT); `claim` makes this the only
+    // owner in the process.
     let sock = unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(ADOPT_FD) };
     Some(
         set_cloexec(&sock)
@@ -141,8 +146,9 @@ pub(crate) fn take_adopt() -> Option<std::io::Result<tokio::net::UnixDatagram>> 
 
 /// Takes ownership of the IPC socket at its fixed fd. Call once.
 pub(crate) fn take_ipc() -> std::io::Result<tokio::net::UnixStream> {
+    claim(IPC_FD, "IPC socket")?;
     // SAFETY: the master placed our end of the socket pair at IPC_FD
-    // before exec and nothing else in this process owns it; we take it once.
+    // before exec, and `claim` makes this the only owner in the process.
     let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(IPC_FD) };
     set_cloexec(&stream)?;
     stream.set_nonblocking(true)?;
@@ -156,10 +162,29 @@ pub(crate) fn take_registry() -> Option<std::io::Result<(std::os::fd::OwnedFd, u
         .ok()?
         .parse()
         .ok()?;
+    if let Err(e) = claim(ringmaster_proto::handoff::REGISTRY_FD, "registry segment") {
+        return Some(Err(e));
+    }
     // SAFETY: with the row set, the master placed the segment's memfd at
-    // REGISTRY_FD before exec; nothing else in this process owns it.
+    // REGISTRY_FD before exec; `claim` makes this the only owner.
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(ringmaster_proto::handoff::REGISTRY_FD) };
     Some(set_cloexec(&fd).map(|()| (fd, row)))
+}
+
+/// The handed-over fds already taken, one bit per fd number: a second
+/// `take_*` of the same fd would make two owners of it (a double close,
+/// or a read of whatever the number is reused for), so it fails instead.
+static TAKEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Makes this call the one owner of the handed-over `fd`.
+fn claim(fd: std::os::fd::RawFd, what: &str) -> std::io::Result<()> {
+    let bit = 1u64 << (fd as u32 % 64);
+    if TAKEN.fetch_or(bit, std::sync::atomic::Ordering::AcqRel) & bit != 0 {
+        return Err(std::io::Error::other(format!(
+            "the {what} (fd {fd}) from the master was taken already: it is taken once per process"
+        )));
+    }
+    Ok(())
 }
 
 /// The hand-over cleared close-on-exec on our fds; set it again, so that a
@@ -170,4 +195,15 @@ fn set_cloexec(fd: &impl AsRawFd) -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_handed_over_fd_is_taken_once() {
+        // An fd number no hand-over uses.
+        assert!(super::claim(63, "test socket").is_ok());
+        let err = super::claim(63, "test socket").unwrap_err();
+        assert!(err.to_string().contains("taken already"), "{err}");
+    }
 }

@@ -259,9 +259,11 @@ impl Ipc {
         self.inner.dropped.load(Ordering::Relaxed)
     }
 
-    /// Queues a message for the master without waiting; if the outbox is
-    /// full, a task waits for room (order against later messages is then
-    /// not kept, which suits subscriptions and replies).
+    /// Queues a subscription or a served topic for the master without
+    /// waiting (`subscribe` and `serve` are not async); if the outbox is
+    /// full, a task waits for room. That is bounded: each topic name sends
+    /// this once per process (the first subscriber or server), and replies,
+    /// the many, wait for room in their own task instead.
     fn push(&self, msg: WorkerMsg) {
         let Some(outbox) = &self.inner.outbox else {
             return;
@@ -694,7 +696,9 @@ impl Ipc {
                 Some(h) => h(payload, from).await,
                 None => Err(format!("this worker does not serve topic {topic:?}")),
             };
-            ipc.push(WorkerMsg::Reply { id, result });
+            // Waits for room in the outbox: replies in flight are bounded
+            // by the requests the master lets wait (server.ipc_max_pending).
+            let _ = ipc.send(WorkerMsg::Reply { id, result }).await;
         });
     }
 

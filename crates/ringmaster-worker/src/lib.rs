@@ -60,7 +60,11 @@ mod views;
 mod worker;
 
 #[doc(inline)]
-pub use backend::{Backend, BackendError, Db, Redis, RedisBackend, SqlBackend, probe};
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use backend::Redis;
+#[doc(inline)]
+pub use backend::{Backend, BackendError, Db, RedisBackend, SqlBackend, probe};
 #[doc(inline)]
 pub use boot::{Booted, boot, routes};
 #[doc(inline)]
@@ -74,6 +78,7 @@ pub use error::__db_outcome;
 #[doc(inline)]
 pub use error::AppError;
 /// Redis results as `AppError`s (503 when Redis is down).
+#[cfg(feature = "redis")]
 pub use error::redis_outcome;
 #[doc(inline)]
 pub use handoff::{Handoff, HandoffError, is_migrate_process, is_worker_process};
@@ -83,6 +88,7 @@ pub use ipc::{Delivery, Ipc, IpcError, Subscription};
 pub use migrate::{MigrateError, Migration, migrate};
 #[doc(inline)]
 pub use query::{Query, SqlRow, SqlValue};
+#[cfg(feature = "redis")]
 pub use redis;
 #[doc(inline)]
 pub use registry::{Counter, Gauge, Histogram, Registry};

@@ -215,6 +215,7 @@ async fn apply(db: &Db, module: &str, m: &Migration) -> Result<bool, sqlx::Error
         }};
     }
     match db {
+        #[cfg(feature = "sqlite")]
         Db::Sqlite(pool) => run!(
             pool,
             None::<&'static str>,
@@ -222,6 +223,7 @@ async fn apply(db: &Db, module: &str, m: &Migration) -> Result<bool, sqlx::Error
             "SELECT version FROM ringmaster_migrations WHERE module = ?1 AND version = ?2",
             "INSERT INTO ringmaster_migrations (module, version, name) VALUES (?1, ?2, ?3)"
         ),
+        #[cfg(feature = "postgres")]
         Db::Postgres(pool) => run!(
             pool,
             Some("SELECT pg_advisory_xact_lock(7262696)"),

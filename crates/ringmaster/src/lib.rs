@@ -45,6 +45,7 @@ use std::process::ExitCode;
 pub use axum;
 #[doc(inline)]
 pub use ringmaster_config::{Config, ConfigError, GroupConfig, ListenMode};
+pub use ringmaster_worker::RedisBackend;
 pub use ringmaster_worker::sqlx;
 #[doc(inline)]
 pub use ringmaster_worker::{
@@ -55,7 +56,8 @@ pub use ringmaster_worker::{
     SqlValue, Subscription, Target, Templates, Topic, Views, Worker, WorkerContext, WorkerInfo,
     WorkerStatus, boot, middleware, migrate, on_db, routes, templates,
 };
-pub use ringmaster_worker::{RedisBackend, redis, redis_outcome};
+#[cfg(feature = "redis")]
+pub use ringmaster_worker::{Redis, redis, redis_outcome};
 pub use serde;
 pub use serde_json;
 

@@ -177,6 +177,26 @@ fn failing_migrations_hold_the_workers_back_and_are_retried() {
     );
 }
 
+#[test]
+fn a_postgresql_port_that_refuses_says_connection_refused_at_once() {
+    // A connect_timeout far above the wait: the cause must not wait for it
+    // (it once came only after it, as "pool timed out").
+    let cluster = support::start(
+        "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 1\n\
+         [backends.main]\nurl = \"postgres://ringmaster@127.0.0.1:1/nope\"\nconnect_timeout = \"60s\"\n",
+        &[],
+    );
+    cluster.wait_log(Duration::from_secs(10), "the refused connection", |log| {
+        log.contains("Connection refused")
+    });
+    let log = cluster.log();
+    assert!(!log.contains("pool timed out"), "{log}");
+    assert!(
+        log.contains("backend \"main\""),
+        "the backend is named:\n{log}"
+    );
+}
+
 /// The start-up migrations against a PostgreSQL that is down, retried
 /// every second or two: the log once `attempts` have failed, cut after the
 /// master's line about the last of them.

@@ -23,7 +23,7 @@ use ringmaster_proto::{
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
 
-use super::{Phase, Supervisor, Worker};
+use super::{Phase, Supervisor, WorkerProc};
 
 /// The longest timeout a request may ask for; longer ones are cut to it.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -491,7 +491,7 @@ impl Supervisor {
 
     /// Forgets a worker that exited: its subscriptions, the topics it
     /// served, requests it asked, and fails the requests it had.
-    pub(super) fn ipc_forget(&mut self, w: &Worker, serial: u64) {
+    pub(super) fn ipc_forget(&mut self, w: &WorkerProc, serial: u64) {
         for topic in &w.topics {
             if let Some(list) = self.router.subscribers.get_mut(topic) {
                 list.retain(|s| *s != serial);

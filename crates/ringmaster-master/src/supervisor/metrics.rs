@@ -11,7 +11,7 @@ use ringmaster_proto::{MasterMsg, MetricKind, WorkerMsg};
 use ringmaster_registry::{Kind, Segment};
 use tokio::time::Instant;
 
-use super::{Phase, Supervisor, Worker};
+use super::{Phase, Supervisor, WorkerProc};
 
 /// The one `ringmaster_` series workers register themselves.
 const WORKER_LOG_DROPS: &str = "ringmaster_worker_log_lines_dropped_total";
@@ -169,7 +169,7 @@ impl Supervisor {
     /// After a worker exited: its row's gauges are cleared (unless another
     /// process of the slot still uses the row, during a reload); a row of
     /// a removed slot is folded once more and freed.
-    pub(super) fn registry_on_exit(&mut self, w: &Worker) {
+    pub(super) fn registry_on_exit(&mut self, w: &WorkerProc) {
         let Some(row) = w.row else {
             return;
         };

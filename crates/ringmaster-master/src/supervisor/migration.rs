@@ -79,9 +79,9 @@ impl Supervisor {
         let toml = config.to_toml_string().map_err(|e| e.to_string());
         let logs = self.opts.logs.clone();
         tokio::spawn(async move {
-            let timeout = crate::migrate::MIGRATE_TIMEOUT;
+            let timeout = crate::migrate_process::MIGRATE_TIMEOUT;
             let result = match toml {
-                Ok(toml) => crate::migrate::run(&exe, &toml, timeout, logs).await,
+                Ok(toml) => crate::migrate_process::run(&exe, &toml, timeout, logs).await,
                 Err(e) => Err(e),
             };
             let _ = tx.send(result);

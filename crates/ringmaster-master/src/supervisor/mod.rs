@@ -76,7 +76,7 @@ impl Phase {
 
 /// One worker process, from spawn to reap.
 #[derive(Debug)]
-struct Worker {
+struct WorkerProc {
     group: usize,
     slot: usize,
     generation: u64,
@@ -126,7 +126,7 @@ struct Worker {
     overdue_since: Option<Instant>,
 }
 
-impl Worker {
+impl WorkerProc {
     /// Why it exited, as far as the master knows: its kill's reason, else
     /// what it said in `Fatal`, else `default`.
     fn exit_reason<'a>(&'a self, default: &'a str) -> &'a str {
@@ -203,7 +203,7 @@ pub(crate) struct Supervisor {
     master_pid: u32,
     started: Instant,
     groups: Vec<Group>,
-    workers: HashMap<u64, Worker>,
+    workers: HashMap<u64, WorkerProc>,
     next_serial: u64,
     events_tx: mpsc::Sender<WorkerEvent>,
     events_rx: mpsc::Receiver<WorkerEvent>,
@@ -496,7 +496,7 @@ impl Supervisor {
                 let now = Instant::now();
                 self.workers.insert(
                     serial,
-                    Worker {
+                    WorkerProc {
                         group: g,
                         slot: s,
                         generation,

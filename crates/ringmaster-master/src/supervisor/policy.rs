@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::replace::notify;
-use super::{Phase, Slot, Stop, Supervisor, Worker};
+use super::{Phase, Slot, Stop, Supervisor, WorkerProc};
 use crate::control::request::error;
 use crate::spawn::WorkerCommand;
 
@@ -25,7 +25,7 @@ const KILL_RETRY: Duration = Duration::from_secs(1);
 /// heartbeats are waiting on the socket).
 const CONFIRM: Duration = Duration::from_millis(250);
 
-impl Worker {
+impl WorkerProc {
     /// When the master must next act on this worker, if ever: re-send a
     /// kill, or enforce its boot, heartbeat or drain deadline.
     fn deadline(&self) -> Option<Instant> {
@@ -356,7 +356,7 @@ impl super::Group {
 impl Supervisor {
     /// A worker exited while the master stops: tells the clients following
     /// the stop.
-    pub(super) fn stop_progress(&self, w: &Worker, how: &str) {
+    pub(super) fn stop_progress(&self, w: &WorkerProc, how: &str) {
         if self.stopping.is_none() {
             return;
         }

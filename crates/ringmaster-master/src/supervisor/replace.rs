@@ -145,7 +145,7 @@ impl Supervisor {
     /// a replacement that failed to boot. The slot's worker is kept; a
     /// reload stops, a restart reports the failure, recycling retries
     /// later.
-    pub(super) fn on_replacement_failed(&mut self, serial: u64, w: &super::Worker, how: &str) {
+    pub(super) fn on_replacement_failed(&mut self, serial: u64, w: &super::WorkerProc, how: &str) {
         let reason = w.exit_reason("exited before it was ready");
         let group = self.groups[w.group].name.clone();
         let now = Instant::now();

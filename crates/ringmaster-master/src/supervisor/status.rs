@@ -13,7 +13,7 @@ use ringmaster_registry::{PerRow, quantile};
 use tokio::time::Instant;
 
 use super::policy::CRASH_LOOP_STRIKES;
-use super::{Phase, Slot, Supervisor, Worker};
+use super::{Phase, Slot, Supervisor, WorkerProc};
 
 /// How far back `requests_per_sec` and `p99_ms` look.
 const WINDOW: Duration = Duration::from_secs(10);
@@ -176,7 +176,7 @@ impl Supervisor {
 
     fn group_status(&self, g: usize, now: Instant) -> GroupStatus {
         let group = &self.groups[g];
-        let mut workers: Vec<(&Worker, u64)> = self
+        let mut workers: Vec<(&WorkerProc, u64)> = self
             .workers
             .iter()
             .filter(|(_, w)| w.group == g)
@@ -244,7 +244,7 @@ impl Supervisor {
         }
     }
 
-    fn worker_status(&self, w: &Worker, slot: &Slot, now: Instant) -> WorkerStatus {
+    fn worker_status(&self, w: &WorkerProc, slot: &Slot, now: Instant) -> WorkerStatus {
         let (requests_per_sec, p99_ms) = slot.window.rates(&self.latency_bounds);
         WorkerStatus {
             slot: w.slot as u32,
@@ -270,7 +270,7 @@ impl Supervisor {
     /// unexpected).
     pub(super) fn record_exit(
         &mut self,
-        w: &Worker,
+        w: &WorkerProc,
         status: std::process::ExitStatus,
         reason: &str,
         unexpected: bool,
