@@ -85,6 +85,34 @@ pub(crate) enum WorkerCommand {
     Kill,
 }
 
+/// What starts worker processes for the supervisor: [`Processes`] in the
+/// master; a scripted fake in the supervisor's unit tests, which drive its
+/// policies without a process.
+pub(crate) trait Spawner {
+    /// Starts the worker `spec` describes as `serial`; its watcher reports
+    /// on `events`.
+    fn spawn(
+        &mut self,
+        spec: &SpawnSpec<'_>,
+        serial: u64,
+        events: mpsc::Sender<WorkerEvent>,
+    ) -> io::Result<WorkerLink>;
+}
+
+/// Real worker processes ([`spawn_worker`]).
+pub(crate) struct Processes;
+
+impl Spawner for Processes {
+    fn spawn(
+        &mut self,
+        spec: &SpawnSpec<'_>,
+        serial: u64,
+        events: mpsc::Sender<WorkerEvent>,
+    ) -> io::Result<WorkerLink> {
+        spawn_worker(spec, serial, events)
+    }
+}
+
 /// Starts a worker process, its watcher and its writer.
 pub(crate) fn spawn_worker(
     spec: &SpawnSpec<'_>,

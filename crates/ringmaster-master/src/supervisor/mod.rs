@@ -31,6 +31,8 @@ mod migration;
 mod policy;
 mod replace;
 mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -46,7 +48,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::listener::GroupListeners;
 use crate::signals::{Signal, Signals};
-use crate::spawn::{self, SpawnSpec, WorkerCommand, WorkerEvent, describe_exit};
+use crate::spawn::{self, SpawnSpec, Spawner, WorkerCommand, WorkerEvent, describe_exit};
 use crate::{MasterError, ServeOptions};
 
 /// Events handled in one go before deadlines are looked at again.
@@ -230,6 +232,8 @@ pub(crate) struct Supervisor {
     latency_bounds: Vec<f64>,
     /// A HUP arrived during a reload: reload again once it ends.
     reload_queued: bool,
+    /// What starts worker processes (a fake in unit tests).
+    spawner: Box<dyn Spawner>,
 }
 
 impl Supervisor {
@@ -275,6 +279,7 @@ impl Supervisor {
             control_rx,
             latency_bounds: Vec::new(),
             reload_queued: false,
+            spawner: Box::new(spawn::Processes),
         })
     }
 
@@ -487,7 +492,7 @@ impl Supervisor {
             registry,
             logs: self.opts.logs.as_ref(),
         };
-        match spawn::spawn_worker(&spec, serial, self.events_tx.clone()) {
+        match self.spawner.spawn(&spec, serial, self.events_tx.clone()) {
             Ok(link) => {
                 let pid = link.pid;
                 // Only now: a start that failed keeps the slot's restart due.

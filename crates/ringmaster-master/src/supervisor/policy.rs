@@ -23,7 +23,7 @@ const KILL_RETRY: Duration = Duration::from_secs(1);
 /// still is this much later: meanwhile the loop reads what the worker sent
 /// (after a stall of the master itself, a SIGSTOP or a frozen VM, its
 /// heartbeats are waiting on the socket).
-const CONFIRM: Duration = Duration::from_millis(250);
+pub(super) const CONFIRM: Duration = Duration::from_millis(250);
 
 impl WorkerProc {
     /// When the master must next act on this worker, if ever: re-send a
