@@ -268,15 +268,7 @@ fn a_log_that_cannot_be_written_drops_and_counts_then_resumes() {
     std::fs::remove_file(dir.join("app.log")).unwrap();
     std::os::unix::fs::symlink("/dev/full", dir.join("app.log")).unwrap();
     cluster.signal(libc::SIGUSR1);
-    let dropped = || -> u64 {
-        support::stats_json(&cluster)["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|s| s["name"] == "ringmaster_log_lines_dropped_total")
-            .and_then(|s| s["value"].as_u64())
-            .unwrap_or(0)
-    };
+    let dropped = || support::series_sum(&cluster, "ringmaster_log_lines_dropped_total");
     // Log until the master counts drops (it reopens on USR1 first).
     wait_until(Duration::from_secs(10), "the drop counter to count", || {
         let r = get(cluster.addr(), "/__test/log?n=100").unwrap();

@@ -477,15 +477,7 @@ fn a_full_disk_loses_only_counted_lines_and_leaves_no_torn_one() {
     }
     // The master publishes its counter every second, and a later note
     // may still come (several outages): wait until both agree.
-    let counted = || -> u64 {
-        support::stats_json(&cluster)["series"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s["name"] == "ringmaster_log_lines_dropped_total")
-            .filter_map(|s| s["value"].as_u64())
-            .sum()
-    };
+    let counted = || support::series_sum(&cluster, "ringmaster_log_lines_dropped_total");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let (mut n, mut c) = (noted(), counted());
     while n != c && std::time::Instant::now() < deadline {

@@ -67,6 +67,17 @@ pub fn hits(cluster: &ClusterProc) -> u64 {
         .unwrap_or(0)
 }
 
+/// The sum of every series named `name` (all labels) in `stats --json`.
+pub fn series_sum(cluster: &ClusterProc, name: &str) -> u64 {
+    stats_json(cluster)["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == name)
+        .filter_map(|s| s["value"].as_u64())
+        .sum()
+}
+
 /// Creates a link to `url` through the `web` group at `web`; its code.
 pub fn create_link(web: std::net::SocketAddr, url: &str) -> String {
     let body = format!(r#"{{"url":"{url}"}}"#);
