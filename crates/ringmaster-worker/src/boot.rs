@@ -100,7 +100,9 @@ pub(crate) async fn boot_with(
 
     // 1. The group's config is in `identity`; the backends' come from `config`.
     let modules = &worker.modules;
-    let needed = declared_backends(modules, &config)?;
+    let needed = guard("the modules' backends()", || {
+        declared_backends(modules, &config)
+    })?;
     phases.done("load_config");
 
     // 2. In a cluster an SQLite file must exist: the master's migrations
@@ -113,7 +115,9 @@ pub(crate) async fn boot_with(
     phases.done("connect_backends");
 
     // 3.
-    let templates: Vec<_> = modules.iter().map(|m| m.templates()).collect();
+    let templates: Vec<_> = guard("the modules' templates()", || {
+        Ok(modules.iter().map(|m| m.templates()).collect())
+    })?;
     if config.server.dev {
         for (module, t) in modules.iter().zip(&templates) {
             if t.has_embedded() && !t.has_dir() {
@@ -142,7 +146,7 @@ pub(crate) async fn boot_with(
     );
     for module in modules {
         let what = format!("module {}'s init", module.name());
-        match CatchUnwind(module.init(&mut init)).await {
+        match catch_unwind(module.init(&mut init)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 return Err(format!("module {} failed to initialize: {e}", module.name()).into());
@@ -198,8 +202,7 @@ pin_project_lite::pin_project! {
     }
 }
 
-#[allow(non_snake_case)]
-fn CatchUnwind<F>(inner: F) -> CatchUnwind<F> {
+fn catch_unwind<F>(inner: F) -> CatchUnwind<F> {
     CatchUnwind { inner }
 }
 

@@ -446,3 +446,57 @@ async fn boot_hooks_run_in_the_documented_order_with_backends_open() {
     );
     assert_eq!(call(&app, get("/probe")).await.body, "probe");
 }
+
+/// A module whose async `init` panics after an await, or asks for state
+/// nobody provides.
+struct Broken {
+    panic: bool,
+}
+
+impl Module for Broken {
+    fn routes(&self) -> Controller {
+        Controller::new("/broken").get("/", |s: Shared<Trace>| async move {
+            s.0.lock().unwrap().len().to_string()
+        })
+    }
+    async fn init(&self, _init: &mut Init) -> Result<(), BootError> {
+        tokio::task::yield_now().await;
+        if self.panic {
+            panic!("the broken module panics on purpose");
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_panic_in_an_async_init_fails_the_boot_with_its_message() {
+    let dir = std::env::temp_dir().join(format!("ringmaster-demo-panic-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = Config::from_toml_str("[groups.web]\n", "test").unwrap();
+    let identity = WorkerContext::standalone("web", config.group("web").unwrap().clone());
+    let worker = Worker::new("web").module(Broken { panic: true });
+    let err = boot(&worker, identity, Arc::new(config))
+        .await
+        .err()
+        .expect("the boot fails");
+    let err = err.to_string();
+    assert!(err.contains("module broken's init panicked"), "{err}");
+    assert!(err.contains("panics on purpose"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn state_no_module_provides_is_a_500_and_the_rest_serves() {
+    let worker = Worker::new("web")
+        .module(Broken { panic: false })
+        .module(crate::hello::Hello);
+    let (app, _dir) = app(&worker, "web").await;
+    let r = call(&app, get("/broken")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.body);
+    assert!(
+        !r.body.contains("Trace"),
+        "the client is not told the type: {}",
+        r.body
+    );
+    assert_eq!(call(&app, get("/plaintext")).await.status, StatusCode::OK);
+}
