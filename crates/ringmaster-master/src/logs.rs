@@ -262,6 +262,8 @@ impl LogHub {
             hub: hub.clone(),
             failing_since: None,
             drops_base: None,
+            noted: 0,
+            noting: None,
             unflushed: 0,
             gzip_job: None,
         };
@@ -558,6 +560,13 @@ struct Sink {
     /// not: the note written once it works again says how many were lost
     /// since, whatever dropped them (the queue, the sink, a failed note).
     drops_base: Option<u64>,
+    /// The dropped-lines counter as far as notes in the log have said it:
+    /// lines dropped beyond it get a note once the log is written again,
+    /// so the notes always add up to the counter.
+    noted: u64,
+    /// What `noted` becomes once the note just written is flushed (a note
+    /// lost with a failed write is said again, in the next one).
+    noting: Option<u64>,
     /// Lines buffered since the last successful flush.
     unflushed: u64,
     /// The gzip of the last rotated file, while it runs.
@@ -599,6 +608,7 @@ impl Sink {
             // lines when quiet.
             if self.hub.queued.load(Ordering::Relaxed) == 0 {
                 self.flush();
+                self.note_queue_drops(&master);
             }
         }
     }
@@ -693,6 +703,8 @@ impl Sink {
         }
         self.failing_since = Some(Instant::now());
         self.note_failure_start();
+        // A note among the lost lines is said again in the next one.
+        self.noting = None;
         let lost = std::mem::take(&mut self.unflushed) + u64::from(with_line);
         self.hub.stats.dropped.fetch_add(lost, Ordering::Relaxed);
         if let Out::File { file, .. } = &mut self.out {
@@ -714,10 +726,33 @@ impl Sink {
                 if self.failing_since.is_none() {
                     // Written for real (the note too): the outage is over.
                     self.drops_base = None;
+                    if let Some(noted) = self.noting.take() {
+                        self.noted = noted;
+                    }
                 }
             }
             Err(e) => self.fail(e, false),
         }
+    }
+
+    /// While the log is written, says how many lines the queue dropped
+    /// (the sink could not keep up with `server.log_buffer`) since the
+    /// last note, so that a reader of the log knows lines are missing.
+    fn note_queue_drops(&mut self, master: &Arc<Source>) {
+        if self.failing_since.is_some() || self.drops_base.is_some() {
+            return;
+        }
+        let dropped = self.hub.stats.dropped.load(Ordering::Relaxed);
+        if dropped <= self.noted {
+            return;
+        }
+        let n = dropped - self.noted;
+        self.noting = Some(dropped);
+        let note =
+            format!("{n} log lines dropped: the log could not keep up (server.log_buffer is full)");
+        let (tagged, _) = tag(&note, master, self.format);
+        self.write_line(&[tagged.as_bytes()]);
+        self.flush();
     }
 
     /// Remembers the dropped-lines counter as writing stops working.
@@ -757,13 +792,12 @@ impl Sink {
                 *size = f.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
                 *file = Some(f);
                 self.failing_since = None;
-                if let Some(base) = self.drops_base {
-                    let n = self
-                        .hub
-                        .stats
-                        .dropped
-                        .load(Ordering::Relaxed)
-                        .saturating_sub(base);
+                if self.drops_base.is_some() {
+                    // Everything not noted yet: the outage's lines, and any
+                    // the queue dropped before it.
+                    let dropped = self.hub.stats.dropped.load(Ordering::Relaxed);
+                    let n = dropped.saturating_sub(self.noted);
+                    self.noting = Some(dropped);
                     let note = format!("{n} log lines dropped while the log could not be written");
                     let (tagged, _) = tag(&note, master, self.format);
                     self.write_line(&[tagged.as_bytes()]);
