@@ -263,7 +263,6 @@ impl LogHub {
             failing_since: None,
             drops_base: None,
             noted: 0,
-            noting: None,
             unflushed: 0,
             gzip_job: None,
         };
@@ -564,9 +563,6 @@ struct Sink {
     /// lines dropped beyond it get a note once the log is written again,
     /// so the notes always add up to the counter.
     noted: u64,
-    /// What `noted` becomes once the note just written is flushed (a note
-    /// lost with a failed write is said again, in the next one).
-    noting: Option<u64>,
     /// Lines buffered since the last successful flush.
     unflushed: u64,
     /// The gzip of the last rotated file, while it runs.
@@ -703,8 +699,6 @@ impl Sink {
         }
         self.failing_since = Some(Instant::now());
         self.note_failure_start();
-        // A note among the lost lines is said again in the next one.
-        self.noting = None;
         let lost = std::mem::take(&mut self.unflushed) + u64::from(with_line);
         self.hub.stats.dropped.fetch_add(lost, Ordering::Relaxed);
         if let Out::File { file, .. } = &mut self.out {
@@ -726,9 +720,6 @@ impl Sink {
                 if self.failing_since.is_none() {
                     // Written for real (the note too): the outage is over.
                     self.drops_base = None;
-                    if let Some(noted) = self.noting.take() {
-                        self.noted = noted;
-                    }
                 }
             }
             Err(e) => self.fail(e, false),
@@ -747,12 +738,47 @@ impl Sink {
             return;
         }
         let n = dropped - self.noted;
-        self.noting = Some(dropped);
         let note =
             format!("{n} log lines dropped: the log could not keep up (server.log_buffer is full)");
-        let (tagged, _) = tag(&note, master, self.format);
-        self.write_line(&[tagged.as_bytes()]);
+        if self.write_note(&note, master) {
+            self.noted = dropped;
+        }
+    }
+
+    /// Writes a note about dropped lines as one write of its own, after
+    /// what is buffered: it is whole in the file when this returns true.
+    /// Otherwise it is lost and counted (a cut one is trimmed at the next
+    /// reopen), and the next note says its lines again.
+    fn write_note(&mut self, note: &str, master: &Arc<Source>) -> bool {
         self.flush();
+        if self.failing_since.is_some() {
+            return false;
+        }
+        let (tagged, _) = tag(note, master, self.format);
+        let mut line = tagged.into_bytes();
+        line.push(b'\n');
+        let result = match &mut self.out {
+            Out::Stderr(e) => e.write_all(&line),
+            Out::File {
+                file: Some(f),
+                size,
+                ..
+            } => f
+                .get_mut()
+                .write_all(&line)
+                .map(|()| *size += line.len() as u64),
+            Out::File { file: None, .. } => Err(io::Error::other("the log file is not open")),
+        };
+        match result {
+            Ok(()) => {
+                self.hub.stats.written.fetch_add(1, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.fail(e, true);
+                false
+            }
+        }
     }
 
     /// Remembers the dropped-lines counter as writing stops working.
@@ -797,10 +823,10 @@ impl Sink {
                     // the queue dropped before it.
                     let dropped = self.hub.stats.dropped.load(Ordering::Relaxed);
                     let n = dropped.saturating_sub(self.noted);
-                    self.noting = Some(dropped);
                     let note = format!("{n} log lines dropped while the log could not be written");
-                    let (tagged, _) = tag(&note, master, self.format);
-                    self.write_line(&[tagged.as_bytes()]);
+                    if self.write_note(&note, master) {
+                        self.noted = dropped;
+                    }
                 }
             }
             Err(e) => {
