@@ -261,7 +261,7 @@ impl LogHub {
             ring_len: cfg.log_ring,
             hub: hub.clone(),
             failing_since: None,
-            drops_base: None,
+            in_outage: false,
             noted: 0,
             unflushed: 0,
             gzip_job: None,
@@ -555,10 +555,9 @@ struct Sink {
     ring_len: usize,
     hub: LogHub,
     failing_since: Option<Instant>,
-    /// The dropped-lines counter when writing last worked, while it does
-    /// not: the note written once it works again says how many were lost
-    /// since, whatever dropped them (the queue, the sink, a failed note).
-    drops_base: Option<u64>,
+    /// Writing has failed since it last worked: once it works again, a
+    /// note says how many lines were dropped (see `noted`).
+    in_outage: bool,
     /// The dropped-lines counter as far as notes in the log have said it:
     /// lines dropped beyond it get a note once the log is written again,
     /// so the notes always add up to the counter.
@@ -719,7 +718,7 @@ impl Sink {
                 self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
                 if self.failing_since.is_none() {
                     // Written for real (the note too): the outage is over.
-                    self.drops_base = None;
+                    self.in_outage = false;
                 }
             }
             Err(e) => self.fail(e, false),
@@ -730,7 +729,7 @@ impl Sink {
     /// (the sink could not keep up with `server.log_buffer`) since the
     /// last note, so that a reader of the log knows lines are missing.
     fn note_queue_drops(&mut self, master: &Arc<Source>) {
-        if self.failing_since.is_some() || self.drops_base.is_some() {
+        if self.failing_since.is_some() || self.in_outage {
             return;
         }
         let dropped = self.hub.stats.dropped.load(Ordering::Relaxed);
@@ -781,11 +780,9 @@ impl Sink {
         }
     }
 
-    /// Remembers the dropped-lines counter as writing stops working.
+    /// Marks an outage: the next note, once writing works, covers it.
     fn note_failure_start(&mut self) {
-        if self.drops_base.is_none() {
-            self.drops_base = Some(self.hub.stats.dropped.load(Ordering::Relaxed));
-        }
+        self.in_outage = true;
     }
 
     /// Opens the file at its path again (SIGUSR1, or a retry after a
@@ -803,22 +800,20 @@ impl Sink {
             if f.flush().is_ok() {
                 self.hub.stats.written.fetch_add(n, Ordering::Relaxed);
             } else {
-                if self.drops_base.is_none() {
-                    self.drops_base = Some(self.hub.stats.dropped.load(Ordering::Relaxed));
-                }
+                self.in_outage = true;
                 self.hub.stats.dropped.fetch_add(n, Ordering::Relaxed);
             }
         }
         match open(path) {
             Ok(f) => {
-                if self.drops_base.is_some() {
+                if self.in_outage {
                     // A write cut by the failure may have left half a line.
                     trim_torn_tail(path);
                 }
                 *size = f.get_ref().metadata().map(|m| m.len()).unwrap_or(0);
                 *file = Some(f);
                 self.failing_since = None;
-                if self.drops_base.is_some() {
+                if self.in_outage {
                     // Everything not noted yet: the outage's lines, and any
                     // the queue dropped before it.
                     let dropped = self.hub.stats.dropped.load(Ordering::Relaxed);
@@ -837,9 +832,7 @@ impl Sink {
                     );
                 }
                 self.failing_since = Some(Instant::now());
-                if self.drops_base.is_none() {
-                    self.drops_base = Some(self.hub.stats.dropped.load(Ordering::Relaxed));
-                }
+                self.in_outage = true;
                 *file = None;
             }
         }
