@@ -26,6 +26,7 @@ mod backoff;
 mod control;
 #[doc(hidden)]
 pub mod fuzzing;
+mod lifecycle;
 mod listener;
 pub mod logs;
 mod migrate_process;

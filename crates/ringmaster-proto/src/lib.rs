@@ -9,6 +9,8 @@
 //!   (worker to master) and [`MasterMsg`] (master to worker), encoded with
 //!   postcard;
 //! - the typed [`Channel`] over a Unix stream socket, with [`pair`] for tests;
+//! - the master's **lifecycle events**, [`Lifecycle`], as the control
+//!   socket streams them;
 //! - the **hand-over** contract of a re-executed worker: the fixed fd numbers
 //!   and environment variables in [`handoff`].
 //!
@@ -16,6 +18,7 @@
 //!
 //! - `frame`: length-prefixed framing, cancel-safe reading.
 //! - `message`: the message enums and [`PROTOCOL_VERSION`].
+//! - `lifecycle`: [`Lifecycle`] and [`LifecycleRecord`].
 //! - `status`: [`ClusterStatus`], what `status` shows, over IPC and as JSON.
 //! - `channel`: [`Channel`], [`Sender`], [`Receiver`] and [`pair`].
 //! - [`handoff`]: fd numbers and environment variable names.
@@ -24,6 +27,7 @@
 mod channel;
 mod frame;
 pub mod handoff;
+mod lifecycle;
 mod message;
 mod status;
 
@@ -31,6 +35,8 @@ mod status;
 pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
 #[doc(inline)]
 pub use frame::{FrameError, MAX_FRAME_LEN, decode_frame, encode_frame};
+#[doc(inline)]
+pub use lifecycle::{Lifecycle, LifecycleRecord};
 #[doc(inline)]
 pub use message::{
     Answer, BootPhase, IpcStats, MasterMsg, MetricKind, Origin, PROTOCOL_VERSION, ReplyError,

@@ -6,6 +6,8 @@
 //!
 //! # Layout
 //! - [`ClusterProc`]: the master process guard;
+//! - `control`: its control socket: [`ClusterProc::status`],
+//!   [`ClusterProc::ask`], and the lifecycle [`Events`] tests wait on;
 //! - process helpers: [`children_of`], [`ppid_of`], [`alive`], [`exe_inode`];
 //! - HTTP helpers: [`get`], [`get_timeout`], [`health_pid`], [`Response`],
 //!   [`request`] (any method, with a body), [`KeepAlive`];
@@ -15,13 +17,16 @@
 //! - [`Proxy`]: a TCP forwarder a test cuts for a backend outage.
 #![warn(missing_docs)]
 
+mod control;
 mod load;
 pub mod pg;
 mod proxy;
 mod webdriver;
 
+pub use control::Events;
 pub use load::Load;
 pub use proxy::Proxy;
+pub use ringmaster_proto::{Lifecycle, LifecycleRecord};
 pub use webdriver::Browser;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -45,6 +50,8 @@ pub struct ClusterProc {
     readers: Vec<std::thread::JoinHandle<()>>,
     /// The log file the configuration names (`server.log_file`), if any.
     log_file: Option<PathBuf>,
+    /// The control socket the configuration names (`server.control_socket`).
+    control_socket: PathBuf,
 }
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -142,16 +149,13 @@ impl ClusterProc {
             }));
         }
         // `log_file = "..."` in the configuration: the log is (also) there.
-        let log_file = config.lines().find_map(|l| {
-            let v = l
-                .trim()
-                .strip_prefix("log_file")?
-                .trim()
-                .strip_prefix('=')?;
-            Some(dir.join(v.trim().trim_matches('"')))
-        });
+        let log_file = config_path(config, "log_file").map(|p| dir.join(p));
+        let control_socket = dir.join(
+            config_path(config, "control_socket").unwrap_or_else(|| "ringmaster.sock".into()),
+        );
         ClusterProc {
             log_file,
+            control_socket,
             child: Some(child),
             log,
             dir,
@@ -161,11 +165,25 @@ impl ClusterProc {
         }
     }
 
+    /// Waits until the control socket answers `status` with `groups`
+    /// groups (they are bound before the socket opens).
     fn wait_for_addrs(mut self, groups: usize) -> ClusterProc {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let addrs = parse_addrs(&self.log());
-            if addrs.len() >= groups {
+            let addrs = self
+                .try_ask(serde_json::json!({"cmd": "status"}))
+                .ok()
+                .and_then(|lines| {
+                    let status: ringmaster_proto::ClusterStatus =
+                        serde_json::from_value(lines.last()?["result"].clone()).ok()?;
+                    let addrs: Option<Vec<(String, SocketAddr)>> = status
+                        .groups
+                        .iter()
+                        .map(|g| Some((g.name.clone(), g.listen.parse().ok()?)))
+                        .collect();
+                    addrs
+                });
+            if let Some(addrs) = addrs.filter(|a| a.len() >= groups) {
                 self.addrs = addrs;
                 return self;
             }
@@ -222,6 +240,17 @@ impl ClusterProc {
         }
     }
 
+    /// Fails the test unless the log says `text` within a few seconds (the
+    /// log reaches the test through the master's pipes, a moment after the
+    /// lifecycle event that a test waited on).
+    pub fn assert_logged(&self, text: &str) {
+        self.wait_log(
+            Duration::from_secs(5),
+            &format!("the log to say {text:?}"),
+            |log| log.contains(text),
+        );
+    }
+
     /// The pids of the master's current child processes.
     pub fn worker_pids(&self) -> Vec<u32> {
         let pids = children_of(self.pid());
@@ -234,15 +263,13 @@ impl ClusterProc {
         pids
     }
 
-    /// Waits until the master has exactly `n` child processes and has
-    /// logged at least `n` "worker ready" lines in all (so after a restart,
-    /// check the pids too); returns the children's pids.
+    /// Waits until the master has exactly `n` child processes and
+    /// `status` shows each of them as a ready worker; returns their pids.
     pub fn wait_workers(&self, n: usize) -> Vec<u32> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let pids = self.worker_pids();
-            let ready = self.log().matches("worker ready").count();
-            if pids.len() == n && ready >= n {
+            if pids.len() == n && self.all_ready(&pids) {
                 return pids;
             }
             assert!(
@@ -252,6 +279,25 @@ impl ClusterProc {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Whether `status` lists each of `pids` as a ready worker.
+    fn all_ready(&self, pids: &[u32]) -> bool {
+        let Ok(lines) = self.try_ask(serde_json::json!({"cmd": "status"})) else {
+            return false;
+        };
+        let Some(status) = lines.last().and_then(|l| {
+            serde_json::from_value::<ringmaster_proto::ClusterStatus>(l["result"].clone()).ok()
+        }) else {
+            return false;
+        };
+        pids.iter().all(|pid| {
+            status
+                .groups
+                .iter()
+                .flat_map(|g| &g.workers)
+                .any(|w| w.pid == Some(*pid) && w.state == "ready")
+        })
     }
 
     /// Waits until `n` workers run and `gone` is not among them (it was
@@ -331,26 +377,13 @@ impl Drop for ClusterProc {
     }
 }
 
-/// `group NAME listening on http://ADDR` lines, in order.
-fn parse_addrs(log: &str) -> Vec<(String, SocketAddr)> {
-    let mut out = Vec::new();
-    for line in log.lines() {
-        let Some(rest) = line.split("group ").nth(1) else {
-            continue;
-        };
-        let mut parts = rest.split_whitespace();
-        let (Some(name), Some("listening"), Some("on"), Some(url)) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            continue;
-        };
-        if let Some(addr) = url.strip_prefix("http://").and_then(|a| a.parse().ok())
-            && !out.iter().any(|(n, _)| n == name)
-        {
-            out.push((name.to_string(), addr));
-        }
-    }
-    out
+/// The value of `key = "VALUE"` in a TOML text, read line by line (the
+/// tests' configurations put each path on a line of its own).
+fn config_path(config: &str, key: &str) -> Option<PathBuf> {
+    config.lines().find_map(|l| {
+        let v = l.trim().strip_prefix(key)?.trim().strip_prefix('=')?;
+        Some(PathBuf::from(v.trim().trim_matches('"')))
+    })
 }
 
 /// Children of `pid`, from /proc.

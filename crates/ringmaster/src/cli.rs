@@ -1,6 +1,6 @@
 //! The command line of the master role: `serve`, `check`, `routes`,
 //! `migrate`, `stats`, and the control commands (`status`, `reload`,
-//! `scale`, `restart`, `stop`, `logs`, thin clients of the control
+//! `scale`, `restart`, `stop`, `logs`, `events`, thin clients of the control
 //! socket, in `control`); and the one-off migrate role the master starts.
 
 use std::path::{Path, PathBuf};
@@ -44,6 +44,9 @@ enum Command {
     Stats(StatsArgs),
     /// Print the running cluster's recent log lines (and follow new ones).
     Logs(LogsArgs),
+    /// Print the running cluster's lifecycle events (spawns, readiness,
+    /// exits, reloads, scaling) as they happen.
+    Events(EventsArgs),
     /// Show every group and worker of the running cluster.
     Status(StatusArgs),
     /// Rolling reload: replace every worker (of one group), new one ready first.
@@ -129,6 +132,19 @@ struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+struct EventsArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Print first this many of the recent events the master kept (it
+    /// keeps the last 1024).
+    #[arg(long, short = 'n', default_value_t = 0)]
+    last: usize,
+    /// Print each event as its JSON line (the schema is in docs/control.md).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
 struct StatsArgs {
     #[command(flatten)]
     config: ConfigArg,
@@ -158,6 +174,7 @@ pub(crate) fn main(workers: &[Worker]) -> ExitCode {
     | Command::Migrate(arg)
     | Command::Stats(StatsArgs { config: arg, .. })
     | Command::Logs(LogsArgs { config: arg, .. })
+    | Command::Events(EventsArgs { config: arg, .. })
     | Command::Status(StatusArgs { config: arg, .. })
     | Command::Reload(ReloadArgs { config: arg, .. })
     | Command::Scale(ScaleArgs { config: arg, .. })
@@ -185,6 +202,7 @@ pub(crate) fn main(workers: &[Worker]) -> ExitCode {
             a.slot,
             a.level.as_deref(),
         ),
+        Command::Events(a) => control::events(&config, a.last, a.json),
         Command::Status(a) => control::status(&config, a.json, a.watch),
         Command::Reload(a) => control::reload(&config, a.group.as_deref()),
         Command::Scale(a) => control::scale(&config, &a.group, &a.count),

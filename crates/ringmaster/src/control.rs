@@ -1,5 +1,5 @@
 //! The command line's side of the control socket: `status`, `reload`,
-//! `scale`, `restart`, `stop` and `logs` are thin clients that send one
+//! `scale`, `restart`, `stop`, `logs` and `events` are thin clients that send one
 //! JSON request line and print the reply lines (`docs/control.md`).
 
 use std::io::{BufRead, BufReader, Write};
@@ -377,6 +377,46 @@ pub(crate) fn logs(
             _ => continue,
         };
         if writeln!(out, "{text}").is_err() || (follow && out.flush().is_err()) {
+            return ExitCode::SUCCESS;
+        }
+    }
+}
+
+/// `events`: the last `last` lifecycle events, then every new one, as
+/// text (`+12.345s worker ready web/0 pid 4242 (boot 11.3 ms)`) or JSON.
+pub(crate) fn events(config: &Config, last: usize, json_out: bool) -> ExitCode {
+    let mut client = match Client::connect(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = client.send(json!({"cmd": "events", "last": last})) {
+        return fail(&e);
+    }
+    let mut out = std::io::stdout().lock();
+    loop {
+        let line = match client.next() {
+            Ok(Some(line)) => line,
+            Ok(None) => return ExitCode::SUCCESS,
+            Err(e) => return fail(&e),
+        };
+        if line["ok"] == false {
+            return fail(&error_text(&line));
+        }
+        let text = match line["event"].as_str() {
+            Some("lifecycle") if json_out => line.to_string(),
+            Some("lifecycle") => {
+                match serde_json::from_value::<ringmaster_proto::LifecycleRecord>(line) {
+                    Ok(r) => format!("+{:.3}s {}", r.at_ms as f64 / 1e3, r.what),
+                    Err(e) => format!("(an event that does not read: {e})"),
+                }
+            }
+            Some("skipped") => format!(
+                "[{} events skipped: this client reads too slowly]",
+                line["events"]
+            ),
+            _ => continue,
+        };
+        if writeln!(out, "{text}").is_err() || out.flush().is_err() {
             return ExitCode::SUCCESS;
         }
     }

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use ringmaster_testkit::pg::TestDatabase;
-use support::{ClusterProc, alive, get, request};
+use support::{ClusterProc, Lifecycle, alive, get, request};
 
 /// Two groups, `web` and `api`, on free ports, with extra TOML appended.
 fn two_groups(extra: &str) -> String {
@@ -134,19 +134,32 @@ fn a_bad_backend_url_is_a_clear_error_while_the_master_keeps_running() {
          [backends.main]\nurl = \"postgres://ringmaster:s3cret@127.0.0.1:1/nope\"\nconnect_timeout = \"1s\"\n",
         &[],
     );
-    cluster.wait_log(Duration::from_secs(15), "three failed boots", |log| {
-        log.matches("worker exited; restarting").count() >= 3
-    });
-    let log = cluster.log();
-    assert!(
-        log.contains(
-            "backend \"main\" (postgres://ringmaster:***@127.0.0.1:1/nope) is unreachable"
-        ),
-        "{log}"
+    let exits = cluster
+        .history()
+        .wait_n(Duration::from_secs(15), "three failed boots", 3, |e| {
+            matches!(
+                e,
+                Lifecycle::WorkerExited {
+                    restart_in_ms: Some(_),
+                    ..
+                }
+            )
+        });
+    let strikes: Vec<u32> = exits
+        .iter()
+        .map(|r| match &r.what {
+            Lifecycle::WorkerExited { strikes, .. } => *strikes,
+            _ => unreachable!(),
+        })
+        .collect();
+    assert_eq!(strikes, [1, 2, 3], "each failed boot is a strike");
+    cluster.assert_logged(
+        "backend \"main\" (postgres://ringmaster:***@127.0.0.1:1/nope) is unreachable",
     );
-    assert!(log.contains("fix backends.main.url"), "{log}");
+    cluster.assert_logged("fix backends.main.url");
+    cluster.assert_logged("strikes=3");
+    let log = cluster.log();
     assert!(!log.contains("s3cret"), "the password leaked:\n{log}");
-    assert!(log.contains("strikes=3"), "{log}");
     assert!(
         cluster.try_wait().is_none(),
         "the master must keep running\n{log}"
@@ -161,16 +174,26 @@ fn failing_migrations_hold_the_workers_back_and_are_retried() {
          [backends.main]\nurl = \"postgres://ringmaster:s3cret@127.0.0.1:1/nope\"\nconnect_timeout = \"500ms\"\n",
         &[],
     );
-    cluster.wait_log(Duration::from_secs(15), "two migration attempts", |log| {
-        log.matches("migrations failed; no worker starts").count() >= 2
+    let mut events = cluster.history();
+    events.wait_n(Duration::from_secs(15), "two migration attempts", 2, |e| {
+        matches!(
+            e,
+            Lifecycle::MigrationFailed {
+                retry_in_ms: Some(_),
+                ..
+            }
+        )
     });
-    let log = cluster.log();
-    assert!(!log.contains("worker spawned"), "{log}");
-    assert!(!log.contains("s3cret"), "the password leaked:\n{log}");
+    let seen = events.seen();
     assert!(
-        log.contains("postgres://ringmaster:***@127.0.0.1:1/nope"),
-        "{log}"
+        !seen
+            .iter()
+            .any(|e| matches!(e, Lifecycle::WorkerSpawned { .. })),
+        "{seen:#?}"
     );
+    cluster.assert_logged("postgres://ringmaster:***@127.0.0.1:1/nope");
+    let log = cluster.log();
+    assert!(!log.contains("s3cret"), "the password leaked:\n{log}");
     assert!(
         cluster.try_wait().is_none(),
         "the master must keep running\n{log}"
@@ -186,14 +209,19 @@ fn a_postgresql_port_that_refuses_says_connection_refused_at_once() {
          [backends.main]\nurl = \"postgres://ringmaster@127.0.0.1:1/nope\"\nconnect_timeout = \"60s\"\n",
         &[],
     );
-    cluster.wait_log(Duration::from_secs(10), "the refused connection", |log| {
-        log.contains("Connection refused")
-    });
-    let log = cluster.log();
-    assert!(!log.contains("pool timed out"), "{log}");
+    let failed = cluster
+        .history()
+        .wait(Duration::from_secs(10), "the migrations to fail", |e| {
+            matches!(e, Lifecycle::MigrationFailed { .. })
+        });
+    let Lifecycle::MigrationFailed { error, .. } = failed else {
+        unreachable!()
+    };
+    assert!(error.contains("Connection refused"), "{error}");
+    assert!(!error.contains("pool timed out"), "{error}");
     assert!(
-        log.contains("backend \"main\""),
-        "the backend is named:\n{log}"
+        error.contains("backend \"main\""),
+        "the backend is named: {error}"
     );
 }
 
@@ -370,8 +398,9 @@ fn hup_while_migrations_fail_retries_them_with_the_fixed_config() {
     let bad = "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 2\n\
                [backends.main]\nurl = \"postgres://ringmaster@127.0.0.1:1/nope\"\nconnect_timeout = \"300ms\"\n";
     let cluster = support::start(bad, &[]);
-    cluster.wait_log(Duration::from_secs(10), "a failed migration", |log| {
-        log.contains("migrations failed; no worker starts")
+    let mut events = cluster.history();
+    events.wait(Duration::from_secs(10), "a failed migration", |e| {
+        matches!(e, Lifecycle::MigrationFailed { .. })
     });
     // Scaling while no worker may run is refused, not queued behind them.
     cluster.signal(libc::SIGTTIN);
@@ -394,12 +423,12 @@ fn hup_while_migrations_fail_retries_them_with_the_fixed_config() {
         "no slot got a second worker\n{}",
         cluster.log()
     );
-    assert_eq!(
-        cluster.log().matches("worker spawned").count(),
-        2,
-        "{}",
-        cluster.log()
-    );
+    let seen = events.gather(Duration::from_millis(100));
+    let spawns = seen
+        .iter()
+        .filter(|e| matches!(e, Lifecycle::WorkerSpawned { .. }))
+        .count();
+    assert_eq!(spawns, 2, "{seen:#?}");
     assert_eq!(get(addr, "/plaintext").unwrap().status, 200);
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Load, alive, get, get_timeout, health_pid, web_config};
+use support::{Lifecycle, Load, alive, get, get_timeout, health_pid, web_config};
 
 /// Waits until a worker logged that a `/__test/sleep` request started.
 fn wait_sleep_started(cluster: &support::ClusterProc) {
@@ -81,37 +81,20 @@ fn a_killed_worker_is_replaced_within_a_second_while_the_other_serves() {
     }
 }
 
-/// Seconds since midnight of a tracing timestamp at the start of a line.
-fn timestamp(line: &str) -> f64 {
-    let time = line
-        .split('T')
-        .nth(1)
-        .unwrap()
-        .trim_end_matches(|c| c != 'Z');
-    let time = time.trim_end_matches('Z');
-    let mut parts = time.split(':');
-    let h: f64 = parts.next().unwrap().parse().unwrap();
-    let m: f64 = parts.next().unwrap().parse().unwrap();
-    let s: f64 = parts
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    h * 3600.0 + m * 60.0 + s
-}
-
 #[test]
 fn a_worker_failing_at_boot_restarts_with_growing_delays() {
     let config = web_config(
         "count = 1\nrestart_backoff = \"100ms\"\nrestart_backoff_max = \"800ms\"\nmin_uptime = \"5s\"",
     );
     let mut cluster = support::start(&config, &[("RINGMASTER_DEMO_FAIL_BOOT", "1")]);
-    cluster.wait_log(Duration::from_secs(10), "six spawns", |log| {
-        log.matches("worker spawned").count() >= 6
-    });
+    let spawns: Vec<f64> = cluster
+        .history()
+        .wait_n(Duration::from_secs(10), "six spawns", 6, |e| {
+            matches!(e, Lifecycle::WorkerSpawned { .. })
+        })
+        .iter()
+        .map(|r| r.at_ms as f64 / 1000.0)
+        .collect();
     let log = cluster.log();
     assert!(
         cluster.try_wait().is_none(),
@@ -121,11 +104,6 @@ fn a_worker_failing_at_boot_restarts_with_growing_delays() {
         log.contains("RINGMASTER_DEMO_FAIL_BOOT=1 is set"),
         "the reason is logged\n{log}"
     );
-    let spawns: Vec<f64> = log
-        .lines()
-        .filter(|l| l.contains("worker spawned"))
-        .map(timestamp)
-        .collect();
     let expected_ms = [100.0, 200.0, 400.0, 800.0, 800.0];
     for (i, want) in expected_ms.iter().enumerate() {
         let gap_ms = (spawns[i + 1] - spawns[i]) * 1000.0;
@@ -191,9 +169,10 @@ fn sighup_under_load_replaces_every_worker_without_a_failed_request() {
         })
         .collect();
     std::thread::sleep(Duration::from_secs(1));
+    let mut events = cluster.events();
     cluster.signal(libc::SIGHUP);
-    cluster.wait_log(Duration::from_secs(10), "reload to complete", |log| {
-        log.contains("rolling reload complete")
+    events.wait(Duration::from_secs(10), "the reload to finish", |e| {
+        matches!(e, Lifecycle::ReloadFinished { .. })
     });
     std::thread::sleep(Duration::from_secs(5).saturating_sub(started.elapsed()));
     stop.store(true, Ordering::Relaxed);
@@ -344,9 +323,10 @@ fn ttin_and_ttou_add_and_remove_a_worker() {
     cluster.signal(libc::SIGTTIN);
     let three = cluster.wait_workers(3);
     // Signals of one kind coalesce: wait for each to take effect.
+    let mut events = cluster.events();
     cluster.signal(libc::SIGTTOU);
-    cluster.wait_log(Duration::from_secs(10), "scale to 2", |l| {
-        l.contains("from=3 to=2")
+    events.wait(Duration::from_secs(10), "scale to 2", |e| {
+        matches!(e, Lifecycle::Scaled { from: 3, to: 2, .. })
     });
     cluster.signal(libc::SIGTTOU);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -449,9 +429,10 @@ fn sighup_rereads_the_config_and_runs_the_binary_now_on_disk() {
         format!("[groups.web]\nlisten = \"{addr}\"\ncount = 3\n"),
     )
     .unwrap();
+    let mut events = cluster.events();
     cluster.signal(libc::SIGHUP);
-    cluster.wait_log(Duration::from_secs(10), "reload to complete", |log| {
-        log.contains("rolling reload complete")
+    events.wait(Duration::from_secs(10), "the reload to finish", |e| {
+        matches!(e, Lifecycle::ReloadFinished { .. })
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     let after = loop {
@@ -478,9 +459,10 @@ fn a_broken_deploy_aborts_the_reload_and_keeps_the_running_workers() {
     let cluster = support::start_exe(dir, &exe, &web_config("count = 2"));
     let before = cluster.wait_workers(2);
     replace_binary(&exe, b"#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
+    let mut events = cluster.events();
     cluster.signal(libc::SIGHUP);
-    cluster.wait_log(Duration::from_secs(10), "the reload to abort", |log| {
-        log.contains("reload aborted")
+    events.wait(Duration::from_secs(10), "the reload to abort", |e| {
+        matches!(e, Lifecycle::ReloadAborted { .. })
     });
     assert!(cluster.log().contains("broken build"), "{}", cluster.log());
     assert_eq!(cluster.worker_pids(), before);
@@ -495,13 +477,21 @@ fn an_invalid_config_on_sighup_keeps_everything_running() {
     let cluster = support::start(&web_config("count = 2"), &[]);
     let before = cluster.wait_workers(2);
     std::fs::write(cluster.config_path(), "[groups.web]\ncount = \"many\"\n").unwrap();
+    let mut events = cluster.events();
     cluster.signal(libc::SIGHUP);
-    cluster.wait_log(Duration::from_secs(10), "the reload to abort", |log| {
-        log.contains("reload aborted: the configuration is invalid")
+    let aborted = events.wait(Duration::from_secs(10), "the reload to abort", |e| {
+        matches!(e, Lifecycle::ReloadAborted { .. })
     });
+    let Lifecycle::ReloadAborted { reason } = aborted else {
+        unreachable!()
+    };
+    assert!(
+        reason.starts_with("the configuration is invalid") && reason.contains("groups.web.count"),
+        "{reason}"
+    );
     assert!(
         cluster.log().contains("groups.web.count"),
-        "{}",
+        "the log says it too\n{}",
         cluster.log()
     );
     assert_eq!(cluster.worker_pids(), before);
@@ -512,19 +502,27 @@ fn an_invalid_config_on_sighup_keeps_everything_running() {
 fn a_worker_that_never_gets_ready_is_killed_at_boot_timeout_and_retried() {
     let config = web_config("count = 1\nboot_timeout = \"300ms\"\nrestart_backoff = \"50ms\"");
     let cluster = support::start(&config, &[("RINGMASTER_DEMO_HANG_BOOT", "1")]);
-    cluster.wait_log(Duration::from_secs(10), "a third start", |log| {
-        log.matches("worker spawned").count() >= 3
+    let mut events = cluster.history();
+    events.wait_n(Duration::from_secs(10), "a third start", 3, |e| {
+        matches!(e, Lifecycle::WorkerSpawned { .. })
     });
-    let log = cluster.log();
-    let kills = log
-        .lines()
-        .filter(|l| l.contains("killing worker") && l.contains("boot_timeout"))
+    let seen = events.seen();
+    let kills = seen
+        .iter()
+        .filter(|e| matches!(e, Lifecycle::WorkerKilled { reason, .. } if reason.contains("boot_timeout")))
         .count();
-    assert!(kills >= 2, "{log}");
-    assert!(
-        log.contains("strikes=2"),
-        "a boot timeout is a strike\n{log}"
-    );
+    assert_eq!(kills, 2, "{seen:#?}");
+    // A boot timeout is a strike: the second restart waits twice as long.
+    let delays: Vec<Option<u64>> = seen
+        .iter()
+        .filter_map(|e| match e {
+            Lifecycle::WorkerExited { restart_in_ms, .. } => Some(*restart_in_ms),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(delays, [Some(50), Some(100)], "{seen:#?}");
+    let log = cluster.log();
+    assert!(log.contains("strikes=2"), "the log says it too\n{log}");
 }
 
 #[test]
@@ -558,12 +556,11 @@ fn ttou_under_load_fails_no_request() {
     cluster.wait_workers(3);
     let load = Load::start_n(cluster.addr(), "/plaintext", 4);
     load.wait_ok(200);
+    let mut events = cluster.events();
     cluster.signal(libc::SIGTTOU);
-    cluster.wait_log(
-        Duration::from_secs(10),
-        "the removed worker to exit",
-        |log| log.contains("worker exited group=web slot=2"),
-    );
+    events.wait(Duration::from_secs(10), "the removed worker to exit", |e| {
+        matches!(e, Lifecycle::WorkerExited { slot: 2, .. })
+    });
     load.wait_ok(200);
     let (ok, failed, _) = load.finish();
     assert!(

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Response, alive, create_link, get, request, web_config};
+use support::{Lifecycle, Response, alive, create_link, get, request, web_config};
 
 /// The pid in the demo's `x-ringmaster-worker` header (`web/1 4242`).
 fn served_by(r: &Response) -> u32 {
@@ -82,10 +82,9 @@ fn a_replacement_worker_receives_what_is_published_after_it_is_ready() {
     let before = cluster.wait_workers(2);
     // SAFETY: kill a worker of this test's cluster.
     unsafe { libc::kill(before[0] as i32, libc::SIGKILL) };
-    let after = cluster.wait_replaced(before[0], 2);
-    cluster.wait_log(Duration::from_secs(10), "the replacement is ready", |log| {
-        log.matches("worker ready").count() >= 3
-    });
+    cluster.wait_replaced(before[0], 2);
+    // Both ready, the replacement included.
+    let after = cluster.wait_workers(2);
     delete_reaches_every_cache(cluster.addr(), &after);
 }
 
@@ -93,7 +92,8 @@ fn a_replacement_worker_receives_what_is_published_after_it_is_ready() {
 fn a_worker_that_breaks_its_ipc_is_restarted_and_the_others_keep_going() {
     let cluster = support::start(&web_config("count = 3"), &[]);
     cluster.wait_workers(3);
-    for (culprits, kind) in [(1, "garbage"), (2, "oversized")] {
+    for kind in ["garbage", "oversized"] {
+        let mut events = cluster.events();
         let r = get(cluster.addr(), &format!("/__test/ipc-garbage?kind={kind}")).unwrap();
         assert_eq!(r.status, 200, "{}", r.body);
         let culprit = served_by(&r);
@@ -106,10 +106,19 @@ fn a_worker_that_breaks_its_ipc_is_restarted_and_the_others_keep_going() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+        let killed = events.wait(
+            Duration::from_secs(5),
+            "the culprit killed",
+            |e| matches!(e, Lifecycle::WorkerKilled { pid, .. } if *pid == culprit),
+        );
+        let Lifecycle::WorkerKilled { reason, .. } = killed else {
+            unreachable!()
+        };
+        assert!(
+            reason.starts_with("broke the IPC protocol"),
+            "[{kind}] {reason}"
+        );
         let pids = cluster.wait_replaced(culprit, 3);
-        cluster.wait_log(Duration::from_secs(5), "why the worker was killed", |log| {
-            log.matches("broke the IPC protocol").count() >= culprits
-        });
         // Everyone, the replacement included, serves and receives messages.
         delete_reaches_every_cache(cluster.addr(), &pids);
     }
@@ -123,11 +132,9 @@ fn requests_to_a_group_get_a_reply_or_a_clear_timeout() {
          [groups.api]\nlisten = \"127.0.0.1:0\"\ncount = 2\n",
         &[],
     );
+    // Every worker ready (as `status` shows it).
     cluster.wait_workers(3);
     let web = cluster.addrs[0].1;
-    cluster.wait_log(Duration::from_secs(10), "every worker is ready", |log| {
-        log.matches("worker ready").count() >= 3
-    });
 
     // The master's services: status and workers.
     let r = get(web, "/cluster").unwrap();
@@ -190,6 +197,7 @@ fn a_worker_that_stops_reading_ipc_loses_messages_then_is_restarted() {
         &[],
     );
     let pids = cluster.wait_workers(2);
+    let mut events = cluster.events();
     let r = get(cluster.addr(), "/__test/ipc-stall").unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
     let stalled = served_by(&r);
@@ -207,10 +215,20 @@ fn a_worker_that_stops_reading_ipc_loses_messages_then_is_restarted() {
         // writes to the master, it only stopped reading.
         let _ = get(cluster.addr(), "/__test/flood?n=2000");
     }
-    // The master's log lines may reach the test a moment after the kill.
-    cluster.wait_log(Duration::from_secs(5), "why the worker was killed", |log| {
-        log.contains("IPC queue is full") && log.contains("stalled: its IPC queue stayed full")
-    });
+    let killed = events.wait(
+        Duration::from_secs(5),
+        "the stalled worker killed",
+        |e| matches!(e, Lifecycle::WorkerKilled { pid, .. } if *pid == stalled),
+    );
+    let Lifecycle::WorkerKilled { reason, .. } = killed else {
+        unreachable!()
+    };
+    assert!(
+        reason.starts_with("stalled: its IPC queue stayed full"),
+        "{reason}"
+    );
+    // The warning before it, when the queue first filled.
+    cluster.assert_logged("IPC queue is full");
     assert!(alive(other), "the other worker is untouched");
     let now = cluster.wait_workers(2);
     let r = get(cluster.addr(), "/cluster").unwrap();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{ClusterProc, demo_exe, get, web_config};
+use support::{ClusterProc, Lifecycle, demo_exe, get, web_config};
 
 /// `stats --json` of the running cluster: (name, labels) -> value.
 fn stats(cluster: &ClusterProc) -> HashMap<(String, String), serde_json::Value> {
@@ -117,13 +117,14 @@ fn scaling_down_from_four_to_two_never_lowers_a_counter() {
     let before = counts(&stats(&cluster));
     assert!(before[&("demo_hits_total".to_string(), "{}".to_string())] >= 4);
     // One signal at a time: two sent at once may arrive as one.
+    let mut events = cluster.events();
     cluster.signal(libc::SIGTTOU);
-    cluster.wait_log(Duration::from_secs(10), "one slot drained", |log| {
-        log.contains("from=4 to=3")
+    events.wait(Duration::from_secs(10), "the scale to 3", |e| {
+        matches!(e, Lifecycle::Scaled { from: 4, to: 3, .. })
     });
     cluster.signal(libc::SIGTTOU);
-    cluster.wait_log(Duration::from_secs(10), "two slots drained", |log| {
-        log.contains("from=3 to=2")
+    events.wait(Duration::from_secs(10), "the scale to 2", |e| {
+        matches!(e, Lifecycle::Scaled { from: 3, to: 2, .. })
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while cluster.worker_pids().len() != 2 {

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{group_pids, settled, wait_status, web_config};
+use support::{Lifecycle, group_pids, settled, wait_status, web_config};
 
 #[test]
 fn a_paused_master_kills_no_healthy_worker() {
@@ -34,9 +34,10 @@ fn a_paused_master_kills_no_healthy_worker() {
         cluster.log()
     );
     // A worker that really goes silent is still killed.
+    let mut events = cluster.events();
     let _ = support::get_timeout(cluster.addr(), "/__test/wedge", Duration::from_millis(500));
-    cluster.wait_log(Duration::from_secs(5), "the wedged worker killed", |log| {
-        log.contains("sent no heartbeat")
+    events.wait(Duration::from_secs(5), "the wedged worker killed", |e| {
+        matches!(e, Lifecycle::WorkerKilled { reason, .. } if reason.contains("sent no heartbeat"))
     });
 }
 
@@ -365,20 +366,17 @@ fn a_hup_during_a_reload_reloads_again_when_it_ends() {
         &[("RINGMASTER_DEMO_SLOW_BOOT_MS", "400")],
     );
     wait_status(&cluster, "ready", |s| settled(s, "web", 2));
+    let mut events = cluster.events();
     cluster.signal(libc::SIGHUP);
-    cluster.wait_log(Duration::from_secs(10), "the reload under way", |log| {
-        log.contains("rolling reload started")
+    events.wait(Duration::from_secs(10), "the reload under way", |e| {
+        matches!(e, Lifecycle::ReloadStarted { .. })
     });
     // A deploy while the reload runs: this HUP must not be lost.
     cluster.signal(libc::SIGHUP);
-    cluster.wait_log(Duration::from_secs(20), "two reloads", |log| {
-        log.matches("rolling reload complete").count() >= 2
+    events.wait_n(Duration::from_secs(20), "two reloads", 2, |e| {
+        matches!(e, Lifecycle::ReloadFinished { .. })
     });
-    assert!(
-        cluster.log().contains("this HUP reloads again"),
-        "{}",
-        cluster.log()
-    );
+    cluster.assert_logged("this HUP reloads again");
     let s = wait_status(&cluster, "settled", |s| settled(s, "web", 2));
     for w in support::group(&s, "web")["workers"].as_array().unwrap() {
         assert_eq!(w["generation"], 2, "each slot replaced twice: {w}");
@@ -622,6 +620,7 @@ fn a_removed_sqlite_file_loses_no_acknowledged_write() {
     let cluster = support::start(config, &[]);
     wait_status(&cluster, "ready", |s| settled(s, "web", 1));
     support::create_link(cluster.addr(), "https://example.com/kept");
+    let mut events = cluster.events();
     std::fs::remove_file(cluster.dir().join("main.db")).unwrap();
     // The worker notices within its check interval: from then on a write
     // is refused (503), never acknowledged into the unlinked file.
@@ -637,8 +636,8 @@ fn a_removed_sqlite_file_loses_no_acknowledged_write() {
         support::get(cluster.addr(), "/plaintext").unwrap().status,
         200
     );
-    cluster.wait_log(Duration::from_secs(5), "the replacement refused", |log| {
-        log.contains("has no database file")
+    events.wait(Duration::from_secs(5), "the replacement refused", |e| {
+        matches!(e, Lifecycle::WorkerExited { reason, .. } if reason.contains("has no database file"))
     });
     // A HUP runs the migrations (a new, empty file) and replaces the worker.
     cluster.signal(libc::SIGHUP);
@@ -778,9 +777,10 @@ fn an_upgraded_connection_holds_the_drain_until_drain_timeout_cuts_it() {
     wait_status(&cluster, "ready", |s| settled(s, "web", 1));
     let mut ws = websocket(cluster.addr(), "/__test/ws-ignore-drain");
     echoes(&mut ws, "before");
+    let mut events = cluster.events();
     cluster.signal(libc::SIGHUP);
-    cluster.wait_log(Duration::from_secs(10), "the old worker draining", |log| {
-        log.contains("draining worker group=web")
+    events.wait(Duration::from_secs(10), "the old worker draining", |e| {
+        matches!(e, Lifecycle::WorkerDraining { .. })
     });
     let drain_began = std::time::Instant::now();
     // The old worker is draining, yet this connection still works: the

@@ -18,7 +18,8 @@
 //!
 //! Connections run on tasks of the master's runtime; what needs the
 //! supervisor (status, reload, ...) goes to it as a [`Command`] on a
-//! channel, and `logs` reads the [`LogHub`] directly.
+//! channel; `logs` reads the [`LogHub`] and `events` the
+//! [`LifecycleHub`] directly.
 
 pub(crate) mod request;
 
@@ -37,6 +38,7 @@ use tokio::time::Instant;
 pub(crate) use request::{Command, EVENTS_QUEUE, Events, ScaleTo};
 use request::{LogFilter, Request, error, is_final, log_event, ok};
 
+use crate::lifecycle::LifecycleHub;
 use crate::logs::LogHub;
 
 /// Longest request line, in bytes.
@@ -78,6 +80,7 @@ fn is_socket(path: &Path) -> bool {
 /// What every connection task shares.
 struct Shared {
     logs: Option<LogHub>,
+    lifecycle: LifecycleHub,
     commands: mpsc::Sender<Command>,
     conns: Mutex<Conns>,
     /// The uid allowed besides root: the master's own.
@@ -154,11 +157,13 @@ impl Control {
     pub(crate) fn start(
         path: &Path,
         logs: Option<LogHub>,
+        lifecycle: LifecycleHub,
         commands: mpsc::Sender<Command>,
     ) -> Result<Control, String> {
         let listener = bind(path).map_err(|why| format!("{} ({why})", path.display()))?;
         let shared = Arc::new(Shared {
             logs,
+            lifecycle,
             commands,
             conns: Mutex::new(Conns::default()),
             tails: tokio::sync::Semaphore::new(MAX_TAILS),
@@ -358,6 +363,7 @@ async fn handle(line: &str, shared: &Shared, write: &mut OwnedWriteHalf) -> std:
             Ok(filter) => logs(shared, write, filter, lines, follow).await,
             Err(e) => send(write, &e).await,
         },
+        Request::Events { last } => events(shared, write, last).await,
         Request::Scale {
             group,
             count,
@@ -523,6 +529,45 @@ async fn logs(
             write_all(write, &out).await?;
             last_write = Instant::now();
         }
+    }
+}
+
+/// `events`: the last `last` lifecycle events kept, then every new one
+/// until the client goes away (a heartbeat line after a quiet while, so a
+/// client that hung up is noticed, as for `logs --follow`).
+async fn events(shared: &Shared, write: &mut OwnedWriteHalf, last: usize) -> std::io::Result<()> {
+    let (replay, mut rx) = shared.lifecycle.subscribe(last);
+    let mut out = Vec::new();
+    for record in &replay {
+        push_record(&mut out, record);
+    }
+    write_all(write, &out).await?;
+    loop {
+        let record = match tokio::time::timeout(FOLLOW_HEARTBEAT, rx.recv()).await {
+            Err(_) => {
+                send(write, &json!({"event": "heartbeat"})).await?;
+                continue;
+            }
+            Ok(Ok(record)) => record,
+            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
+                send(write, &json!({"event": "skipped", "events": n})).await?;
+                continue;
+            }
+            Ok(Err(_)) => return Ok(()),
+        };
+        out.clear();
+        push_record(&mut out, &record);
+        // What else is queued goes in the same write.
+        while let Ok(record) = rx.try_recv() {
+            push_record(&mut out, &record);
+        }
+        write_all(write, &out).await?;
+    }
+}
+
+fn push_record(out: &mut Vec<u8>, record: &ringmaster_proto::LifecycleRecord) {
+    if serde_json::to_writer(&mut *out, record).is_ok() {
+        out.push(b'\n');
     }
 }
 

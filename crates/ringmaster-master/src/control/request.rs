@@ -35,6 +35,12 @@ pub(crate) enum Request {
         slot: Option<usize>,
         level: Option<String>,
     },
+    /// The master's lifecycle events: the last `last` it kept, then every
+    /// new one until the client goes away.
+    Events {
+        #[serde(default)]
+        last: usize,
+    },
     /// A rolling reload of one group or all.
     Reload { group: Option<String> },
     /// Replace one worker, replacement ready first.
@@ -88,7 +94,8 @@ pub(crate) fn parse(line: &str) -> Result<Request, Value> {
     if !map.contains_key("cmd") {
         return Err(error(
             "bad_request",
-            "the request has no \"cmd\"; one of status, logs, reload, restart, scale, stop".into(),
+            "the request has no \"cmd\"; one of status, logs, events, reload, restart, scale, stop"
+                .into(),
         ));
     }
     serde_json::from_value(Value::Object(map)).map_err(|e| error("bad_request", e.to_string()))

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use ringmaster_config::Config;
+use ringmaster_proto::Lifecycle;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -30,6 +31,16 @@ pub(super) enum Purpose {
         only: Option<usize>,
         events: Option<Events>,
     },
+}
+
+impl Purpose {
+    /// As lifecycle events name it.
+    fn name(&self) -> &'static str {
+        match self {
+            Purpose::Startup => "startup",
+            Purpose::Reload { .. } => "reload",
+        }
+    }
 }
 
 /// A migrate process in flight.
@@ -74,6 +85,9 @@ pub(super) async fn done(migrating: &mut Option<Migrating>) -> Option<Finished> 
 impl Supervisor {
     /// Starts the migrate process for `config` in a task.
     pub(super) fn spawn_migration(&mut self, config: Config, purpose: Purpose) {
+        self.publish(Lifecycle::MigrationStarted {
+            purpose: purpose.name().into(),
+        });
         let (tx, rx) = oneshot::channel();
         let exe = self.exe.clone();
         let toml = config.to_toml_string().map_err(|e| e.to_string());
@@ -104,6 +118,21 @@ impl Supervisor {
             }
             return;
         }
+        let purpose = finished.purpose.name().to_string();
+        match &finished.outcome {
+            Ok(()) => self.publish(Lifecycle::MigrationPassed {
+                purpose: purpose.clone(),
+            }),
+            Err(e) if matches!(finished.purpose, Purpose::Reload { .. }) => {
+                self.publish(Lifecycle::MigrationFailed {
+                    purpose: purpose.clone(),
+                    error: e.clone(),
+                    retry_in_ms: None,
+                });
+            }
+            // Start-up failures say when they are retried, below.
+            Err(_) => {}
+        }
         match (finished.purpose, finished.outcome) {
             (Purpose::Startup, Ok(())) => {
                 self.migrate_retry = None;
@@ -123,6 +152,11 @@ impl Supervisor {
                      fix the cause or stop the master",
                     delay.as_secs()
                 );
+                self.publish(Lifecycle::MigrationFailed {
+                    purpose,
+                    error: e,
+                    retry_in_ms: Some(delay.as_millis() as u64),
+                });
                 self.migrate_retry = Some((Instant::now() + delay, attempts));
             }
             (Purpose::Reload { only, events }, Ok(())) => {
@@ -139,6 +173,9 @@ impl Supervisor {
                      the running workers are kept; fix the cause and reload again"
                 );
                 notify(events.as_ref(), error("migrations_failed", message));
+                self.publish(Lifecycle::ReloadAborted {
+                    reason: format!("migrations failed: {e}"),
+                });
                 self.after_reload();
             }
         }

@@ -41,11 +41,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringmaster_config::GroupConfig;
-use ringmaster_proto::{MasterMsg, Origin, PROTOCOL_VERSION, WorkerMsg};
+use ringmaster_proto::{Lifecycle, MasterMsg, Origin, PROTOCOL_VERSION, WorkerMsg};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::lifecycle::LifecycleHub;
 use crate::listener::GroupListeners;
 use crate::signals::{Signal, Signals};
 use crate::spawn::{self, SpawnSpec, Spawner, WorkerCommand, WorkerEvent, describe_exit};
@@ -234,6 +235,8 @@ pub(crate) struct Supervisor {
     reload_queued: bool,
     /// What starts worker processes (a fake in unit tests).
     spawner: Box<dyn Spawner>,
+    /// Where the lifecycle events go (the control socket's `events`).
+    lifecycle: LifecycleHub,
 }
 
 impl Supervisor {
@@ -255,12 +258,13 @@ impl Supervisor {
         let segment = ringmaster_registry::Segment::create(opts.config.server.registry_size, rows)
             .map_err(MasterError::Registry)?;
         let (control_tx, control_rx) = mpsc::channel(64);
+        let started = Instant::now();
         Ok(Supervisor {
             opts,
             exe,
             config_toml,
             master_pid: std::process::id(),
-            started: Instant::now(),
+            started,
             groups,
             workers: HashMap::new(),
             next_serial: 0,
@@ -280,7 +284,13 @@ impl Supervisor {
             latency_bounds: Vec::new(),
             reload_queued: false,
             spawner: Box::new(spawn::Processes),
+            lifecycle: LifecycleHub::new(started),
         })
+    }
+
+    /// Publishes a lifecycle event (see `crate::lifecycle`).
+    fn publish(&self, what: Lifecycle) {
+        self.lifecycle.publish(what);
     }
 
     /// The address each group listens on, in configuration order.
@@ -304,6 +314,7 @@ impl Supervisor {
         let _control = crate::control::Control::start(
             &self.opts.config.server.control_socket,
             self.opts.logs.clone(),
+            self.lifecycle.clone(),
             self.control_tx.clone(),
         )
         .map_err(MasterError::Control)?;
@@ -498,6 +509,12 @@ impl Supervisor {
                 // Only now: a start that failed keeps the slot's restart due.
                 group.slots[s].restart_at = None;
                 tracing::info!(group = %group.name, slot = s, pid, generation, "worker spawned");
+                self.lifecycle.publish(Lifecycle::WorkerSpawned {
+                    group: group.name.clone(),
+                    slot: s,
+                    pid,
+                    generation,
+                });
                 let now = Instant::now();
                 self.workers.insert(
                     serial,
@@ -542,6 +559,11 @@ impl Supervisor {
                     error = %e,
                     "cannot start a worker process; check that the binary still exists and is executable"
                 );
+                self.lifecycle.publish(Lifecycle::SpawnFailed {
+                    group: group.name.clone(),
+                    slot: s,
+                    error: e.to_string(),
+                });
                 None
             }
         }
@@ -594,6 +616,13 @@ impl Supervisor {
                         phases = %phases.join(" "),
                         "worker ready"
                     );
+                    self.lifecycle.publish(Lifecycle::WorkerReady {
+                        group: group.clone(),
+                        slot: w.slot,
+                        pid: w.pid,
+                        generation: w.generation,
+                        boot_ms,
+                    });
                     let g = w.group;
                     self.on_ready(serial);
                     self.update_steering(g);
@@ -662,6 +691,7 @@ impl Supervisor {
                 group = %self.groups[w.group].name, slot = w.slot, pid = w.pid, status = %how, reason,
                 "worker exited"
             );
+            self.publish_exit(&w, &how, reason, true, 0, None);
             self.stop_progress(&w, &how);
             return;
         }
@@ -675,6 +705,7 @@ impl Supervisor {
             // it was ready; the slot's serving worker is kept.
             let reason = w.exit_reason("exited before it was ready");
             self.record_exit(&w, status, reason, false);
+            self.publish_exit(&w, &how, reason, false, 0, None);
             self.on_replacement_failed(serial, &w, &how);
             return;
         }
@@ -699,6 +730,8 @@ impl Supervisor {
             restart_in_ms = delay.as_millis() as u64,
             "worker exited; restarting"
         );
+        let restart_in = (!replacing).then_some(delay.as_millis() as u64);
+        self.publish_exit(&w, &how, reason, false, strikes, restart_in);
         if strikes >= policy::CRASH_LOOP_STRIKES {
             tracing::error!(
                 group = %group,
@@ -708,6 +741,12 @@ impl Supervisor {
                 "group {group} is crash-looping: {strikes} workers in a row exited before a stable run (min_uptime ready); \
                  the master keeps retrying with backoff; fix the cause (see the reason) and send HUP"
             );
+            self.lifecycle.publish(Lifecycle::CrashLoop {
+                group: group.clone(),
+                slot: w.slot,
+                strikes,
+                reason: reason.to_string(),
+            });
         }
         if replacing {
             // The slot's replacement is booting: it takes over.
@@ -730,10 +769,38 @@ impl Supervisor {
                 reason = %why,
                 "killing worker"
             );
+            self.lifecycle.publish(Lifecycle::WorkerKilled {
+                group: self.groups[w.group].name.clone(),
+                slot: w.slot,
+                pid: w.pid,
+                reason: why.clone(),
+            });
             w.killed_for = Some(why);
             w.killed_at = Some(Instant::now());
             let _ = w.commands.try_send(WorkerCommand::Kill);
         }
+    }
+
+    /// Publishes a worker's exit (see [`Lifecycle::WorkerExited`]).
+    fn publish_exit(
+        &self,
+        w: &WorkerProc,
+        how: &str,
+        reason: &str,
+        expected: bool,
+        strikes: u32,
+        restart_in_ms: Option<u64>,
+    ) {
+        self.publish(Lifecycle::WorkerExited {
+            group: self.groups[w.group].name.clone(),
+            slot: w.slot,
+            pid: w.pid,
+            status: how.to_string(),
+            reason: reason.to_string(),
+            expected,
+            strikes,
+            restart_in_ms,
+        });
     }
 
     /// Tells a worker to drain within the group's drain timeout (or the
@@ -764,6 +831,12 @@ impl Supervisor {
             reason = why,
             "draining worker"
         );
+        self.lifecycle.publish(Lifecycle::WorkerDraining {
+            group: self.groups[w.group].name.clone(),
+            slot: w.slot,
+            pid: w.pid,
+            reason: why.to_string(),
+        });
         let msg = MasterMsg::Drain {
             grace_ms: grace.as_millis() as u64,
         };

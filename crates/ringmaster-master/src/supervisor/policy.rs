@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use ringmaster_config::{ADMIN_GROUP, Config};
+use ringmaster_proto::Lifecycle;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -255,6 +256,7 @@ impl Supervisor {
             }
             // The new slots get connections once their workers are ready.
             self.update_steering(g);
+            self.publish_scaled(g, current, count);
             return;
         }
         let removed: Vec<Slot> = self.groups[g].slots.drain(count..).collect();
@@ -291,6 +293,15 @@ impl Supervisor {
             }
         }
         // A reload whose pending slot went moves on at the next tick.
+        self.publish_scaled(g, current, count);
+    }
+
+    fn publish_scaled(&self, g: usize, from: usize, to: usize) {
+        self.publish(Lifecycle::Scaled {
+            group: self.groups[g].name.clone(),
+            from,
+            to,
+        });
     }
 
     /// Stops every worker: gracefully (drain) or at once (SIGKILL).
@@ -299,6 +310,9 @@ impl Supervisor {
             return;
         }
         self.stopping = Some(how);
+        self.publish(Lifecycle::Stopping {
+            graceful: how == Stop::Graceful,
+        });
         self.finish_reload(Err(error(
             "stopping",
             "the master is stopping; the reload did not finish".into(),

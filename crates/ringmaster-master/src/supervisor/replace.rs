@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use ringmaster_config::Config;
+use ringmaster_proto::Lifecycle;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
@@ -223,6 +224,9 @@ impl Supervisor {
                     "reload aborted: the configuration is invalid; the running workers are kept. \
                      Fix it and reload again"
                 );
+                self.publish(Lifecycle::ReloadAborted {
+                    reason: format!("the configuration is invalid: {e}"),
+                });
                 return Err(error(
                     "bad_config",
                     format!("the configuration is invalid, nothing was reloaded: {e}"),
@@ -282,6 +286,9 @@ impl Supervisor {
             .map(|g| self.groups[*g].name.as_str())
             .collect();
         tracing::info!(slots = queue.len(), groups = %names.join(","), "rolling reload started");
+        self.publish(Lifecycle::ReloadStarted {
+            groups: names.iter().map(|n| n.to_string()).collect(),
+        });
         notify(
             events.as_ref(),
             json!({"event": "started", "groups": names, "slots": queue.len()}),
@@ -361,6 +368,18 @@ impl Supervisor {
     /// Ends the reload in progress with its final reply line.
     pub(super) fn finish_reload(&mut self, result: Result<Value, Value>) {
         if let Some(reload) = self.reload.take() {
+            self.publish(match &result {
+                Ok(_) => Lifecycle::ReloadFinished {
+                    groups: reload
+                        .groups
+                        .iter()
+                        .map(|&g| self.groups[g].name.clone())
+                        .collect(),
+                },
+                Err(e) => Lifecycle::ReloadAborted {
+                    reason: e["error"]["message"].as_str().unwrap_or("").to_string(),
+                },
+            });
             let line = match result {
                 Ok(result) => ok(result),
                 Err(e) => e,

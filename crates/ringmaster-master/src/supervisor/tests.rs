@@ -328,3 +328,40 @@ async fn a_reload_whose_replacement_dies_before_ready_stops_and_keeps_the_old_wo
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_lifecycle_channel_tells_spawn_ready_exit_and_restart_in_order() {
+    use ringmaster_proto::Lifecycle;
+    let (mut sup, _fake) = supervisor("count = 1\nrestart_backoff = \"100ms\"\n");
+    sup.start_all();
+    let first = current(&sup, 0).unwrap();
+    ready(&mut sup, first);
+    exit(&mut sup, first, 1);
+    pass(&mut sup, Duration::from_millis(100)).await;
+    let (events, _) = sup.lifecycle.subscribe(usize::MAX);
+    let kinds: Vec<String> = events
+        .iter()
+        .map(|r| match &r.what {
+            Lifecycle::WorkerSpawned { generation, .. } => format!("spawned {generation}"),
+            Lifecycle::WorkerReady { .. } => "ready".into(),
+            Lifecycle::WorkerExited {
+                expected,
+                restart_in_ms,
+                status,
+                ..
+            } => format!("exited {status} expected={expected} restart={restart_in_ms:?}"),
+            other => format!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "spawned 0",
+            "ready",
+            "exited exit code 1 expected=false restart=Some(100)",
+            "spawned 1"
+        ]
+    );
+    let seqs: Vec<u64> = events.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [0, 1, 2, 3], "numbered from 0, one apart");
+}
