@@ -34,66 +34,120 @@ async fn read_lines(
     source: &Arc<Source>,
     hub: &LogHub,
 ) {
-    let max = hub.max_line;
-    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
-    // Skipping the rest of a line that was cut.
-    let mut skipping = false;
+    let mut lines = LineCutter::new(hub.max_line);
     loop {
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(64 * 1024);
-        }
-        match pipe.read_buf(&mut buf).await {
+        lines.make_room();
+        match pipe.read_buf(&mut lines.buf).await {
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        let Some(last) = memchr::memrchr(b'\n', &buf) else {
-            if buf.len() > max {
-                if !skipping {
-                    let mut out = Vec::new();
-                    push_line(&mut out, &buf, max);
-                    hub.push(source, out);
-                    skipping = true;
-                }
-                buf.clear();
-            }
-            continue;
-        };
-        let whole = last + 1;
-        let mut longest = 0;
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', &buf[..whole]) {
-            longest = longest.max(nl - start);
-            start = nl + 1;
-        }
-        if !skipping && longest <= max {
-            // Hand over the whole lines, keep the partial one.
-            let rest = buf[whole..].to_vec();
-            buf.truncate(whole);
-            let out = std::mem::replace(&mut buf, rest);
-            hub.push(source, out);
-            continue;
-        }
-        let mut out = Vec::with_capacity(whole);
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', &buf[..whole]) {
-            if skipping {
-                skipping = false;
-            } else {
-                push_line(&mut out, &buf[start..nl], max);
-            }
-            start = nl + 1;
-        }
-        buf.drain(..whole);
-        if !out.is_empty() {
+        if let Some(out) = lines.take_whole() {
             hub.push(source, out);
         }
     }
-    // A last line without its newline (an abort, a crash) is kept.
-    if !buf.is_empty() && !skipping {
-        let mut out = Vec::new();
-        push_line(&mut out, &buf, max);
+    if let Some(out) = lines.take_rest() {
         hub.push(source, out);
     }
+}
+
+/// The bytes read from one pipe so far, handed out as whole lines of at
+/// most `max` bytes each.
+struct LineCutter {
+    buf: Vec<u8>,
+    max: usize,
+    /// Skipping the rest of a line that was cut.
+    skipping: bool,
+}
+
+impl LineCutter {
+    fn new(max: usize) -> Self {
+        LineCutter {
+            buf: Vec::with_capacity(64 * 1024),
+            max,
+            skipping: false,
+        }
+    }
+
+    /// Makes room in the buffer for the next read.
+    fn make_room(&mut self) {
+        if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+            self.buf.reserve(64 * 1024);
+        }
+    }
+
+    /// The whole lines read so far, to push, if any; a partial last line
+    /// stays for the next read.
+    fn take_whole(&mut self) -> Option<Vec<u8>> {
+        let Some(last) = memchr::memrchr(b'\n', &self.buf) else {
+            return self.cut_partial();
+        };
+        let whole = last + 1;
+        if !self.skipping && longest_line(&self.buf[..whole]) <= self.max {
+            // Hand over the whole lines, keep the partial one.
+            let rest = self.buf[whole..].to_vec();
+            self.buf.truncate(whole);
+            return Some(std::mem::replace(&mut self.buf, rest));
+        }
+        let out = self.cut_lines(whole);
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// A line without its newline yet that is already too long: its
+    /// start, cut, the first time; then its bytes are skipped up to the
+    /// newline, so the buffer never holds more than one read of it.
+    fn cut_partial(&mut self) -> Option<Vec<u8>> {
+        if self.buf.len() <= self.max {
+            return None;
+        }
+        let mut out = None;
+        if !self.skipping {
+            let mut cut = Vec::new();
+            push_line(&mut cut, &self.buf, self.max);
+            out = Some(cut);
+            self.skipping = true;
+        }
+        self.buf.clear();
+        out
+    }
+
+    /// Takes the lines in the buffer's first `whole` bytes out of it, each
+    /// cut to `max` bytes, without the end of a line already cut.
+    fn cut_lines(&mut self, whole: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(whole);
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &self.buf[..whole]) {
+            if self.skipping {
+                self.skipping = false;
+            } else {
+                push_line(&mut out, &self.buf[start..nl], self.max);
+            }
+            start = nl + 1;
+        }
+        self.buf.drain(..whole);
+        out
+    }
+
+    /// At end-of-file: a last line without its newline (an abort, a
+    /// crash) is kept, unless it is the end of a line already cut.
+    fn take_rest(&mut self) -> Option<Vec<u8>> {
+        if self.buf.is_empty() || self.skipping {
+            return None;
+        }
+        let mut out = Vec::new();
+        push_line(&mut out, &self.buf, self.max);
+        Some(out)
+    }
+}
+
+/// The length of the longest line in `whole`, which ends with a newline.
+fn longest_line(whole: &[u8]) -> usize {
+    let mut longest = 0;
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', whole) {
+        longest = longest.max(nl - start);
+        start = nl + 1;
+    }
+    longest
 }
 
 /// Appends `line` (cut to `max` bytes with a marker) and a newline.
