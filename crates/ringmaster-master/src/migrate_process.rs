@@ -5,13 +5,15 @@
 //! the master's log like a worker's, tagged `migrate PID | `; the process
 //! says why it failed, the master only what happens next.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ringmaster_proto::handoff;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
 
 use crate::logs::{LogHub, Source, read_pipe};
 
@@ -32,33 +34,12 @@ pub(crate) async fn run(
     logs: Option<LogHub>,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let mut cmd = Command::new(exe);
-    for var in handoff::ALL_ENV {
-        cmd.env_remove(var);
-    }
-    cmd.env(handoff::ENV_ROLE, handoff::ROLE_MIGRATE)
-        .env(handoff::ENV_MASTER_PID, std::process::id().to_string())
-        .env(handoff::ENV_CONFIG, config_toml)
-        .stdin(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut pipes = Vec::new();
-    if logs.is_some() {
-        let fail = |e| format!("cannot make a pipe for the migrate process's output: {e}");
-        let (out_r, out_w) = crate::spawn::pipe().map_err(fail)?;
-        let (err_r, err_w) = crate::spawn::pipe().map_err(fail)?;
-        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
-        pipes = vec![(out_r, "stdout"), (err_r, "stderr")];
-    }
-    // SAFETY: prctl with integer arguments only, between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let mut cmd = migrate_command(exe, config_toml);
+    let pipes = match &logs {
+        Some(_) => output_pipes(&mut cmd)?,
+        None => Vec::new(),
+    };
+    die_with_master(&mut cmd);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start the migrate process {}: {e}", exe.display()))?;
@@ -66,31 +47,11 @@ pub(crate) async fn run(
     // never see end-of-file.
     drop(cmd);
     let pid = child.id().unwrap_or(0);
-    let mut readers = Vec::new();
-    if let Some(hub) = &logs {
-        for (fd, stream) in pipes {
-            match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-                Ok(rx) => {
-                    let source = Arc::new(Source::migrate(pid, stream));
-                    readers.push(tokio::spawn(read_pipe(rx, source, hub.clone())));
-                }
-                Err(e) => {
-                    tracing::error!(pid, stream, error = %e, "cannot read the migrate process's output")
-                }
-            }
-        }
-    }
-    let status = match tokio::time::timeout(timeout, child.wait()).await {
-        Ok(Ok(status)) => status,
-        Ok(Err(e)) => return Err(format!("waiting for the migrate process failed: {e}")),
-        Err(_) => {
-            let _ = child.start_kill();
-            return Err(format!(
-                "migrations did not finish within {}s; the process was killed",
-                timeout.as_secs()
-            ));
-        }
+    let readers = match &logs {
+        Some(hub) => read_output(pipes, hub, pid),
+        None => Vec::new(),
     };
+    let status = wait(&mut child, timeout).await?;
     // Its lines first, then the master's about it.
     let _ = tokio::time::timeout(OUTPUT_GRACE, async {
         for reader in readers {
@@ -110,5 +71,77 @@ pub(crate) async fn run(
             "the migrate process failed ({}); its error is in the lines above",
             crate::spawn::describe_exit(status)
         ))
+    }
+}
+
+/// The command that re-executes the binary in the migrate role: its
+/// handoff environment set afresh, no stdin, a process group of its own,
+/// killed if the master drops it (a timeout).
+fn migrate_command(exe: &Path, config_toml: &str) -> Command {
+    let mut cmd = Command::new(exe);
+    for var in handoff::ALL_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.env(handoff::ENV_ROLE, handoff::ROLE_MIGRATE)
+        .env(handoff::ENV_MASTER_PID, std::process::id().to_string())
+        .env(handoff::ENV_CONFIG, config_toml)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Sends the process's stdout and stderr into pipes; returns their read
+/// ends, with the stream each is.
+fn output_pipes(cmd: &mut Command) -> Result<Vec<(OwnedFd, &'static str)>, String> {
+    let fail = |e| format!("cannot make a pipe for the migrate process's output: {e}");
+    let (out_r, out_w) = crate::spawn::pipe().map_err(fail)?;
+    let (err_r, err_w) = crate::spawn::pipe().map_err(fail)?;
+    cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+    Ok(vec![(out_r, "stdout"), (err_r, "stderr")])
+}
+
+/// Has the kernel SIGKILL the process if the master dies first.
+fn die_with_master(cmd: &mut Command) {
+    // SAFETY: prctl with integer arguments only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A reader task per pipe into `hub`, its lines tagged `migrate PID | `.
+fn read_output(pipes: Vec<(OwnedFd, &'static str)>, hub: &LogHub, pid: u32) -> Vec<JoinHandle<()>> {
+    let mut readers = Vec::new();
+    for (fd, stream) in pipes {
+        match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(rx) => {
+                let source = Arc::new(Source::migrate(pid, stream));
+                readers.push(tokio::spawn(read_pipe(rx, source, hub.clone())));
+            }
+            Err(e) => {
+                tracing::error!(pid, stream, error = %e, "cannot read the migrate process's output")
+            }
+        }
+    }
+    readers
+}
+
+/// Waits for the process's exit, killing it once `timeout` has passed.
+async fn wait(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String> {
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => Ok(status),
+        Ok(Err(e)) => Err(format!("waiting for the migrate process failed: {e}")),
+        Err(_) => {
+            let _ = child.start_kill();
+            Err(format!(
+                "migrations did not finish within {}s; the process was killed",
+                timeout.as_secs()
+            ))
+        }
     }
 }

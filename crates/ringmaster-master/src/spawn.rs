@@ -122,6 +122,44 @@ pub(crate) fn spawn_worker(
     let (master_end, worker_end) = std::os::unix::net::UnixStream::pair()?;
     let (adopt, adopt_worker_end) = std::os::unix::net::UnixDatagram::pair()?;
     adopt.set_nonblocking(true)?;
+    let mut cmd = worker_command(spec);
+    let mut fds = FdMap::default();
+    fds.push(spec.listener_fd, LISTENER_FD);
+    fds.push(worker_end.as_raw_fd(), IPC_FD);
+    fds.push(adopt_worker_end.as_raw_fd(), ADOPT_FD);
+    if let Some((fd, row)) = spec.registry {
+        fds.push(fd, REGISTRY_FD);
+        cmd.env(handoff::ENV_REGISTRY_ROW, row.to_string());
+    }
+    let pipes = match spec.logs {
+        Some(_) => Some(OutputPipes::attach(&mut cmd, &mut fds)?),
+        None => None,
+    };
+    fds.install(&mut cmd);
+    let child = cmd.spawn()?;
+    // Our copy of the worker's end must go, or its end-of-file never arrives.
+    drop(worker_end);
+    drop(adopt_worker_end);
+    let pid = child.id().unwrap_or(0);
+    // `cmd` holds the stdout and stderr write ends: they must close here,
+    // or the readers never see end-of-file.
+    drop(cmd);
+    if let (Some(pipes), Some(hub)) = (pipes, spec.logs) {
+        pipes.read_into(hub, spec, pid);
+    }
+    let (commands, frames) = start_tasks(serial, child, master_end, spec.queue, events)?;
+    Ok(WorkerLink {
+        pid,
+        commands,
+        frames,
+        adopt,
+    })
+}
+
+/// The command that re-executes the binary as the worker `spec`
+/// describes: named for `ps`, its handoff environment set afresh (none of
+/// the master's own), no stdin, and a process group of its own.
+fn worker_command(spec: &SpawnSpec<'_>) -> Command {
     let mut cmd = Command::new(spec.exe);
     // What `ps` shows: "ringmaster-demo worker web/0".
     let name = spec
@@ -144,46 +182,75 @@ pub(crate) fn spawn_worker(
         // A terminal's Ctrl-C reaches the master only; it decides how workers stop.
         .process_group(0)
         .kill_on_drop(false);
-    let mut map = [(-1, -1); 5];
-    map[0] = (spec.listener_fd, LISTENER_FD);
-    map[1] = (worker_end.as_raw_fd(), IPC_FD);
-    map[2] = (adopt_worker_end.as_raw_fd(), ADOPT_FD);
-    let mut fds = 3;
-    if let Some((fd, row)) = spec.registry {
-        map[fds] = (fd, REGISTRY_FD);
-        fds += 1;
-        cmd.env(handoff::ENV_REGISTRY_ROW, row.to_string());
+    cmd
+}
+
+/// The fds a worker gets at fixed numbers, `(ours, its number)`: a fixed
+/// array, so the child can place them without allocating.
+#[derive(Default)]
+struct FdMap {
+    map: [(RawFd, RawFd); 5],
+    len: usize,
+}
+
+impl FdMap {
+    /// Hands `fd` to the worker as fd number `at`.
+    fn push(&mut self, fd: RawFd, at: RawFd) {
+        self.map[self.len] = (fd, at);
+        self.len += 1;
     }
-    // The worker's output goes to the master's log through pipes: its
-    // tracing lines on LOG_FD, and stdout and stderr.
-    let mut pipes = None;
-    if spec.logs.is_some() {
+
+    /// Has the child place the fds at their numbers, between fork and
+    /// exec, and die with the master.
+    fn install(self, cmd: &mut Command) {
+        let FdMap { map, len } = self;
+        // SAFETY: the closure runs in the child between fork and exec and only
+        // makes async-signal-safe calls (fcntl, dup2, prctl) on a fixed array.
+        unsafe {
+            cmd.pre_exec(move || remap_fds_and_tie_to_parent(&map[..len]));
+        }
+    }
+}
+
+/// The master's ends of a worker's output pipes (its tracing lines on
+/// [`LOG_FD`], its stdout and stderr), and our copy of the log pipe's
+/// write end, which must stay open until the worker has its own.
+struct OutputPipes {
+    log_r: OwnedFd,
+    out_r: OwnedFd,
+    err_r: OwnedFd,
+    log_w: OwnedFd,
+}
+
+impl OutputPipes {
+    /// Makes the pipes and gives the worker their write ends: the log
+    /// pipe in `fds`, stdout and stderr through `cmd`.
+    fn attach(cmd: &mut Command, fds: &mut FdMap) -> io::Result<Self> {
         let (log_r, log_w) = pipe()?;
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
-        map[fds] = (log_w.as_raw_fd(), LOG_FD);
-        fds += 1;
+        fds.push(log_w.as_raw_fd(), LOG_FD);
         cmd.env(handoff::ENV_LOG_PIPE, "1")
             .stdout(Stdio::from(out_w))
             .stderr(Stdio::from(err_w));
-        pipes = Some(([log_r, out_r, err_r], log_w));
+        Ok(OutputPipes {
+            log_r,
+            out_r,
+            err_r,
+            log_w,
+        })
     }
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes async-signal-safe calls (fcntl, dup2, prctl) on a fixed array.
-    unsafe {
-        cmd.pre_exec(move || remap_fds_and_tie_to_parent(&map[..fds]));
-    }
-    let child = cmd.spawn()?;
-    // Our copy of the worker's end must go, or its end-of-file never arrives.
-    drop(worker_end);
-    drop(adopt_worker_end);
-    let pid = child.id().unwrap_or(0);
-    // `cmd` holds the stdout and stderr write ends: they must close here,
-    // or the readers never see end-of-file.
-    drop(cmd);
-    if let (Some(([log_r, out_r, err_r], log_w)), Some(hub)) = (pipes, spec.logs) {
-        drop(log_w);
-        for (fd, stream) in [(log_r, "log"), (out_r, "stdout"), (err_r, "stderr")] {
+
+    /// Once the worker runs: a reader task per pipe into `hub`, each
+    /// line tagged with the worker's slot, `pid` and stream.
+    fn read_into(self, hub: &LogHub, spec: &SpawnSpec<'_>, pid: u32) {
+        drop(self.log_w);
+        let streams = [
+            (self.log_r, "log"),
+            (self.out_r, "stdout"),
+            (self.err_r, "stderr"),
+        ];
+        for (fd, stream) in streams {
             let source = Arc::new(Source::worker(
                 spec.group,
                 spec.slot,
@@ -199,6 +266,17 @@ pub(crate) fn spawn_worker(
             }
         }
     }
+}
+
+/// Starts the watcher and the writer of a started worker on the master's
+/// end of its IPC socket; returns their command and frame queues.
+fn start_tasks(
+    serial: u64,
+    mut child: Child,
+    master_end: std::os::unix::net::UnixStream,
+    queue: usize,
+    events: mpsc::Sender<WorkerEvent>,
+) -> io::Result<(mpsc::Sender<WorkerCommand>, mpsc::Sender<Bytes>)> {
     let stream = master_end
         .set_nonblocking(true)
         .and_then(|()| UnixStream::from_std(master_end));
@@ -206,7 +284,6 @@ pub(crate) fn spawn_worker(
         Ok(s) => s,
         Err(e) => {
             // Not a worker we could watch: it must not live on untracked.
-            let mut child = child;
             let _ = child.start_kill();
             return Err(e);
         }
@@ -214,15 +291,10 @@ pub(crate) fn spawn_worker(
     let channel = Channel::<MasterMsg, WorkerMsg>::new(stream);
     let (tx, rx) = channel.split();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
-    let (frames, frame_rx) = mpsc::channel(spec.queue.max(1));
+    let (frames, frame_rx) = mpsc::channel(queue.max(1));
     tokio::spawn(watch(serial, child, rx, command_rx, events));
     tokio::spawn(write(serial, tx, frame_rx));
-    Ok(WorkerLink {
-        pid,
-        commands,
-        frames,
-        adopt,
-    })
+    Ok((commands, frames))
 }
 
 /// Writes a worker's queued frames, as many as are waiting in one write.
@@ -302,37 +374,9 @@ async fn watch(
     let status = loop {
         tokio::select! {
             status = child.wait() => break status,
-            msg = rx.recv(), if ipc_open => match msg {
-                Ok(Some(msg)) => {
-                    let _ = events.send(WorkerEvent::Message { serial, msg }).await;
-                }
-                Ok(None) => ipc_open = false,
-                Err(RecvError::Frame(e)) => {
-                    ipc_open = false;
-                    let error = RecvError::Frame(e).to_string();
-                    let _ = events.send(WorkerEvent::IpcError { serial, error }).await;
-                }
-                Err(e) => {
-                    // A reset, or a frame cut short, is how the socket of a
-                    // worker that is exiting ends (it closed with our
-                    // messages unread, or died mid-write): the end of its
-                    // IPC, not a protocol violation. Its exit follows; a
-                    // worker that lives on without IPC stops heartbeating.
-                    ipc_open = false;
-                    tracing::debug!(serial, error = %e, "worker's IPC socket ended");
-                }
-            },
+            msg = rx.recv(), if ipc_open => ipc_open = forward(serial, msg, &events).await,
             cmd = commands.recv(), if commands_open => match cmd {
-                Some(WorkerCommand::Kill) => {
-                    if let Some(pid) = child.id() {
-                        // The child is not reaped yet (we are its only
-                        // reaper), so its pid, which is also its process
-                        // group id, still names it.
-                        let group = nix::unistd::Pid::from_raw(-(pid as i32));
-                        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-                    }
-                    let _ = child.start_kill();
-                }
+                Some(WorkerCommand::Kill) => kill(&mut child),
                 None => commands_open = false,
             },
         }
@@ -355,6 +399,47 @@ async fn watch(
         }
     };
     let _ = events.send(WorkerEvent::Exited { serial, status }).await;
+}
+
+/// Passes on what a worker said (or its bad frame) to the supervisor;
+/// returns whether its IPC is still open.
+async fn forward(
+    serial: u64,
+    msg: Result<Option<WorkerMsg>, RecvError>,
+    events: &mpsc::Sender<WorkerEvent>,
+) -> bool {
+    match msg {
+        Ok(Some(msg)) => {
+            let _ = events.send(WorkerEvent::Message { serial, msg }).await;
+            true
+        }
+        Ok(None) => false,
+        Err(RecvError::Frame(e)) => {
+            let error = RecvError::Frame(e).to_string();
+            let _ = events.send(WorkerEvent::IpcError { serial, error }).await;
+            false
+        }
+        Err(e) => {
+            // A reset, or a frame cut short, is how the socket of a worker
+            // that is exiting ends (it closed with our messages unread, or
+            // died mid-write): the end of its IPC, not a protocol
+            // violation. Its exit follows; a worker that lives on without
+            // IPC stops heartbeating.
+            tracing::debug!(serial, error = %e, "worker's IPC socket ended");
+            false
+        }
+    }
+}
+
+/// SIGKILLs the worker's process group, then the worker itself.
+fn kill(child: &mut Child) {
+    if let Some(pid) = child.id() {
+        // The child is not reaped yet (we are its only reaper), so its
+        // pid, which is also its process group id, still names it.
+        let group = nix::unistd::Pid::from_raw(-(pid as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+    }
+    let _ = child.start_kill();
 }
 
 /// Describes an exit status for a log line: `exit code 1`, `signal 9 (SIGKILL)`.

@@ -101,62 +101,82 @@ pub(crate) fn validate(
         message,
     };
     validate_name(name).map_err(invalid)?;
+    validate_labels(kind, labels).map_err(invalid)?;
+    if kind != Kind::Histogram {
+        return Ok(Vec::new());
+    }
+    validate_buckets(buckets).map_err(invalid)?;
+    Ok(buckets.to_vec())
+}
+
+/// Checks a series' labels: how many and how large, each one's name and
+/// value, and no name given twice.
+fn validate_labels(kind: Kind, labels: &[(String, String)]) -> Result<(), String> {
     // Bounds first: the checks below compare labels pairwise.
     if labels.len() > MAX_LABEL_COUNT {
-        return Err(invalid(format!(
+        return Err(format!(
             "{} labels; at most {MAX_LABEL_COUNT}",
             labels.len()
-        )));
+        ));
     }
     let total: usize = labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
     if total > MAX_LABELS {
-        return Err(invalid(format!(
+        return Err(format!(
             "its labels take {total} bytes; at most {MAX_LABELS}"
-        )));
+        ));
     }
     let mut bytes = 0;
     for (i, (k, v)) in labels.iter().enumerate() {
-        let ok_first = |c: char| c.is_ascii_alphabetic() || c == '_';
-        if k.is_empty()
-            || k.starts_with("__")
-            || !k.starts_with(ok_first)
-            || !k.chars().all(|c| ok_first(c) || c.is_ascii_digit())
-        {
-            return Err(invalid(format!(
-                "label name {k:?}: letters, digits and `_`, not starting with a digit or `__`"
-            )));
-        }
-        if k == "le" && kind == Kind::Histogram {
-            return Err(invalid("`le` is the histogram's own label".into()));
-        }
-        if v.contains('\0') || k.contains('\0') {
-            return Err(invalid(format!("label {k:?} contains a NUL byte")));
-        }
+        validate_label(kind, k, v)?;
         if labels[..i].iter().any(|(other, _)| other == k) {
-            return Err(invalid(format!("label {k:?} is given twice")));
+            return Err(format!("label {k:?} is given twice"));
         }
         bytes += k.len() + v.len() + 2;
     }
     if bytes > MAX_LABELS {
-        return Err(invalid(format!(
+        return Err(format!(
             "its labels take {bytes} bytes; at most {MAX_LABELS}"
-        )));
-    }
-    if kind != Kind::Histogram {
-        return Ok(Vec::new());
-    }
-    if buckets.is_empty() || buckets.len() > MAX_BUCKETS {
-        return Err(invalid(format!(
-            "a histogram has 1 to {MAX_BUCKETS} bucket bounds, got {}",
-            buckets.len()
-        )));
-    }
-    if buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(invalid(
-            "bucket bounds are finite and strictly increasing (`+Inf` is implied)".into(),
         ));
     }
-    Ok(buckets.to_vec())
+    Ok(())
+}
+
+/// Checks one label: its name is `[a-zA-Z_][a-zA-Z0-9_]*` and does not
+/// start with `__` (nor is `le` in a histogram), and neither part holds a
+/// NUL byte (the descriptor's separator).
+fn validate_label(kind: Kind, k: &str, v: &str) -> Result<(), String> {
+    let ok_first = |c: char| c.is_ascii_alphabetic() || c == '_';
+    if k.is_empty()
+        || k.starts_with("__")
+        || !k.starts_with(ok_first)
+        || !k.chars().all(|c| ok_first(c) || c.is_ascii_digit())
+    {
+        return Err(format!(
+            "label name {k:?}: letters, digits and `_`, not starting with a digit or `__`"
+        ));
+    }
+    if k == "le" && kind == Kind::Histogram {
+        return Err("`le` is the histogram's own label".into());
+    }
+    if v.contains('\0') || k.contains('\0') {
+        return Err(format!("label {k:?} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// Checks a histogram's bucket bounds: 1 to [`MAX_BUCKETS`] of them,
+/// finite and strictly increasing.
+fn validate_buckets(buckets: &[f64]) -> Result<(), String> {
+    if buckets.is_empty() || buckets.len() > MAX_BUCKETS {
+        return Err(format!(
+            "a histogram has 1 to {MAX_BUCKETS} bucket bounds, got {}",
+            buckets.len()
+        ));
+    }
+    if buckets.iter().any(|b| !b.is_finite()) || buckets.windows(2).any(|w| w[0] >= w[1]) {
+        return Err("bucket bounds are finite and strictly increasing (`+Inf` is implied)".into());
+    }
+    Ok(())
 }
 
 pub(crate) fn encode(

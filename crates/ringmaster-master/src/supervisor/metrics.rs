@@ -230,6 +230,13 @@ impl Supervisor {
         }
         self.registry.refreshed = Some(now);
         self.sample_usage(now);
+        self.registry_put_slots();
+        self.registry_put_ipc();
+        self.registry_put_logs();
+    }
+
+    /// Per slot: whether its worker is ready, its uptime and its RSS.
+    fn registry_put_slots(&mut self) {
         let mut per_slot = Vec::new();
         for group in &self.groups {
             for (s, slot) in group.slots.iter().enumerate() {
@@ -242,32 +249,19 @@ impl Supervisor {
         }
         for (group, s, ready, uptime, rss) in per_slot {
             let labels = slot_labels(&group, s);
-            let r = &mut self.registry;
-            r.put(
-                "ringmaster_worker_ready",
-                READY_HELP,
-                Kind::Gauge,
-                &labels,
-                u64::from(ready),
-                false,
-            );
-            r.put(
-                "ringmaster_worker_uptime_seconds",
-                UPTIME_HELP,
-                Kind::Gauge,
-                &labels,
-                uptime,
-                false,
-            );
-            r.put(
-                "ringmaster_worker_rss_bytes",
-                RSS_HELP,
-                Kind::Gauge,
-                &labels,
-                rss,
-                false,
-            );
+            for (name, help, v) in [
+                ("ringmaster_worker_ready", READY_HELP, u64::from(ready)),
+                ("ringmaster_worker_uptime_seconds", UPTIME_HELP, uptime),
+                ("ringmaster_worker_rss_bytes", RSS_HELP, rss),
+            ] {
+                self.registry
+                    .put(name, help, Kind::Gauge, &labels, v, false);
+            }
         }
+    }
+
+    /// The router's counters of IPC messages and failed requests.
+    fn registry_put_ipc(&mut self) {
         let stats = self.router_stats();
         for (name, help, v) in [
             (
@@ -293,22 +287,28 @@ impl Supervisor {
         ] {
             self.registry.put(name, help, Kind::Counter, &[], v, false);
         }
-        if let Some(logs) = &self.opts.logs {
-            let stats = logs.stats();
-            for (name, help, v) in [
-                (
-                    "ringmaster_log_lines_written_total",
-                    "Log lines the master wrote to its sink.",
-                    stats.written.load(Ordering::Relaxed),
-                ),
-                (
-                    "ringmaster_log_lines_dropped_total",
-                    "Log lines dropped: the sink was too slow or could not be written.",
-                    stats.dropped.load(Ordering::Relaxed),
-                ),
-            ] {
-                self.registry.put(name, help, Kind::Counter, &[], v, false);
-            }
+    }
+
+    /// The log's counters of lines written and dropped, if the master
+    /// keeps the log.
+    fn registry_put_logs(&mut self) {
+        let Some(logs) = &self.opts.logs else {
+            return;
+        };
+        let stats = logs.stats();
+        for (name, help, v) in [
+            (
+                "ringmaster_log_lines_written_total",
+                "Log lines the master wrote to its sink.",
+                stats.written.load(Ordering::Relaxed),
+            ),
+            (
+                "ringmaster_log_lines_dropped_total",
+                "Log lines dropped: the sink was too slow or could not be written.",
+                stats.dropped.load(Ordering::Relaxed),
+            ),
+        ] {
+            self.registry.put(name, help, Kind::Counter, &[], v, false);
         }
     }
 }
