@@ -24,6 +24,42 @@ pub(crate) const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 /// exited (a descendant holding its stdout must not hold the master up).
 const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
+/// Why a migration run failed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MigrateError {
+    /// What the master says in its log (the process's own lines come
+    /// before it, so it does not repeat them).
+    pub(crate) message: String,
+    /// The process's last error line, for those who see no log: the
+    /// lifecycle event and `status`.
+    pub(crate) cause: Option<String>,
+}
+
+impl From<String> for MigrateError {
+    fn from(message: String) -> Self {
+        MigrateError {
+            message,
+            cause: None,
+        }
+    }
+}
+
+impl std::fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl MigrateError {
+    /// The message with the process's last error line, when there is one.
+    pub(crate) fn with_cause(&self) -> String {
+        match &self.cause {
+            Some(cause) => format!("{}: {cause}", self.message.split(';').next().unwrap_or("")),
+            None => self.message.clone(),
+        }
+    }
+}
+
 /// Runs the migrate process to completion, its output into `logs` (else
 /// the master's stderr); the error says what failed (the caller says what
 /// happens next: a retry, or an aborted reload).
@@ -32,7 +68,7 @@ pub(crate) async fn run(
     config_toml: &str,
     timeout: Duration,
     logs: Option<LogHub>,
-) -> Result<(), String> {
+) -> Result<(), MigrateError> {
     let started = std::time::Instant::now();
     let mut cmd = migrate_command(exe, config_toml);
     let pipes = match &logs {
@@ -67,11 +103,31 @@ pub(crate) async fn run(
         );
         Ok(())
     } else {
-        Err(format!(
-            "the migrate process failed ({}); its error is in the lines above",
-            crate::spawn::describe_exit(status)
-        ))
+        Err(MigrateError {
+            message: format!(
+                "the migrate process failed ({}); its error is in the lines above",
+                crate::spawn::describe_exit(status)
+            ),
+            cause: logs.as_ref().and_then(|hub| last_error(hub, pid)),
+        })
     }
+}
+
+/// The message of the last ERROR line process `pid` wrote, without its
+/// tag, time and level.
+fn last_error(hub: &LogHub, pid: u32) -> Option<String> {
+    let prefix = format!("migrate {pid} | ");
+    let line = hub
+        .tail(1, |l| {
+            l.level == Some("ERROR") && &*l.group == "migrate" && l.text.starts_with(&prefix)
+        })
+        .pop()?;
+    let text = &line.text[prefix.len()..];
+    // `TIME ERROR target: message`, or a JSON line kept whole.
+    Some(match text.split_once(" ERROR ") {
+        Some((_, rest)) => rest.trim().to_string(),
+        None => text.trim().to_string(),
+    })
 }
 
 /// The command that re-executes the binary in the migrate role: its

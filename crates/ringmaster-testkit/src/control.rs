@@ -66,7 +66,8 @@ impl ClusterProc {
     }
 
     /// The master's lifecycle events from now on: subscribe before doing
-    /// what the test waits for, so nothing falls before the subscription.
+    /// what the test waits for. Returns once the master has confirmed the
+    /// subscription, so nothing the test does next falls before it.
     pub fn events(&self) -> Events {
         self.subscribe(0)
     }
@@ -92,12 +93,20 @@ impl ClusterProc {
                 self.log()
             )
         });
-        Events {
+        let mut events = Events {
             reader: BufReader::new(stream),
             seen: Vec::new(),
             next: 0,
             partial: String::new(),
+            subscribed: false,
+        };
+        let deadline = Instant::now() + ASK_TIMEOUT;
+        while !events.subscribed {
+            if let Err(why) = events.read_one(deadline) {
+                panic!("subscribing to the lifecycle events: {why}\n{}", self.log());
+            }
         }
+        events
     }
 }
 
@@ -112,6 +121,8 @@ pub struct Events {
     next: usize,
     /// A line read in part when a read timed out.
     partial: String,
+    /// Whether the master confirmed the subscription.
+    subscribed: bool,
 }
 
 impl Events {
@@ -179,7 +190,8 @@ impl Events {
             .collect()
     }
 
-    /// Reads lines until one lifecycle event is kept, or `deadline`.
+    /// Reads lines until one lifecycle event is kept or the subscription
+    /// is confirmed, or `deadline`.
     fn read_one(&mut self, deadline: Instant) -> Result<(), String> {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -225,6 +237,10 @@ impl Events {
                     return Ok(());
                 }
                 Some("skipped") => return Err(format!("the master skipped events: {line}")),
+                Some("subscribed") => {
+                    self.subscribed = true;
+                    return Ok(());
+                }
                 _ if value.get("ok").is_some() => {
                     return Err(format!("the events request ended: {line}"));
                 }

@@ -489,11 +489,7 @@ fn an_invalid_config_on_sighup_keeps_everything_running() {
         reason.starts_with("the configuration is invalid") && reason.contains("groups.web.count"),
         "{reason}"
     );
-    assert!(
-        cluster.log().contains("groups.web.count"),
-        "the log says it too\n{}",
-        cluster.log()
-    );
+    cluster.assert_logged("groups.web.count");
     assert_eq!(cluster.worker_pids(), before);
     assert_eq!(get(cluster.addr(), "/plaintext").unwrap().status, 200);
 }

@@ -464,3 +464,97 @@ fn a_stop_with_an_absurd_timeout_still_stops_cleanly() {
     let status = cluster.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}\n{}", cluster.log());
 }
+
+/// `events` run against `cluster` with `args`: its stdout lines as they
+/// come, until `enough` says so or 10 s pass; the command is then killed.
+fn events_cli(
+    cluster: &support::ClusterProc,
+    args: &[&str],
+    enough: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let mut child = std::process::Command::new(support::demo_exe())
+        .arg("events")
+        .args(args)
+        .arg("--config")
+        .arg(cluster.config_path())
+        .current_dir(cluster.dir())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut lines = Vec::new();
+    while !enough(&lines) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => lines.push(line),
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    lines
+}
+
+#[test]
+fn events_prints_what_happened_and_follows_what_happens() {
+    let cluster = support::start(&web_config("count = 2"), &[]);
+    wait_status(&cluster, "2 ready", |s| settled(s, "web", 2));
+    // What the master kept: the boot of both workers, as text.
+    let lines = events_cli(&cluster, &["--last", "100"], |l| {
+        l.iter().filter(|l| l.contains("worker ready web/")).count() >= 2
+    });
+    let ready: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("worker ready"))
+        .collect();
+    assert_eq!(ready.len(), 2, "{lines:#?}");
+    assert!(lines.iter().all(|l| l.starts_with('+')), "{lines:#?}");
+    let spawned = lines
+        .iter()
+        .position(|l| l.contains("worker spawned web/0"));
+    let ready = lines.iter().position(|l| l.contains("worker ready web/0"));
+    assert!(spawned.is_some() && spawned < ready, "{lines:#?}");
+    // Followed, as JSON: a scale done meanwhile arrives.
+    let follower = {
+        let config = cluster.config_path();
+        let dir = cluster.dir().to_path_buf();
+        std::thread::spawn(move || {
+            let mut child = std::process::Command::new(support::demo_exe())
+                .args(["events", "--json", "--config"])
+                .arg(config)
+                .current_dir(dir)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let line = lines.next().unwrap().unwrap();
+            let _ = child.kill();
+            let _ = child.wait();
+            line
+        })
+    };
+    // The follower subscribes before the scale (its subscription is
+    // confirmed to it, not to this test: scale until it has seen one).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut count = 2;
+    while !follower.is_finished() {
+        assert!(Instant::now() < deadline, "the follower saw nothing");
+        count = if count == 2 { 3 } else { 2 };
+        let out = cli(&cluster, &["scale", "web", &count.to_string()]);
+        assert!(out.status.success(), "{}", text(&out));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let line: serde_json::Value = serde_json::from_str(&follower.join().unwrap()).unwrap();
+    assert_eq!(line["event"], "lifecycle", "{line}");
+    assert!(line["seq"].as_u64().is_some(), "{line}");
+    assert!(line["kind"].is_string(), "{line}");
+}

@@ -541,6 +541,9 @@ async fn events(shared: &Shared, write: &mut OwnedWriteHalf, last: usize) -> std
     for record in &replay {
         push_record(&mut out, record);
     }
+    // From here on nothing is missed: a client may now act and wait for
+    // what follows (a test sends its signal only after this line).
+    push_line(&mut out, &json!({"event": "subscribed"}));
     write_all(write, &out).await?;
     loop {
         let record = match tokio::time::timeout(FOLLOW_HEARTBEAT, rx.recv()).await {

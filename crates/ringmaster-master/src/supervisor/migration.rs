@@ -14,6 +14,7 @@ use super::Supervisor;
 use super::replace::notify;
 use crate::control::Events;
 use crate::control::request::error;
+use crate::migrate_process::MigrateError;
 
 /// First delay before retrying failed start-up migrations; doubles.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
@@ -47,7 +48,7 @@ impl Purpose {
 pub(super) struct Migrating {
     purpose: Purpose,
     config: Config,
-    done: oneshot::Receiver<Result<(), String>>,
+    done: oneshot::Receiver<Result<(), MigrateError>>,
 }
 
 impl Migrating {
@@ -61,7 +62,7 @@ impl Migrating {
 pub(super) struct Finished {
     purpose: Purpose,
     config: Config,
-    outcome: Result<(), String>,
+    outcome: Result<(), MigrateError>,
 }
 
 /// Completes when the migrate process in flight finishes; pending forever
@@ -69,9 +70,11 @@ pub(super) struct Finished {
 pub(super) async fn done(migrating: &mut Option<Migrating>) -> Option<Finished> {
     match migrating {
         Some(m) => {
-            let outcome = (&mut m.done)
-                .await
-                .unwrap_or_else(|_| Err("the migrate task ended without a result".into()));
+            let outcome = (&mut m.done).await.unwrap_or_else(|_| {
+                Err(MigrateError::from(
+                    "the migrate task ended without a result".to_string(),
+                ))
+            });
             Some(Finished {
                 purpose: m.purpose.clone(),
                 config: m.config.clone(),
@@ -96,7 +99,7 @@ impl Supervisor {
             let timeout = crate::migrate_process::MIGRATE_TIMEOUT;
             let result = match toml {
                 Ok(toml) => crate::migrate_process::run(&exe, &toml, timeout, logs).await,
-                Err(e) => Err(e),
+                Err(e) => Err(MigrateError::from(e)),
             };
             let _ = tx.send(result);
         });
@@ -126,7 +129,7 @@ impl Supervisor {
             Err(e) if matches!(finished.purpose, Purpose::Reload { .. }) => {
                 self.publish(Lifecycle::MigrationFailed {
                     purpose: purpose.clone(),
-                    error: e.clone(),
+                    error: e.with_cause(),
                     retry_in_ms: None,
                 });
             }
@@ -154,7 +157,7 @@ impl Supervisor {
                 );
                 self.publish(Lifecycle::MigrationFailed {
                     purpose,
-                    error: e,
+                    error: e.with_cause(),
                     retry_in_ms: Some(delay.as_millis() as u64),
                 });
                 self.migrate_retry = Some((Instant::now() + delay, attempts));
@@ -169,12 +172,13 @@ impl Supervisor {
                      fix the cause and reload again (HUP or `reload`)"
                 );
                 let message = format!(
-                    "migrations failed, nothing was reloaded: {e}; \
-                     the running workers are kept; fix the cause and reload again"
+                    "migrations failed, nothing was reloaded: {}; \
+                     the running workers are kept; fix the cause and reload again",
+                    e.with_cause()
                 );
                 notify(events.as_ref(), error("migrations_failed", message));
                 self.publish(Lifecycle::ReloadAborted {
-                    reason: format!("migrations failed: {e}"),
+                    reason: format!("migrations failed: {}", e.with_cause()),
                 });
                 self.after_reload();
             }
