@@ -14,7 +14,8 @@
 //!   reuseport sockets about to close.
 //! - `supervisor`: the event loop, the worker table and the policies
 //!   (restart with backoff, timeouts, rolling reload, scaling, stopping).
-//! - `backoff`: strikes and exponential restart delays.
+//! - `restart`: the restart policy: strikes, exponential backoff, stable
+//!   runs, the crash-loop threshold.
 //! - `migrate_process`: the one-off migrate process before workers start
 //!   (`supervisor::migration` decides when it runs and what a failure does).
 //! - `signals`: the signals the master answers.
@@ -22,7 +23,6 @@
 //! - `control`: the control socket (`logs`, `logs --follow`).
 #![warn(missing_docs)]
 
-mod backoff;
 mod control;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -30,6 +30,7 @@ mod lifecycle;
 mod listener;
 pub mod logs;
 mod migrate_process;
+mod restart;
 mod signals;
 mod spawn;
 mod steer;

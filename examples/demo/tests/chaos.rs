@@ -140,7 +140,7 @@ fn a_restart_storm_keeps_to_its_backoff_and_a_fixed_reload_recovers_it() {
     // A deploy gone wrong: from now on every worker crashes at boot, and
     // all of them die.
     std::fs::write(&switch, "").unwrap();
-    let spawned_before = cluster.log().matches("worker spawned").count();
+    let mut events = cluster.events();
     let cpu_before = cpu_time(cluster.pid());
     let started = Instant::now();
     for pid in group_pids(&s, "web") {
@@ -151,7 +151,11 @@ fn a_restart_storm_keeps_to_its_backoff_and_a_fixed_reload_recovers_it() {
     std::thread::sleep(length);
     let elapsed = started.elapsed();
     let cpu = cpu_time(cluster.pid()).saturating_sub(cpu_before);
-    let spawned = cluster.log().matches("worker spawned").count() - spawned_before;
+    let spawned = events
+        .gather(Duration::from_millis(100))
+        .iter()
+        .filter(|e| matches!(e, support::Lifecycle::WorkerSpawned { .. }))
+        .count();
     // Each slot waits 100 ms, 200 ms, 400 ms, ... up to 1 s between tries:
     // at most one try per 100 ms at first, then one a second.
     let per_slot = 5 + elapsed.as_secs() as usize;

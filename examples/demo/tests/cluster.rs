@@ -309,11 +309,7 @@ fn a_wedged_worker_is_killed_and_replaced_within_heartbeat_timeout_plus_1s() {
         }
     }
     assert!(!alive(before[0]));
-    assert!(
-        cluster.log().contains("sent no heartbeat"),
-        "{}",
-        cluster.log()
-    );
+    cluster.assert_logged("sent no heartbeat");
 }
 
 #[test]

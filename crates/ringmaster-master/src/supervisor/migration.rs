@@ -15,11 +15,13 @@ use super::replace::notify;
 use crate::control::Events;
 use crate::control::request::error;
 use crate::migrate_process::MigrateError;
+use crate::restart::Backoff;
 
-/// First delay before retrying failed start-up migrations; doubles.
-const RETRY_FIRST: Duration = Duration::from_secs(1);
-/// Longest delay between start-up migration attempts.
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Failed start-up migrations are retried after 1 s, doubling up to 30 s.
+const MIGRATE_RETRY: Backoff = Backoff {
+    initial: Duration::from_secs(1),
+    max: Duration::from_secs(30),
+};
 
 /// Why migrations run.
 #[derive(Debug, Clone)]
@@ -143,9 +145,7 @@ impl Supervisor {
             }
             (Purpose::Startup, Err(e)) => {
                 let attempts = self.migrate_retry.map_or(0, |(_, n)| n) + 1;
-                let delay = RETRY_FIRST
-                    .saturating_mul(1 << (attempts - 1).min(5))
-                    .min(RETRY_MAX);
+                let delay = MIGRATE_RETRY.delay(attempts);
                 tracing::error!(
                     error = %e,
                     attempts,

@@ -45,9 +45,9 @@ use ringmaster_proto::{Lifecycle, MasterMsg, Origin, PROTOCOL_VERSION, WorkerMsg
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::backoff::Backoff;
 use crate::lifecycle::LifecycleHub;
 use crate::listener::GroupListeners;
+use crate::restart::{Backoff, RestartPolicy};
 use crate::signals::{Signal, Signals};
 use crate::spawn::{self, SpawnSpec, Spawner, WorkerCommand, WorkerEvent, describe_exit};
 use crate::{MasterError, ServeOptions};
@@ -149,7 +149,7 @@ struct Slot {
     next_generation: u64,
     /// Serial of the worker that serves this slot.
     current: Option<u64>,
-    /// Early exits in a row (see `backoff`).
+    /// Early exits in a row (see `crate::restart`).
     strikes: u32,
     /// When the next worker of this slot may start, after a strike.
     restart_at: Option<Instant>,
@@ -182,11 +182,13 @@ struct Group {
 }
 
 impl Group {
-    fn backoff(&self) -> Backoff {
-        Backoff {
+    fn restart_policy(&self) -> RestartPolicy {
+        RestartPolicy {
             min_uptime: self.cfg.min_uptime,
-            initial: self.cfg.restart_backoff,
-            max: self.cfg.restart_backoff_max,
+            backoff: Backoff {
+                initial: self.cfg.restart_backoff,
+                max: self.cfg.restart_backoff_max,
+            },
         }
     }
 }
@@ -455,9 +457,10 @@ impl Supervisor {
         match self.spawn(g, s) {
             Some(serial) => self.groups[g].slots[s].current = Some(serial),
             None => {
-                let backoff = self.groups[g].backoff();
+                let policy = self.groups[g].restart_policy();
                 let slot = &mut self.groups[g].slots[s];
-                let (strikes, delay) = backoff.on_exit(slot.strikes, None);
+                let verdict = policy.on_exit(slot.strikes, None);
+                let (strikes, delay) = (verdict.strikes, verdict.delay);
                 slot.strikes = strikes;
                 slot.restart_at = Some(Instant::now() + delay);
                 tracing::warn!(
@@ -711,10 +714,11 @@ impl Supervisor {
         }
         let reason = w.exit_reason("unexpected exit");
         self.record_exit(&w, status, reason, true);
-        let backoff = self.groups[w.group].backoff();
+        let policy = self.groups[w.group].restart_policy();
         let slot = &mut self.groups[w.group].slots[w.slot];
         slot.current = None;
-        let (strikes, delay) = backoff.on_exit(slot.strikes, ready_for);
+        let verdict = policy.on_exit(slot.strikes, ready_for);
+        let (strikes, delay) = (verdict.strikes, verdict.delay);
         slot.strikes = strikes;
         let replacing = slot.replacement.is_some();
         self.registry_count_restart(w.group, w.slot);
@@ -732,14 +736,15 @@ impl Supervisor {
         );
         let restart_in = (!replacing).then_some(delay.as_millis() as u64);
         self.publish_exit(&w, &how, reason, false, strikes, restart_in);
-        if strikes >= policy::CRASH_LOOP_STRIKES {
+        if verdict.crash_loop_begins {
             tracing::error!(
                 group = %group,
                 slot = w.slot,
                 strikes,
                 reason,
-                "group {group} is crash-looping: {strikes} workers in a row exited before a stable run (min_uptime ready); \
-                 the master keeps retrying with backoff; fix the cause (see the reason) and send HUP"
+                "{group}/{} is crash-looping: {strikes} workers in a row exited before a stable run (min_uptime ready); \
+                 the master keeps retrying with backoff; fix the cause (see the reason) and send HUP",
+                w.slot
             );
             self.lifecycle.publish(Lifecycle::CrashLoop {
                 group: group.clone(),

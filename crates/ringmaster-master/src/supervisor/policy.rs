@@ -14,8 +14,6 @@ use super::{Phase, Slot, Stop, Supervisor, WorkerProc};
 use crate::control::request::error;
 use crate::spawn::WorkerCommand;
 
-/// Strikes in a row after which a slot is reported as crash-looping.
-pub(super) const CRASH_LOOP_STRIKES: u32 = 5;
 /// The loop wakes at least this often, whatever the deadlines.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// A killed worker not reaped after this long is sent the kill again.

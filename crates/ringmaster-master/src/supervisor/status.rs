@@ -12,7 +12,6 @@ use ringmaster_proto::{
 use ringmaster_registry::{PerRow, quantile};
 use tokio::time::Instant;
 
-use super::policy::CRASH_LOOP_STRIKES;
 use super::{Phase, Slot, Supervisor, WorkerProc};
 
 /// How far back `requests_per_sec` and `p99_ms` look.
@@ -215,13 +214,14 @@ impl Supervisor {
                     .is_some_and(|w| w.phase == Phase::Ready)
             })
             .count() as u32;
+        let policy = group.restart_policy();
         let crash_looping = group.slots.iter().any(|slot| {
-            let stable = slot
+            let ready_for = slot
                 .current
                 .and_then(|c| self.workers.get(&c))
                 .and_then(|w| w.ready_at)
-                .is_some_and(|t| now - t >= group.cfg.min_uptime);
-            slot.strikes >= CRASH_LOOP_STRIKES && !stable
+                .map(|t| now - t);
+            policy.crash_looping(slot.strikes, ready_for)
         });
         let count = group.slots.len() as u32;
         let state = if crash_looping {
