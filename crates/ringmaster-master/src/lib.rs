@@ -30,6 +30,7 @@ mod lifecycle;
 mod listener;
 pub mod logs;
 mod migrate_process;
+mod pid_file;
 mod restart;
 mod signals;
 mod spawn;

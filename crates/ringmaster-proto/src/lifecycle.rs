@@ -193,7 +193,54 @@ impl Lifecycle {
 impl std::fmt::Display for Lifecycle {
     /// One line for people: `worker ready web/0 pid 4242 (boot 11.3 ms)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(done) = self.fmt_worker(f) {
+            return done;
+        }
         match self {
+            Lifecycle::CrashLoop {
+                group,
+                slot,
+                strikes,
+                reason,
+            } => write!(
+                f,
+                "crash loop {group}/{slot}: {strikes} early exits in a row ({reason})"
+            ),
+            Lifecycle::MigrationStarted { purpose } => write!(f, "migrations started ({purpose})"),
+            Lifecycle::MigrationPassed { purpose } => write!(f, "migrations passed ({purpose})"),
+            Lifecycle::MigrationFailed {
+                purpose,
+                error,
+                retry_in_ms,
+            } => {
+                write!(f, "migrations failed ({purpose}): {error}")?;
+                match retry_in_ms {
+                    Some(ms) => write!(f, "; retrying in {ms} ms"),
+                    None => Ok(()),
+                }
+            }
+            Lifecycle::ReloadStarted { groups } => {
+                write!(f, "reload started: {}", groups.join(", "))
+            }
+            Lifecycle::ReloadFinished { groups } => {
+                write!(f, "reload finished: {}", groups.join(", "))
+            }
+            Lifecycle::ReloadAborted { reason } => write!(f, "reload aborted: {reason}"),
+            Lifecycle::Scaled { group, from, to } => {
+                write!(f, "scaled {group} from {from} to {to}")
+            }
+            Lifecycle::Stopping { graceful: true } => write!(f, "stopping (draining)"),
+            Lifecycle::Stopping { graceful: false } => write!(f, "stopping now"),
+            // `Other`; the worker kinds were told above.
+            _ => write!(f, "(an event this build does not know)"),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// The text of an event about one worker process; `None` for the others.
+    fn fmt_worker(&self, f: &mut std::fmt::Formatter<'_>) -> Option<std::fmt::Result> {
+        Some(match self {
             Lifecycle::WorkerSpawned {
                 group,
                 slot,
@@ -237,52 +284,18 @@ impl std::fmt::Display for Lifecycle {
                 restart_in_ms,
                 ..
             } => {
+                let then = match restart_in_ms {
+                    Some(0) => "; restarting".to_string(),
+                    Some(ms) => format!("; restarting in {ms} ms"),
+                    None => String::new(),
+                };
                 write!(
                     f,
-                    "worker exited {group}/{slot} pid {pid} ({status}): {reason}"
-                )?;
-                match restart_in_ms {
-                    Some(0) => write!(f, "; restarting"),
-                    Some(ms) => write!(f, "; restarting in {ms} ms"),
-                    None => Ok(()),
-                }
+                    "worker exited {group}/{slot} pid {pid} ({status}): {reason}{then}"
+                )
             }
-            Lifecycle::CrashLoop {
-                group,
-                slot,
-                strikes,
-                reason,
-            } => write!(
-                f,
-                "crash loop {group}/{slot}: {strikes} early exits in a row ({reason})"
-            ),
-            Lifecycle::MigrationStarted { purpose } => write!(f, "migrations started ({purpose})"),
-            Lifecycle::MigrationPassed { purpose } => write!(f, "migrations passed ({purpose})"),
-            Lifecycle::MigrationFailed {
-                purpose,
-                error,
-                retry_in_ms,
-            } => {
-                write!(f, "migrations failed ({purpose}): {error}")?;
-                match retry_in_ms {
-                    Some(ms) => write!(f, "; retrying in {ms} ms"),
-                    None => Ok(()),
-                }
-            }
-            Lifecycle::ReloadStarted { groups } => {
-                write!(f, "reload started: {}", groups.join(", "))
-            }
-            Lifecycle::ReloadFinished { groups } => {
-                write!(f, "reload finished: {}", groups.join(", "))
-            }
-            Lifecycle::ReloadAborted { reason } => write!(f, "reload aborted: {reason}"),
-            Lifecycle::Scaled { group, from, to } => {
-                write!(f, "scaled {group} from {from} to {to}")
-            }
-            Lifecycle::Stopping { graceful: true } => write!(f, "stopping (draining)"),
-            Lifecycle::Stopping { graceful: false } => write!(f, "stopping now"),
-            Lifecycle::Other => write!(f, "(an event this build does not know)"),
-        }
+            _ => return None,
+        })
     }
 }
 

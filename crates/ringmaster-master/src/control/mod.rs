@@ -21,6 +21,8 @@
 //! channel; `logs` reads the [`LogHub`] and `events` the
 //! [`LifecycleHub`] directly.
 
+mod answer;
+mod lines;
 pub(crate) mod request;
 
 use std::collections::HashMap;
@@ -28,15 +30,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-pub(crate) use request::{Command, EVENTS_QUEUE, Events, ScaleTo};
-use request::{LogFilter, Request, error, is_final, log_event, ok};
+pub(crate) use lines::fuzz_request_lines;
+use lines::{LineReader, ReadError};
+use request::error;
+pub(crate) use request::{Command, Events, ScaleTo};
 
 use crate::lifecycle::LifecycleHub;
 use crate::logs::LogHub;
@@ -251,11 +255,15 @@ async fn accept(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
-async fn connection(stream: UnixStream, shared: Arc<Shared>) {
-    let cred = stream.peer_cred();
-    let (read, mut write) = stream.into_split();
+/// Whether the peer may control the master (its uid is the master's or
+/// root's); anyone else is told why and logged.
+async fn allowed(
+    cred: std::io::Result<tokio::net::unix::UCred>,
+    shared: &Shared,
+    write: &mut OwnedWriteHalf,
+) -> bool {
     match cred {
-        Ok(c) if c.uid() == shared.uid || c.uid() == 0 => {}
+        Ok(c) if c.uid() == shared.uid || c.uid() == 0 => true,
         Ok(c) => {
             tracing::warn!(
                 uid = c.uid(),
@@ -269,13 +277,21 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
                 c.uid(),
                 shared.uid
             );
-            let _ = send(&mut write, &error("forbidden", message)).await;
-            return;
+            let _ = send(write, &error("forbidden", message)).await;
+            false
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot tell who is on a control connection; refused");
-            return;
+            false
         }
+    }
+}
+
+async fn connection(stream: UnixStream, shared: Arc<Shared>) {
+    let cred = stream.peer_cred();
+    let (read, mut write) = stream.into_split();
+    if !allowed(cred, &shared, &mut write).await {
+        return;
     }
     let Some((id, mut evicted)) = shared.admit() else {
         let message = format!(
@@ -311,7 +327,7 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>) {
             Ok(Ok(Some(line))) => line,
         };
         shared.set_idle(id, false);
-        if handle(&line, &shared, &mut write).await.is_err() {
+        if answer::handle(&line, &shared, &mut write).await.is_err() {
             break;
         }
         shared.set_idle(id, true);
@@ -335,385 +351,5 @@ async fn write_all(write: &mut OwnedWriteHalf, bytes: &[u8]) -> std::io::Result<
             std::io::ErrorKind::TimedOut,
             "the client does not read",
         )),
-    }
-}
-
-/// Answers one request; an error is the client gone.
-async fn handle(line: &str, shared: &Shared, write: &mut OwnedWriteHalf) -> std::io::Result<()> {
-    let request = match request::parse(line) {
-        Ok(r) => r,
-        Err(e) => return send(write, &e).await,
-    };
-    match request {
-        Request::Status {} => {
-            let (tx, rx) = oneshot::channel();
-            let answer = match ask(shared, Command::Status(tx), rx).await {
-                Ok(status) => ok(serde_json::to_value(status).unwrap_or(Value::Null)),
-                Err(e) => e,
-            };
-            send(write, &answer).await
-        }
-        Request::Logs {
-            follow,
-            lines,
-            group,
-            slot,
-            level,
-        } => match LogFilter::new(group, slot, level.as_deref()) {
-            Ok(filter) => logs(shared, write, filter, lines, follow).await,
-            Err(e) => send(write, &e).await,
-        },
-        Request::Events { last } => events(shared, write, last).await,
-        Request::Scale {
-            group,
-            count,
-            delta,
-        } => {
-            let to = match (count, delta) {
-                (Some(n), None) => ScaleTo::Count(n),
-                (None, Some(d)) => ScaleTo::Delta(d),
-                _ => {
-                    let e = error(
-                        "bad_request",
-                        "scale takes either \"count\" (the new number of workers) or \"delta\" (+K or -K)".into(),
-                    );
-                    return send(write, &e).await;
-                }
-            };
-            let (tx, rx) = oneshot::channel();
-            let cmd = Command::Scale {
-                group,
-                to,
-                reply: tx,
-            };
-            let answer = ask(shared, cmd, rx).await.unwrap_or_else(|e| e);
-            send(write, &answer).await
-        }
-        Request::Reload { group } => {
-            let (events, rx) = mpsc::channel(EVENTS_QUEUE);
-            stream(shared, write, Command::Reload { group, events }, rx).await
-        }
-        Request::Restart { group, slot } => {
-            let (events, rx) = mpsc::channel(EVENTS_QUEUE);
-            let cmd = Command::Restart {
-                group,
-                slot,
-                events,
-            };
-            stream(shared, write, cmd, rx).await
-        }
-        Request::Stop { timeout_ms } => {
-            let (events, rx) = mpsc::channel(EVENTS_QUEUE);
-            let timeout = timeout_ms.map(Duration::from_millis);
-            stream(shared, write, Command::Stop { timeout, events }, rx).await
-        }
-    }
-}
-
-/// Sends a command with a one-shot answer and waits for it.
-async fn ask<T>(shared: &Shared, cmd: Command, rx: oneshot::Receiver<T>) -> Result<T, Value> {
-    let gone = || {
-        error(
-            "unavailable",
-            "the master is stopping and no longer takes commands".into(),
-        )
-    };
-    shared.commands.send(cmd).await.map_err(|_| gone())?;
-    match tokio::time::timeout(ANSWER_TIMEOUT, rx).await {
-        Ok(Ok(answer)) => Ok(answer),
-        Ok(Err(_)) => Err(gone()),
-        Err(_) => Err(error(
-            "timeout",
-            format!(
-                "the master did not answer within {} s",
-                ANSWER_TIMEOUT.as_secs()
-            ),
-        )),
-    }
-}
-
-/// Sends a command whose reply lines stream in, and relays them until the
-/// final one.
-async fn stream(
-    shared: &Shared,
-    write: &mut OwnedWriteHalf,
-    cmd: Command,
-    mut rx: mpsc::Receiver<Value>,
-) -> std::io::Result<()> {
-    if shared.commands.send(cmd).await.is_err() {
-        let e = error(
-            "unavailable",
-            "the master is stopping and no longer takes commands".into(),
-        );
-        return send(write, &e).await;
-    }
-    while let Some(line) = rx.recv().await {
-        send(write, &line).await?;
-        if is_final(&line) {
-            return Ok(());
-        }
-    }
-    // The supervisor dropped the stream without a final line: it stopped.
-    let e = error(
-        "unavailable",
-        "the master stopped before the command finished".into(),
-    );
-    send(write, &e).await
-}
-
-/// `logs`: the last `lines` lines that pass `filter`, then with `follow`
-/// every new one until the client goes away.
-async fn logs(
-    shared: &Shared,
-    write: &mut OwnedWriteHalf,
-    filter: LogFilter,
-    lines: usize,
-    follow: bool,
-) -> std::io::Result<()> {
-    let Some(hub) = &shared.logs else {
-        let e = error(
-            "unavailable",
-            "this master does not capture its workers' logs".into(),
-        );
-        return send(write, &e).await;
-    };
-    // Subscribe before reading the ring, so no line falls between.
-    let mut rx = follow.then(|| hub.subscribe());
-    let sent = {
-        // A tail copies up to the whole ring: a few at a time, so that
-        // many clients cannot make the master hold many copies.
-        let _permit = shared.tails.acquire().await;
-        let tail = hub.tail(lines, |l| filter.keeps(l));
-        let mut out = Vec::new();
-        for line in &tail {
-            push_line(&mut out, &log_event(line));
-            if out.len() >= WRITE_CHUNK {
-                write_all(write, &out).await?;
-                out.clear();
-            }
-        }
-        write_all(write, &out).await?;
-        tail.len()
-    };
-    let Some(rx) = &mut rx else {
-        return send(write, &ok(json!({"lines": sent}))).await;
-    };
-    let mut last_write = Instant::now();
-    loop {
-        // A follower that hung up is noticed by the next write: when
-        // nothing was written for a while (a quiet log, or a filter that
-        // drops everything), a heartbeat line is that write, so gone
-        // followers cannot keep every connection busy.
-        let quiet = (last_write + FOLLOW_HEARTBEAT).saturating_duration_since(Instant::now());
-        let next = match tokio::time::timeout(quiet, rx.recv()).await {
-            Ok(next) => next,
-            Err(_) => {
-                send(write, &json!({"event": "heartbeat"})).await?;
-                last_write = Instant::now();
-                continue;
-            }
-        };
-        let block = match next {
-            Ok(b) => b,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                send(write, &json!({"event": "skipped", "blocks": n})).await?;
-                continue;
-            }
-            Err(_) => return Ok(()),
-        };
-        let mut out = Vec::new();
-        for line in block.lines().filter(|l| filter.keeps(l)) {
-            push_line(&mut out, &log_event(&line));
-        }
-        if !out.is_empty() {
-            write_all(write, &out).await?;
-            last_write = Instant::now();
-        }
-    }
-}
-
-/// `events`: the last `last` lifecycle events kept, then every new one
-/// until the client goes away (a heartbeat line after a quiet while, so a
-/// client that hung up is noticed, as for `logs --follow`).
-async fn events(shared: &Shared, write: &mut OwnedWriteHalf, last: usize) -> std::io::Result<()> {
-    let (replay, mut rx) = shared.lifecycle.subscribe(last);
-    let mut out = Vec::new();
-    for record in &replay {
-        push_record(&mut out, record);
-    }
-    // From here on nothing is missed: a client may now act and wait for
-    // what follows (a test sends its signal only after this line).
-    push_line(&mut out, &json!({"event": "subscribed"}));
-    write_all(write, &out).await?;
-    loop {
-        let record = match tokio::time::timeout(FOLLOW_HEARTBEAT, rx.recv()).await {
-            Err(_) => {
-                send(write, &json!({"event": "heartbeat"})).await?;
-                continue;
-            }
-            Ok(Ok(record)) => record,
-            Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(n))) => {
-                send(write, &json!({"event": "skipped", "events": n})).await?;
-                continue;
-            }
-            Ok(Err(_)) => return Ok(()),
-        };
-        out.clear();
-        push_record(&mut out, &record);
-        // What else is queued goes in the same write.
-        while let Ok(record) = rx.try_recv() {
-            push_record(&mut out, &record);
-        }
-        write_all(write, &out).await?;
-    }
-}
-
-fn push_record(out: &mut Vec<u8>, record: &ringmaster_proto::LifecycleRecord) {
-    if serde_json::to_writer(&mut *out, record).is_ok() {
-        out.push(b'\n');
-    }
-}
-
-fn push_line(out: &mut Vec<u8>, line: &Value) {
-    if serde_json::to_writer(&mut *out, line).is_ok() {
-        out.push(b'\n');
-    }
-}
-
-/// Why a request line could not be read.
-#[derive(Debug)]
-enum ReadError {
-    TooLong,
-    Io,
-}
-
-/// Reads lines of at most [`MAX_LINE`] bytes; cancel-safe (what was read
-/// stays in the buffer).
-struct LineReader<R = OwnedReadHalf> {
-    read: R,
-    buf: Vec<u8>,
-}
-
-impl<R: tokio::io::AsyncRead + Unpin> LineReader<R> {
-    fn new(read: R) -> Self {
-        LineReader {
-            read,
-            buf: Vec::with_capacity(512),
-        }
-    }
-
-    /// The next line without its newline; `None` at end-of-file.
-    async fn next(&mut self) -> Result<Option<String>, ReadError> {
-        loop {
-            if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
-                if nl > MAX_LINE {
-                    return Err(ReadError::TooLong);
-                }
-                let line: Vec<u8> = self.buf.drain(..=nl).collect();
-                let text = String::from_utf8_lossy(&line[..nl]).trim().to_string();
-                if text.is_empty() {
-                    continue;
-                }
-                return Ok(Some(text));
-            }
-            if self.buf.len() > MAX_LINE {
-                return Err(ReadError::TooLong);
-            }
-            let mut chunk = [0u8; 4096];
-            match self.read.read(&mut chunk).await {
-                Ok(0) => return Ok(None),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(_) => return Err(ReadError::Io),
-            }
-        }
-    }
-
-    /// Reads and drops what the client still sends, for at most `limit`,
-    /// so that closing does not reset the connection before the client
-    /// has read the error line.
-    async fn discard(&mut self, limit: Duration) {
-        let _ = tokio::time::timeout(limit, async {
-            let mut chunk = [0u8; 16 * 1024];
-            let mut total = 0usize;
-            while let Ok(n) = self.read.read(&mut chunk).await {
-                total += n;
-                if n == 0 || total > 64 << 20 {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-}
-
-/// What the fuzz target `control_request` and its proptest version run:
-/// `bytes` read in reads of `step` bytes by the connection's line reader,
-/// each line parsed as a request (and a `logs` request's filter built), as
-/// a connection does before it asks the supervisor anything. Panics if a
-/// refused line's reply is not a final error line with a code and a
-/// message, or if the reader takes more than [`MAX_LINE`] bytes for a line.
-pub(crate) fn fuzz_request_lines(bytes: &[u8], step: usize) {
-    let mut reader = LineReader::new(Chunks {
-        rest: bytes,
-        step: step.max(1),
-    });
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        // The reader never waits: `Chunks` is always ready.
-        let polled = std::pin::pin!(reader.next()).poll(&mut cx);
-        let std::task::Poll::Ready(next) = polled else {
-            panic!("the line reader waited on a reader that is always ready");
-        };
-        let line = match next {
-            Ok(Some(line)) => line,
-            Ok(None) | Err(ReadError::Io) => return,
-            Err(ReadError::TooLong) => {
-                assert!(
-                    reader.buf.len() > MAX_LINE,
-                    "refused a line of at most MAX_LINE bytes"
-                );
-                return;
-            }
-        };
-        assert!(
-            line.len() <= 3 * MAX_LINE,
-            "lossy UTF-8 grows a line at most threefold"
-        );
-        let reply = match request::parse(&line) {
-            Ok(Request::Logs {
-                group, slot, level, ..
-            }) => LogFilter::new(group, slot, level.as_deref()).err(),
-            Ok(_) => None,
-            Err(e) => Some(e),
-        };
-        if let Some(e) = reply {
-            assert!(is_final(&e), "{e}");
-            assert!(e["error"]["code"].is_string(), "{e}");
-            assert!(
-                e["error"]["message"]
-                    .as_str()
-                    .is_some_and(|m| !m.is_empty()),
-                "{e}"
-            );
-        }
-    }
-}
-
-/// A reader that hands out `step` bytes per read.
-struct Chunks<'a> {
-    rest: &'a [u8],
-    step: usize,
-}
-
-impl tokio::io::AsyncRead for Chunks<'_> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let n = self.step.min(self.rest.len()).min(buf.remaining());
-        buf.put_slice(&self.rest[..n]);
-        self.rest = &self.rest[n..];
-        std::task::Poll::Ready(Ok(()))
     }
 }

@@ -123,49 +123,26 @@ impl Supervisor {
             }
             return;
         }
-        let purpose = finished.purpose.name().to_string();
-        match &finished.outcome {
-            Ok(()) => self.publish(Lifecycle::MigrationPassed {
-                purpose: purpose.clone(),
-            }),
-            Err(e) if matches!(finished.purpose, Purpose::Reload { .. }) => {
-                self.publish(Lifecycle::MigrationFailed {
-                    purpose: purpose.clone(),
-                    error: e.with_cause(),
-                    retry_in_ms: None,
-                });
-            }
-            // Start-up failures say when they are retried, below.
-            Err(_) => {}
+        if finished.outcome.is_ok() {
+            self.publish(Lifecycle::MigrationPassed {
+                purpose: finished.purpose.name().into(),
+            });
         }
         match (finished.purpose, finished.outcome) {
             (Purpose::Startup, Ok(())) => {
                 self.migrate_retry = None;
                 self.start_all();
             }
-            (Purpose::Startup, Err(e)) => {
-                let attempts = self.migrate_retry.map_or(0, |(_, n)| n) + 1;
-                let delay = MIGRATE_RETRY.delay(attempts);
-                tracing::error!(
-                    error = %e,
-                    attempts,
-                    retry_in_ms = delay.as_millis() as u64,
-                    "migrations failed; no worker starts until they pass: the master keeps its \
-                     sockets and retries in {} s (HUP retries now, with the configuration re-read); \
-                     fix the cause or stop the master",
-                    delay.as_secs()
-                );
-                self.publish(Lifecycle::MigrationFailed {
-                    purpose,
-                    error: e.with_cause(),
-                    retry_in_ms: Some(delay.as_millis() as u64),
-                });
-                self.migrate_retry = Some((Instant::now() + delay, attempts));
-            }
+            (Purpose::Startup, Err(e)) => self.startup_migrations_failed(e),
             (Purpose::Reload { only, events }, Ok(())) => {
                 self.begin_rolling(finished.config, only, events);
             }
             (Purpose::Reload { events, .. }, Err(e)) => {
+                self.publish(Lifecycle::MigrationFailed {
+                    purpose: "reload".into(),
+                    error: e.with_cause(),
+                    retry_in_ms: None,
+                });
                 tracing::error!(
                     error = %e,
                     "reload aborted: migrations failed; the running workers are kept; \
@@ -183,6 +160,28 @@ impl Supervisor {
                 self.after_reload();
             }
         }
+    }
+
+    /// Start-up migrations failed: no worker starts; they are tried again
+    /// after the backoff (or at the next HUP).
+    fn startup_migrations_failed(&mut self, e: MigrateError) {
+        let attempts = self.migrate_retry.map_or(0, |(_, n)| n) + 1;
+        let delay = MIGRATE_RETRY.delay(attempts);
+        tracing::error!(
+            error = %e,
+            attempts,
+            retry_in_ms = delay.as_millis() as u64,
+            "migrations failed; no worker starts until they pass: the master keeps its \
+             sockets and retries in {} s (HUP retries now, with the configuration re-read); \
+             fix the cause or stop the master",
+            delay.as_secs()
+        );
+        self.publish(Lifecycle::MigrationFailed {
+            purpose: "startup".into(),
+            error: e.with_cause(),
+            retry_in_ms: Some(delay.as_millis() as u64),
+        });
+        self.migrate_retry = Some((Instant::now() + delay, attempts));
     }
 
     /// HUP while the first workers wait for migrations: re-read the

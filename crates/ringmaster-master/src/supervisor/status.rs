@@ -205,6 +205,24 @@ impl Supervisor {
         for (w, _) in workers.iter().filter(|(w, _)| w.slot >= group.slots.len()) {
             list.push(self.worker_status(w, &Slot::default(), now));
         }
+        let (count, ready, state) = self.group_state(g, now);
+        GroupStatus {
+            name: group.name.clone(),
+            worker: group.cfg.worker.clone().unwrap_or_default(),
+            listen: group.listeners.addr().to_string(),
+            listen_mode: group.listeners.mode().to_string(),
+            count,
+            ready,
+            state: state.to_string(),
+            last_exit: group.last_exit.clone(),
+            workers: list,
+        }
+    }
+
+    /// A group's desired count, its ready slots, and its state (`ok`,
+    /// `degraded`, `crash-looping`).
+    fn group_state(&self, g: usize, now: Instant) -> (u32, u32, &'static str) {
+        let group = &self.groups[g];
         let ready = group
             .slots
             .iter()
@@ -231,17 +249,7 @@ impl Supervisor {
         } else {
             GroupState::OK
         };
-        GroupStatus {
-            name: group.name.clone(),
-            worker: group.cfg.worker.clone().unwrap_or_default(),
-            listen: group.listeners.addr().to_string(),
-            listen_mode: group.listeners.mode().to_string(),
-            count,
-            ready,
-            state: state.to_string(),
-            last_exit: group.last_exit.clone(),
-            workers: list,
-        }
+        (count, ready, state)
     }
 
     fn worker_status(&self, w: &WorkerProc, slot: &Slot, now: Instant) -> WorkerStatus {
