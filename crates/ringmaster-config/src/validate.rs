@@ -312,7 +312,21 @@ fn validate_backend(name: &str, backend: &BackendConfig) -> Result<(), Violation
     Ok(())
 }
 
+/// Checks one group, concern by concern, in a fixed order: the first
+/// problem found is the one reported.
 fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
+    check_processes(name, group)?;
+    check_sizes(name, group)?;
+    check_durations(name, group)?;
+    check_heartbeat(name, group)?;
+    check_recycling(name, group)?;
+    check_backoff(name, group)?;
+    Ok(())
+}
+
+/// The group's worker implementation, process count, backlog and
+/// runtime threads.
+fn check_processes(name: &str, group: &GroupConfig) -> Result<(), Violation> {
     let key = |field: &str| group_key(name, field);
     if let Some(worker) = &group.worker
         && worker.trim().is_empty()
@@ -350,6 +364,12 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// The body limit and the bounds of connections and request heads.
+fn check_sizes(name: &str, group: &GroupConfig) -> Result<(), Violation> {
+    let key = |field: &str| group_key(name, field);
     if group.body_limit == 0 {
         return Err(violation(
             key("body_limit"),
@@ -377,6 +397,12 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             ));
         }
     }
+    Ok(())
+}
+
+/// Durations that must be positive, and every duration's upper bound.
+fn check_durations(name: &str, group: &GroupConfig) -> Result<(), Violation> {
+    let key = |field: &str| group_key(name, field);
     let positive: [(&str, Duration); 9] = [
         ("boot_timeout", group.boot_timeout),
         ("heartbeat_interval", group.heartbeat_interval),
@@ -410,6 +436,12 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             return Err(too_long(key(field), value));
         }
     }
+    Ok(())
+}
+
+/// The heartbeat interval's floor, and a timeout longer than it.
+fn check_heartbeat(name: &str, group: &GroupConfig) -> Result<(), Violation> {
+    let key = |field: &str| group_key(name, field);
     if group.heartbeat_interval < MIN_HEARTBEAT_INTERVAL {
         return Err(violation(
             key("heartbeat_interval"),
@@ -430,6 +462,12 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             ),
         });
     }
+    Ok(())
+}
+
+/// `max_requests_jitter` needs `max_requests`; `max_rss` has a floor.
+fn check_recycling(name: &str, group: &GroupConfig) -> Result<(), Violation> {
+    let key = |field: &str| group_key(name, field);
     if group.max_requests_jitter > 0 && group.max_requests == 0 {
         return Err(Violation {
             key: key("max_requests_jitter"),
@@ -449,6 +487,12 @@ fn validate_group(name: &str, group: &GroupConfig) -> Result<(), Violation> {
             ),
         ));
     }
+    Ok(())
+}
+
+/// The restart backoff's cap is at least its start.
+fn check_backoff(name: &str, group: &GroupConfig) -> Result<(), Violation> {
+    let key = |field: &str| group_key(name, field);
     if group.restart_backoff_max < group.restart_backoff {
         return Err(Violation {
             key: key("restart_backoff_max"),

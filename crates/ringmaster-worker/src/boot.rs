@@ -115,22 +115,7 @@ pub(crate) async fn boot_with(
     phases.done("connect_backends");
 
     // 3.
-    let templates: Vec<_> = guard("the modules' templates()", || {
-        Ok(modules.iter().map(|m| m.templates()).collect())
-    })?;
-    if config.server.dev {
-        for (module, t) in modules.iter().zip(&templates) {
-            if t.has_embedded() && !t.has_dir() {
-                tracing::warn!(
-                    module = module.name(),
-                    "server.dev is on but module {} names no template directory: its templates are served as embedded, edits show after a rebuild (declare them with ringmaster::templates!, or Templates::dir)",
-                    module.name()
-                );
-            }
-        }
-    }
-    let views = Views::new(&templates, config.server.dev)
-        .map_err(|e| format!("a template does not compile: {e:#}"))?;
+    let views = build_views(modules, config.server.dev)?;
     let app: Router<AppContext> =
         Router::new().fallback(|| async { AppError::not_found("no route matches this path") });
     phases.done("build_app");
@@ -144,16 +129,7 @@ pub(crate) async fn boot_with(
         registry.clone(),
         drain,
     );
-    for module in modules {
-        let what = format!("module {}'s init", module.name());
-        match catch_unwind(module.init(&mut init)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(format!("module {} failed to initialize: {e}", module.name()).into());
-            }
-            Err(message) => return Err(format!("{what} panicked: {message}").into()),
-        }
-    }
+    init_modules(modules, &mut init).await?;
     let ctx = init.finish(views);
     let (app, routes) = guard("mounting the routes", || mount(app, modules))?;
     phases.done("mount_controllers");
@@ -162,18 +138,61 @@ pub(crate) async fn boot_with(
     let app = guard("configure", || worker.run_steps(app, &ctx))?;
     phases.done("configure");
 
-    let metrics = middleware::HttpMetrics::new(&registry, &identity.group);
-    let app = middleware::common_with_metrics(
-        app.with_state(ctx.clone()),
-        &identity.config,
-        Some(metrics),
-    );
+    let app = serveable(app, &ctx, &registry, &identity);
     Ok(Booted {
         app,
         ctx,
         phases: phases.0,
         routes,
     })
+}
+
+/// The views of the modules' templates; with `server.dev`, a warning for
+/// each module whose templates cannot be reloaded from disk.
+fn build_views(modules: &[Arc<dyn ErasedModule>], dev: bool) -> Result<Views, BootError> {
+    let templates: Vec<_> = guard("the modules' templates()", || {
+        Ok(modules.iter().map(|m| m.templates()).collect())
+    })?;
+    if dev {
+        for (module, t) in modules.iter().zip(&templates) {
+            if t.has_embedded() && !t.has_dir() {
+                tracing::warn!(
+                    module = module.name(),
+                    "server.dev is on but module {} names no template directory: its templates are served as embedded, edits show after a rebuild (declare them with ringmaster::templates!, or Templates::dir)",
+                    module.name()
+                );
+            }
+        }
+    }
+    Views::new(&templates, dev).map_err(|e| format!("a template does not compile: {e:#}").into())
+}
+
+/// Runs each module's `init`, awaited, in the order the modules were
+/// added; the first failure or panic stops the boot.
+async fn init_modules(modules: &[Arc<dyn ErasedModule>], init: &mut Init) -> Result<(), BootError> {
+    for module in modules {
+        let what = format!("module {}'s init", module.name());
+        match catch_unwind(module.init(init)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(format!("module {} failed to initialize: {e}", module.name()).into());
+            }
+            Err(message) => return Err(format!("{what} panicked: {message}").into()),
+        }
+    }
+    Ok(())
+}
+
+/// The finished app with its state and the common middleware, which
+/// records the built-in metrics in `registry`.
+fn serveable(
+    app: Router<AppContext>,
+    ctx: &AppContext,
+    registry: &Registry,
+    identity: &WorkerContext,
+) -> Router {
+    let metrics = middleware::HttpMetrics::new(registry, &identity.group);
+    middleware::common_with_metrics(app.with_state(ctx.clone()), &identity.config, Some(metrics))
 }
 
 /// Runs user code of the boot; a panic becomes a boot error with its

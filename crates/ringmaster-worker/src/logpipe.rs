@@ -191,50 +191,94 @@ pub(crate) fn access(method: &str, path: &str, status: u16, micros: u64, request
             *cached_secs = now.as_secs();
             stamp.copy_from_slice(&rfc3339(now.as_secs()).as_bytes()[..19]);
         }
-        let ts = |line: &mut Vec<u8>| {
-            line.extend_from_slice(&stamp[..]);
-            line.push(b'.');
-            push_padded(line, u64::from(now.subsec_micros()), 6);
-            line.push(b'Z');
+        let when = Stamp {
+            seconds: stamp,
+            micros: now.subsec_micros(),
         };
-        let ms = |line: &mut Vec<u8>| {
-            push_u64(line, micros / 1000);
-            line.push(b'.');
-            push_padded(line, micros % 1000, 3);
+        let fields = AccessLine {
+            method,
+            path,
+            status,
+            micros,
+            request_id,
         };
         if pipe.json {
-            line.extend_from_slice(b"{\"timestamp\":\"");
-            ts(line);
-            line.extend_from_slice(
-                b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"method\":\"",
-            );
-            line.extend_from_slice(method.as_bytes());
-            line.extend_from_slice(b"\",\"path\":");
-            line.extend_from_slice(json_string(path).as_bytes());
-            line.extend_from_slice(b",\"status\":");
-            push_u64(line, u64::from(status));
-            line.extend_from_slice(b",\"duration_ms\":");
-            ms(line);
-            line.extend_from_slice(b",\"request_id\":");
-            line.extend_from_slice(json_string(request_id).as_bytes());
-            line.extend_from_slice(b"},\"target\":\"access\"}");
+            fields.json(line, &when);
         } else {
-            ts(line);
-            line.extend_from_slice(b"  INFO access: method=");
-            line.extend_from_slice(method.as_bytes());
-            line.extend_from_slice(b" path=");
-            line.extend_from_slice(path.as_bytes());
-            line.extend_from_slice(b" status=");
-            push_u64(line, u64::from(status));
-            line.extend_from_slice(b" duration_ms=");
-            ms(line);
-            line.extend_from_slice(b" request_id=");
-            line.extend_from_slice(request_id.as_bytes());
+            fields.text(line, &when);
         }
         line.push(b'\n');
         pipe.event(line, false);
     });
     true
+}
+
+/// The time of an access log line: its cached `YYYY-MM-DDTHH:MM:SS`, and
+/// the microseconds within that second.
+struct Stamp<'a> {
+    seconds: &'a [u8; 19],
+    micros: u32,
+}
+
+impl Stamp<'_> {
+    fn push(&self, line: &mut Vec<u8>) {
+        line.extend_from_slice(&self.seconds[..]);
+        line.push(b'.');
+        push_padded(line, u64::from(self.micros), 6);
+        line.push(b'Z');
+    }
+}
+
+/// A duration in microseconds, written as milliseconds with 3 decimals.
+fn push_ms(line: &mut Vec<u8>, micros: u64) {
+    push_u64(line, micros / 1000);
+    line.push(b'.');
+    push_padded(line, micros % 1000, 3);
+}
+
+/// What an access log line says.
+struct AccessLine<'a> {
+    method: &'a str,
+    path: &'a str,
+    status: u16,
+    micros: u64,
+    request_id: &'a str,
+}
+
+impl AccessLine<'_> {
+    /// The line as `tracing`'s JSON format writes it.
+    fn json(&self, line: &mut Vec<u8>, when: &Stamp<'_>) {
+        line.extend_from_slice(b"{\"timestamp\":\"");
+        when.push(line);
+        line.extend_from_slice(
+            b"\",\"level\":\"INFO\",\"fields\":{\"message\":\"request\",\"method\":\"",
+        );
+        line.extend_from_slice(self.method.as_bytes());
+        line.extend_from_slice(b"\",\"path\":");
+        line.extend_from_slice(json_string(self.path).as_bytes());
+        line.extend_from_slice(b",\"status\":");
+        push_u64(line, u64::from(self.status));
+        line.extend_from_slice(b",\"duration_ms\":");
+        push_ms(line, self.micros);
+        line.extend_from_slice(b",\"request_id\":");
+        line.extend_from_slice(json_string(self.request_id).as_bytes());
+        line.extend_from_slice(b"},\"target\":\"access\"}");
+    }
+
+    /// The line as `tracing`'s text format writes it.
+    fn text(&self, line: &mut Vec<u8>, when: &Stamp<'_>) {
+        when.push(line);
+        line.extend_from_slice(b"  INFO access: method=");
+        line.extend_from_slice(self.method.as_bytes());
+        line.extend_from_slice(b" path=");
+        line.extend_from_slice(self.path.as_bytes());
+        line.extend_from_slice(b" status=");
+        push_u64(line, u64::from(self.status));
+        line.extend_from_slice(b" duration_ms=");
+        push_ms(line, self.micros);
+        line.extend_from_slice(b" request_id=");
+        line.extend_from_slice(self.request_id.as_bytes());
+    }
 }
 
 fn push_u64(out: &mut Vec<u8>, v: u64) {

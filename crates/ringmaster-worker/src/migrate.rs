@@ -114,7 +114,23 @@ pub async fn migrate(workers: &[Worker], config: &Config) -> Result<usize, Migra
         .resolve_workers(&known)
         .map_err(MigrateError::Workers)?;
     let config = &resolved;
-    // Module name -> its migrations, once even if several groups run it.
+    let (modules, sqlite_files) = collect(workers, config);
+    let mut names: Vec<String> = modules
+        .values()
+        .flatten()
+        .map(|m| m.backend.name().to_string())
+        .collect();
+    names.extend(sqlite_files);
+    let backends = Backends::open(&names, config).await?;
+    let applied = apply_all(&backends, modules).await?;
+    backends.close().await;
+    Ok(applied)
+}
+
+/// What the groups of `config` run: each module's migrations, by module
+/// name (once even if several groups run it), and the names of the SQLite
+/// backends the modules declare.
+fn collect(workers: &[Worker], config: &Config) -> (BTreeMap<String, Vec<Migration>>, Vec<String>) {
     let mut modules: BTreeMap<String, Vec<Migration>> = BTreeMap::new();
     let mut sqlite_files: Vec<String> = Vec::new();
     for group in config.groups.values() {
@@ -143,13 +159,15 @@ pub async fn migrate(workers: &[Worker], config: &Config) -> Result<usize, Migra
             }
         }
     }
-    let mut names: Vec<String> = modules
-        .values()
-        .flatten()
-        .map(|m| m.backend.name().to_string())
-        .collect();
-    names.extend(sqlite_files);
-    let backends = Backends::open(&names, config).await?;
+    (modules, sqlite_files)
+}
+
+/// Applies the pending migrations of each module, in version order;
+/// returns how many ran.
+async fn apply_all(
+    backends: &Backends,
+    modules: BTreeMap<String, Vec<Migration>>,
+) -> Result<usize, MigrateError> {
     let mut applied = 0;
     for (module, mut migrations) in modules {
         migrations.sort_by_key(|m| m.version);
@@ -175,7 +193,6 @@ pub async fn migrate(workers: &[Worker], config: &Config) -> Result<usize, Migra
             }
         }
     }
-    backends.close().await;
     Ok(applied)
 }
 

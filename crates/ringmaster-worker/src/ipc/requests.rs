@@ -108,60 +108,65 @@ impl Ipc {
             timeout_ms: timeout.as_millis().try_into().unwrap_or(u64::MAX),
             payload,
         };
-        let timeout_error = |server| IpcError::Timeout {
+        // The master answers at the deadline; waiting a little longer
+        // covers a master that is busy, without hanging forever.
+        let wait = timeout.saturating_add(MASTER_GRACE);
+        match self.exchange(id, msg, rx, wait).await? {
+            Some(Response::Reply(result)) => decode_reply(result, group, topic, timeout),
+            Some(_) => Err(IpcError::Confused),
+            // The master answers every request at its deadline; nothing
+            // came a second later: the answer was lost on the way.
+            None => Err(IpcError::Refused {
+                group: group.to_string(),
+                topic: topic.to_string(),
+                reason: format!(
+                    "no answer from the master within {} ms: it was lost (this worker's IPC queue in the master was full, or the reply was too large for a frame)",
+                    wait.as_millis()
+                ),
+            }),
+        }
+    }
+}
+
+/// The reply to a request on `topic` to `group`, decoded as `Resp`, or
+/// what went wrong, said for the caller.
+fn decode_reply<Resp: DeserializeOwned>(
+    result: Result<Vec<u8>, ReplyError>,
+    group: &str,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Resp, IpcError> {
+    let refused = |reason: String| IpcError::Refused {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        reason,
+    };
+    match result {
+        Ok(bytes) => postcard::from_bytes(&bytes).map_err(|e| IpcError::Decode {
+            topic: topic.to_string(),
+            expected: std::any::type_name::<Resp>(),
+            error: e.to_string(),
+        }),
+        Err(ReplyError::Timeout { server }) => Err(IpcError::Timeout {
             group: group.to_string(),
             topic: topic.to_string(),
             timeout,
             server,
-        };
-        // The master answers at the deadline; waiting a little longer
-        // covers a master that is busy, without hanging forever.
-        let result = match self
-            .exchange(id, msg, rx, timeout.saturating_add(MASTER_GRACE))
-            .await?
-        {
-            Some(Response::Reply(result)) => result,
-            Some(_) => return Err(IpcError::Confused),
-            // The master answers every request at its deadline; nothing
-            // came a second later: the answer was lost on the way.
-            None => {
-                return Err(IpcError::Refused {
-                    group: group.to_string(),
-                    topic: topic.to_string(),
-                    reason: format!(
-                        "no answer from the master within {} ms: it was lost (this worker's IPC queue in the master was full, or the reply was too large for a frame)",
-                        timeout.saturating_add(MASTER_GRACE).as_millis()
-                    ),
-                });
-            }
-        };
-        let refused = |reason: String| IpcError::Refused {
-            group: group.to_string(),
+        }),
+        Err(ReplyError::Failed { server, message }) => Err(IpcError::Failed {
             topic: topic.to_string(),
-            reason,
-        };
-        match result {
-            Ok(bytes) => postcard::from_bytes(&bytes).map_err(|e| IpcError::Decode {
-                topic: topic.to_string(),
-                expected: std::any::type_name::<Resp>(),
-                error: e.to_string(),
-            }),
-            Err(ReplyError::Timeout { server }) => Err(timeout_error(server)),
-            Err(ReplyError::Failed { server, message }) => Err(IpcError::Failed {
-                topic: topic.to_string(),
-                server,
-                message,
-            }),
-            Err(ReplyError::ServerExited { server }) => {
-                Err(refused(format!("worker {server} exited before it replied")))
-            }
-            Err(ReplyError::Dropped { server }) => Err(refused(format!(
-                "worker {server}'s IPC queue is full (it is stalled or flooded)"
-            ))),
-            Err(ReplyError::Overloaded { limit }) => Err(refused(format!(
-                "{limit} requests are already pending in the master (server.ipc_max_pending)"
-            ))),
-            Err(other) => Err(refused(format!("{other:?}"))),
+            server,
+            message,
+        }),
+        Err(ReplyError::ServerExited { server }) => {
+            Err(refused(format!("worker {server} exited before it replied")))
         }
+        Err(ReplyError::Dropped { server }) => Err(refused(format!(
+            "worker {server}'s IPC queue is full (it is stalled or flooded)"
+        ))),
+        Err(ReplyError::Overloaded { limit }) => Err(refused(format!(
+            "{limit} requests are already pending in the master (server.ipc_max_pending)"
+        ))),
+        Err(other) => Err(refused(format!("{other:?}"))),
     }
 }

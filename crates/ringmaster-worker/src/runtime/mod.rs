@@ -12,15 +12,19 @@
 //! connections) on `Drain`, on SIGTERM/SIGINT, or when the master's end of
 //! the IPC socket closes; the drain grace is enforced here, and the master
 //! kills a worker that overruns it anyway.
+//!
+//! `master` holds the link with the master (hello, writer, reader, signals,
+//! heartbeat); this file the life itself and what runs beside the serving.
+
+mod master;
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ringmaster_proto::{
-    BootPhase, Channel, MasterMsg, Origin, PROTOCOL_VERSION, Receiver, Sender, WorkerMsg,
-};
-use tokio::sync::{mpsc, watch};
+use ringmaster_config::GroupConfig;
+use ringmaster_proto::{BootPhase, WorkerMsg};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::boot;
@@ -30,12 +34,7 @@ use crate::ipc::{Ipc, Outgoing};
 use crate::registry::Registry;
 use crate::serve::{self, DrainRx};
 use crate::{Worker, WorkerContext};
-
-/// Capacity of the queue of messages to the master. Heartbeats that find
-/// it full are skipped, never waited for; publishers wait for room.
-const OUTBOX: usize = 1024;
-/// The writer sends at most this many bytes of queued messages at once.
-const WRITE_BATCH: usize = 64 * 1024;
+use master::{Master, connect_master, fatal, heartbeat};
 
 /// Runs this process as a worker: picks the implementation its group
 /// names among `workers`, boots, serves until told to drain, and returns
@@ -82,78 +81,21 @@ pub fn run(workers: &[Worker]) -> ExitCode {
 
 async fn life(handoff: Handoff, worker: Option<Worker>) -> ExitCode {
     let cfg = Arc::new(handoff.group_config.clone());
-    let mut phases = Vec::new();
     let t = Instant::now();
-    let ipc = match handoff::take_ipc() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot use the IPC socket from the master");
-            return ExitCode::FAILURE;
-        }
-    };
-    let (mut tx, rx) = Channel::<WorkerMsg, MasterMsg>::new(ipc).split();
-    let pid = std::process::id();
-    if tx
-        .send(&WorkerMsg::Hello {
-            version: PROTOCOL_VERSION,
-            pid,
-        })
-        .await
-        .is_err()
-    {
-        tracing::error!("the master is gone before this worker said hello; exiting");
+    let Some(master) = connect_master(&handoff, &cfg).await else {
         return ExitCode::FAILURE;
-    }
-    // One writer task owns the socket's sending half; everyone else queues.
-    let (outbox, outbox_rx) = mpsc::channel::<Outgoing>(OUTBOX);
-    tokio::spawn(write_master(tx, outbox_rx).in_current_span());
-    let ipc = Ipc::attached(
-        outbox.clone(),
-        Origin {
-            group: handoff.group.clone(),
-            slot: handoff.slot as u32,
-            pid,
-        },
-    );
-    let (drain_tx, drain_rx) = watch::channel(None);
-    let drain_tx = Arc::new(drain_tx);
-    let reader = read_master(rx, ipc.clone(), drain_tx.clone(), cfg.drain_timeout);
-    tokio::spawn(reader.in_current_span());
-    tokio::spawn(on_signals(drain_tx.clone(), cfg.drain_timeout).in_current_span());
-    phases.push(phase("connect_master", t));
-
-    let identity = WorkerContext {
-        group: handoff.group.as_str().into(),
-        slot: handoff.slot,
-        generation: handoff.generation,
-        pid,
-        config: cfg.clone(),
     };
-    let Some(worker) = worker else {
-        let reason = format!(
-            "this binary has no worker implementation named {:?}",
-            cfg.worker.as_deref().unwrap_or("")
-        );
-        return fatal(outbox, reason).await;
-    };
-    let registry = match open_registry(&ipc) {
-        Ok(r) => r,
-        Err(reason) => return fatal(outbox, reason).await,
-    };
-    let config = Arc::new(handoff.config.clone());
-    let booted = match boot::boot_with(
-        &worker,
-        identity,
-        config,
+    let mut phases = vec![phase("connect_master", t)];
+    let Master {
+        outbox,
         ipc,
-        registry,
-        drain_rx.clone(),
-        true,
-    )
-    .await
-    {
+        drain,
+        pid,
+        trigger: _trigger,
+    } = master;
+    let booted = match boot_app(&handoff, &cfg, worker, ipc, pid, &drain).await {
         Ok(b) => b,
-        Err(e) => return fatal(outbox, e.to_string()).await,
+        Err(reason) => return fatal(outbox, reason).await,
     };
     phases.extend(booted.phases);
     let (app, ctx) = (booted.app, booted.ctx);
@@ -167,21 +109,85 @@ async fn life(handoff: Handoff, worker: Option<Worker>) -> ExitCode {
         }
     };
     phases.push(phase("listen", t));
-    let adopt = match handoff::take_adopt() {
+    let adopt = take_adopt();
+
+    if drain.borrow().is_some() {
+        // Still serve: the loop stops at once, but first takes what is
+        // queued on the socket (a scale-down may close it for good).
+        tracing::info!("drained before serving; taking what is queued, then exiting");
+    }
+    report_ready(&ctx, &outbox, cfg.heartbeat_interval, phases).await;
+    let serving = Serving {
+        listener,
+        adopt,
+        app,
+        ctx,
+        drain,
+    };
+    serving.until_drained(&cfg, outbox).await;
+    ExitCode::SUCCESS
+}
+
+/// Boots the app of `worker`, the implementation the group names (`None`:
+/// this binary has none of that name); the error is the reason for the
+/// master.
+async fn boot_app(
+    handoff: &Handoff,
+    cfg: &Arc<GroupConfig>,
+    worker: Option<Worker>,
+    ipc: Ipc,
+    pid: u32,
+    drain: &DrainRx,
+) -> Result<boot::Booted, String> {
+    let identity = WorkerContext {
+        group: handoff.group.as_str().into(),
+        slot: handoff.slot,
+        generation: handoff.generation,
+        pid,
+        config: cfg.clone(),
+    };
+    let Some(worker) = worker else {
+        return Err(format!(
+            "this binary has no worker implementation named {:?}",
+            cfg.worker.as_deref().unwrap_or("")
+        ));
+    };
+    let registry = open_registry(&ipc)?;
+    let config = Arc::new(handoff.config.clone());
+    boot::boot_with(
+        &worker,
+        identity,
+        config,
+        ipc,
+        registry,
+        drain.clone(),
+        true,
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// The socket the master hands connections over on, if it gave one.
+fn take_adopt() -> Option<tokio::net::UnixDatagram> {
+    match handoff::take_adopt() {
         Some(Ok(sock)) => Some(sock),
         Some(Err(e)) => {
             tracing::warn!(error = %e, "cannot use the socket the master hands connections on");
             None
         }
         None => None,
-    };
-
-    if drain_rx.borrow().is_some() {
-        // Still serve: the loop stops at once, but first takes what is
-        // queued on the socket (a scale-down may close it for good).
-        tracing::info!("drained before serving; taking what is queued, then exiting");
     }
-    tokio::spawn(heartbeat(outbox.clone(), cfg.heartbeat_interval).in_current_span());
+}
+
+/// Starts the heartbeat and the count of dropped log lines, then tells the
+/// master this worker is ready, with how long each boot phase took.
+async fn report_ready(
+    ctx: &AppContext,
+    outbox: &mpsc::Sender<Outgoing>,
+    heartbeat_interval: Duration,
+    phases: Vec<BootPhase>,
+) {
+    tokio::spawn(heartbeat(outbox.clone(), heartbeat_interval).in_current_span());
     if let Some(pipe) = crate::logpipe::installed() {
         let w = ctx.worker();
         let slot = w.slot.to_string();
@@ -198,29 +204,50 @@ async fn life(handoff: Handoff, worker: Option<Worker>) -> ExitCode {
         .send(Outgoing::Msg(WorkerMsg::Ready { phases }))
         .await;
     tracing::debug!("worker serving");
+}
 
-    tokio::spawn(watch_sqlite_files(ctx.clone(), outbox.clone()).in_current_span());
-    let limit = request_limit(&cfg, outbox.clone());
-    tokio::select! {
-        () = serve::serve(
+/// What a booted worker serves.
+struct Serving {
+    listener: std::net::TcpListener,
+    adopt: Option<tokio::net::UnixDatagram>,
+    app: axum::Router,
+    ctx: AppContext,
+    drain: DrainRx,
+}
+
+impl Serving {
+    /// Serves until the drain is done (then closes the backends) or its
+    /// grace period is over.
+    async fn until_drained(self, cfg: &GroupConfig, outbox: mpsc::Sender<Outgoing>) {
+        let Serving {
             listener,
             adopt,
             app,
-            drain_rx.clone(),
-            limit,
-            serve::Limits::new(&cfg).fit_to_fd_limit(),
-        ) => {
-            // Every request is done: the pools can close cleanly.
-            close_backends(&ctx).await;
-            tracing::info!("drained; exiting");
-        }
-        () = drain_deadline(drain_rx) => {
-            // Requests still hold connections: closing the pools would wait
-            // for them; the master kills overrunning workers 1 s from now.
-            tracing::warn!("drain grace period over with requests still in flight; exiting anyway");
+            ctx,
+            drain,
+        } = self;
+        tokio::spawn(watch_sqlite_files(ctx.clone(), outbox.clone()).in_current_span());
+        let limit = request_limit(cfg, outbox.clone());
+        tokio::select! {
+            () = serve::serve(
+                listener,
+                adopt,
+                app,
+                drain.clone(),
+                limit,
+                serve::Limits::new(cfg).fit_to_fd_limit(),
+            ) => {
+                // Every request is done: the pools can close cleanly.
+                close_backends(&ctx).await;
+                tracing::info!("drained; exiting");
+            }
+            () = drain_deadline(drain) => {
+                // Requests still hold connections: closing the pools would wait
+                // for them; the master kills overrunning workers 1 s from now.
+                tracing::warn!("drain grace period over with requests still in flight; exiting anyway");
+            }
         }
     }
-    ExitCode::SUCCESS
 }
 
 /// How often a worker looks whether its SQLite files are still the ones it
@@ -276,7 +303,7 @@ async fn watch_sqlite_files(ctx: AppContext, outbox: mpsc::Sender<Outgoing>) {
 /// worker once it has served `max_requests` plus its own random share of
 /// `max_requests_jitter`.
 fn request_limit(
-    cfg: &ringmaster_config::GroupConfig,
+    cfg: &GroupConfig,
     outbox: mpsc::Sender<Outgoing>,
 ) -> Option<Arc<serve::RequestLimit>> {
     if cfg.max_requests == 0 {
@@ -347,119 +374,6 @@ fn phase(name: &str, started: Instant) -> BootPhase {
     }
 }
 
-/// Tells the master why this worker cannot boot, then gives the exit code.
-async fn fatal(outbox: mpsc::Sender<Outgoing>, reason: String) -> ExitCode {
-    tracing::error!(reason = %reason, "worker cannot boot");
-    let _ = outbox
-        .send(Outgoing::Msg(WorkerMsg::Fatal { reason }))
-        .await;
-    // Exit as soon as the reason is written: waiting for the writer to end
-    // waited the whole second (the heartbeat task keeps the outbox open),
-    // which slowed every restart of a worker that cannot boot.
-    let (done, written) = tokio::sync::oneshot::channel();
-    if outbox.send(Outgoing::Flushed(done)).await.is_ok() {
-        let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
-    }
-    ExitCode::FAILURE
-}
-
-/// Writes queued messages to the master, as many as are waiting in one
-/// write.
-async fn write_master(mut tx: Sender<WorkerMsg>, mut outbox: mpsc::Receiver<Outgoing>) {
-    while let Some(first) = outbox.recv().await {
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Msg(msg) => {
-                    if let Err(e) = tx.queue(&msg) {
-                        tracing::error!(error = %e, "a message to the master cannot be sent; dropped");
-                    }
-                }
-                Outgoing::Raw(bytes) => {
-                    if tx.flush().await.is_err() || tx.write_frames(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                Outgoing::Flushed(done) => {
-                    if tx.flush().await.is_err() {
-                        return;
-                    }
-                    let _ = done.send(());
-                }
-            }
-            if tx.queued() < WRITE_BATCH {
-                next = outbox.try_recv().ok();
-            }
-        }
-        if tx.flush().await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads the master's messages: IPC traffic goes to `ipc`; a drain
-/// request, or the master going away, starts a drain.
-async fn read_master(
-    mut rx: Receiver<MasterMsg>,
-    ipc: Ipc,
-    drain: Arc<watch::Sender<Option<Duration>>>,
-    default_grace: Duration,
-) {
-    loop {
-        match rx.recv().await {
-            Ok(Some(MasterMsg::Drain { grace_ms })) => {
-                start_drain(&drain, Duration::from_millis(grace_ms), "the master asked");
-            }
-            Ok(Some(msg)) => {
-                if let Some(other) = ipc.on_master_msg(msg).await {
-                    tracing::debug!(message = ?other, "unhandled master message");
-                }
-                if ipc.is_stalled_for_tests() {
-                    tracing::warn!("IPC reader stalled on purpose (test switch)");
-                    return std::future::pending().await;
-                }
-            }
-            Ok(None) => {
-                start_drain(&drain, default_grace, "the master is gone");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "IPC from the master failed");
-                start_drain(&drain, default_grace, "IPC failed");
-                return;
-            }
-        }
-    }
-}
-
-async fn on_signals(drain: Arc<watch::Sender<Option<Duration>>>, grace: Duration) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::warn!("cannot install SIGTERM/SIGINT handlers in the worker");
-        return;
-    };
-    loop {
-        tokio::select! {
-            _ = term.recv() => start_drain(&drain, grace, "SIGTERM"),
-            _ = int.recv() => start_drain(&drain, grace, "SIGINT"),
-        }
-    }
-}
-
-fn start_drain(drain: &watch::Sender<Option<Duration>>, grace: Duration, why: &str) {
-    drain.send_if_modified(|current| {
-        if current.is_some() {
-            return false;
-        }
-        tracing::info!(grace_ms = grace.as_millis() as u64, why, "draining");
-        *current = Some(grace);
-        true
-    });
-}
-
 /// Completes when the drain's grace period is over.
 async fn drain_deadline(mut rx: DrainRx) {
     let grace = match rx.wait_for(Option::is_some).await {
@@ -478,19 +392,6 @@ async fn count_log_drops(pipe: Arc<crate::logpipe::LogPipe>, counter: crate::Cou
         if now > seen {
             counter.add(now - seen);
             seen = now;
-        }
-    }
-}
-
-/// Sends a heartbeat every interval, from the serving runtime.
-async fn heartbeat(outbox: mpsc::Sender<Outgoing>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        match outbox.try_send(Outgoing::Msg(WorkerMsg::Heartbeat)) {
-            Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
-            Err(mpsc::error::TrySendError::Closed(_)) => return,
         }
     }
 }

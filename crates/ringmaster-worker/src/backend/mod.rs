@@ -9,29 +9,31 @@
 //! Each driver is a cargo feature (`sqlite`, the default, `postgres`,
 //! `redis`): a binary built without one says so, naming the feature, when a
 //! URL asks for it. At least one SQL driver is required.
+//!
+//! # Layout
+//!
+//! - `names`: the typed backend names modules declare ([`SqlBackend`],
+//!   [`RedisBackend`], [`Backend`]);
+//! - `drivers`: opening and probing one backend of each kind.
+
+mod drivers;
+mod names;
 
 use std::collections::HashMap;
-use std::str::FromStr;
-#[cfg(any(feature = "sqlite", feature = "redis"))]
-use std::time::Duration;
 
 use ringmaster_config::{BackendConfig, BackendKind, Config};
-use sqlx::Connection;
-#[cfg(feature = "postgres")]
-use sqlx::postgres::PgPoolOptions;
-#[cfg(feature = "sqlite")]
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub use names::{Backend, RedisBackend, SqlBackend};
 
 use crate::error::AppError;
+#[cfg(feature = "redis")]
+use drivers::open_redis;
+use drivers::open_sql;
 
 #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
 compile_error!(
     "ringmaster needs an SQL driver: enable the feature \"sqlite\" (the default) or \"postgres\""
 );
-
-/// How long SQLite waits for a lock held by another process (worker).
-#[cfg(feature = "sqlite")]
-const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Whether this binary has the driver for `kind`; if not, what to do.
 pub(crate) fn compiled(kind: BackendKind) -> Result<(), String> {
@@ -87,104 +89,6 @@ impl Db {
 /// (feature `redis`).
 #[cfg(feature = "redis")]
 pub type Redis = redis::aio::ConnectionManager;
-
-/// The name of an SQL backend (SQLite or PostgreSQL), declared once as a
-/// constant and used everywhere else: in [`Module::backends`] and in
-/// [`AppContext::db`].
-///
-/// ```
-/// use ringmaster_worker::SqlBackend;
-/// pub const MAIN: SqlBackend = SqlBackend::new("main");
-/// ```
-///
-/// [`Module::backends`]: crate::Module::backends
-/// [`AppContext::db`]: crate::AppContext::db
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SqlBackend(&'static str);
-
-impl SqlBackend {
-    /// The backend `[backends.NAME]` (or, with no such section, the
-    /// embedded SQLite file `NAME.db`).
-    pub const fn new(name: &'static str) -> Self {
-        SqlBackend(name)
-    }
-
-    /// Its name.
-    pub const fn name(&self) -> &'static str {
-        self.0
-    }
-}
-
-/// The name of a Redis backend, declared once as a constant.
-///
-/// ```
-/// use ringmaster_worker::RedisBackend;
-/// pub const CACHE: RedisBackend = RedisBackend::new("cache");
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct RedisBackend(&'static str);
-
-impl RedisBackend {
-    /// The backend `[backends.NAME]`, whose URL is `redis://...`.
-    pub const fn new(name: &'static str) -> Self {
-        RedisBackend(name)
-    }
-
-    /// Its name.
-    pub const fn name(&self) -> &'static str {
-        self.0
-    }
-}
-
-/// A backend a module declares: `MAIN.into()` from a [`SqlBackend`] or a
-/// [`RedisBackend`]. The worker checks at boot that the configured URL is
-/// of the declared kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Backend {
-    /// An SQL backend.
-    Sql(SqlBackend),
-    /// A Redis backend.
-    Redis(RedisBackend),
-}
-
-impl Backend {
-    /// The backend's name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Backend::Sql(b) => b.name(),
-            Backend::Redis(b) => b.name(),
-        }
-    }
-
-    /// Whether `kind` (from the configured URL) is what this declares.
-    pub(crate) fn accepts(&self, kind: BackendKind) -> bool {
-        match self {
-            Backend::Sql(_) => matches!(kind, BackendKind::Sqlite | BackendKind::Postgres),
-            Backend::Redis(_) => kind == BackendKind::Redis,
-        }
-    }
-
-    /// `"an SQL"` or `"a Redis"`, for messages.
-    pub(crate) fn kind_phrase(&self) -> &'static str {
-        match self {
-            Backend::Sql(_) => "an SQL (SqlBackend)",
-            Backend::Redis(_) => "a Redis (RedisBackend)",
-        }
-    }
-}
-
-impl From<SqlBackend> for Backend {
-    fn from(b: SqlBackend) -> Self {
-        Backend::Sql(b)
-    }
-}
-
-impl From<RedisBackend> for Backend {
-    fn from(b: RedisBackend) -> Self {
-        Backend::Redis(b)
-    }
-}
 
 /// A backend that could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -377,165 +281,6 @@ pub async fn probe(name: &str, config: &Config) -> Result<(), BackendError> {
     let backends = Backends::open(&[name.to_string()], config).await?;
     backends.close().await;
     Ok(())
-}
-
-/// Runs `connect` within the backend's connect timeout; any failure names
-/// the backend and its redacted URL.
-async fn within<T, E: std::fmt::Display>(
-    name: &str,
-    cfg: &BackendConfig,
-    connect: impl std::future::Future<Output = Result<T, E>>,
-) -> Result<T, BackendError> {
-    match tokio::time::timeout(cfg.connect_timeout, connect).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(BackendError::new(name, cfg, "is unreachable", e)),
-        Err(_) => Err(BackendError::new(
-            name,
-            cfg,
-            "is unreachable",
-            format!(
-                "no connection within connect_timeout ({:?})",
-                cfg.connect_timeout
-            ),
-        )),
-    }
-}
-
-/// Opens a pool whose requests wait at most `acquire_timeout` for a
-/// connection (so a backend that is down fails them fast), after a probe
-/// on a connection of its own that may take `connect_timeout` (a boot may
-/// wait for a slow connect; a request must not).
-async fn open_sql(
-    name: &str,
-    cfg: &BackendConfig,
-    kind: BackendKind,
-    create: Create,
-) -> Result<(Db, Option<SqliteFile>), BackendError> {
-    #[cfg(not(feature = "sqlite"))]
-    let _ = create;
-    match kind {
-        #[cfg(feature = "sqlite")]
-        BackendKind::Sqlite => open_sqlite(name, cfg, create).await,
-        #[cfg(feature = "postgres")]
-        BackendKind::Postgres => open_postgres(name, cfg).await,
-        other => Err(BackendError::new(
-            name,
-            cfg,
-            "is not an SQL database",
-            format!("its URL is {other}"),
-        )),
-    }
-}
-
-#[cfg(feature = "sqlite")]
-async fn open_sqlite(
-    name: &str,
-    cfg: &BackendConfig,
-    create: Create,
-) -> Result<(Db, Option<SqliteFile>), BackendError> {
-    let options = SqliteConnectOptions::from_str(&cfg.url)
-        .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
-    let path = options.get_filename().to_path_buf();
-    let memory = path.as_os_str().is_empty() || path.as_os_str() == ":memory:";
-    if create == Create::No && !memory && !path.exists() {
-        return Err(BackendError::new(
-            name,
-            cfg,
-            "has no database file",
-            format!("{} does not exist (removed?)", path.display()),
-        )
-        .with_hint("the master creates it with the migrations: restore it, or send HUP (or `reload`) to run them"));
-    }
-    let db = within(name, cfg, async {
-        let options = options
-            .create_if_missing(create == Create::Yes)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(SQLITE_BUSY_TIMEOUT);
-        let mut probe = sqlx::SqliteConnection::connect_with(&options).await?;
-        sqlx::query("SELECT 1").execute(&mut probe).await?;
-        // A write, rolled back: a file (or a file system) that became
-        // read-only fails here, at boot, not at every request's write.
-        let (version,): (i64,) = sqlx::query_as("PRAGMA user_version")
-            .fetch_one(&mut probe)
-            .await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut probe).await?;
-        let wrote = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {version}"
-        )))
-        .execute(&mut probe)
-        .await;
-        sqlx::query("ROLLBACK").execute(&mut probe).await?;
-        wrote?;
-        let _ = probe.close().await;
-        let pool = SqlitePoolOptions::new()
-            .max_connections(cfg.pool_size)
-            .acquire_timeout(cfg.acquire_timeout)
-            .connect_lazy_with(options);
-        Ok::<Db, sqlx::Error>(Db::Sqlite(pool))
-    })
-    .await
-    .map_err(|e| {
-        if e.cause.contains("readonly database") {
-            BackendError {
-                what: "is read-only",
-                ..e
-            }
-            .with_hint(
-                "make the file, its directory and its file system writable by this user; \
-                 workers retry by themselves",
-            )
-        } else {
-            e
-        }
-    })?;
-    let file = (!memory).then(|| SqliteFile {
-        backend: name.to_string(),
-        identity: file_identity(&path),
-        path,
-    });
-    Ok((db, file))
-}
-
-#[cfg(feature = "postgres")]
-async fn open_postgres(
-    name: &str,
-    cfg: &BackendConfig,
-) -> Result<(Db, Option<SqliteFile>), BackendError> {
-    within(name, cfg, async {
-        let options = sqlx::postgres::PgConnectOptions::from_str(&cfg.url)?;
-        let mut probe = sqlx::PgConnection::connect_with(&options).await?;
-        sqlx::query("SELECT 1").execute(&mut probe).await?;
-        let _ = probe.close().await;
-        let db = Db::Postgres(
-            PgPoolOptions::new()
-                .max_connections(cfg.pool_size)
-                .acquire_timeout(cfg.acquire_timeout)
-                .connect_lazy_with(options),
-        );
-        Ok::<(Db, Option<SqliteFile>), sqlx::Error>((db, None))
-    })
-    .await
-}
-
-#[cfg(feature = "redis")]
-async fn open_redis(name: &str, cfg: &BackendConfig) -> Result<Redis, BackendError> {
-    let client = redis::Client::open(cfg.url.as_str())
-        .map_err(|e| BackendError::new(name, cfg, "has an invalid URL", e))?;
-    within(name, cfg, async {
-        // One quick retry, not redis-rs's six growing ones (6 s in all): a
-        // request waits for the reconnect, and must fail fast while Redis
-        // is down; the next request tries again.
-        let options = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_secs(1))
-            .set_connection_timeout(Some(cfg.connect_timeout));
-        let mut conn = redis::aio::ConnectionManager::new_with_config(client, options).await?;
-        let _: String = redis::cmd("PING").query_async(&mut conn).await?;
-        Ok::<Redis, redis::RedisError>(conn)
-    })
-    .await
 }
 
 /// Runs the same sqlx code against whichever pool a [`Db`] holds, so one
