@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use ringmaster_registry::{Snapshot, Value, quantile};
+use ringmaster_registry::{Snapshot, Value, quantile, series};
 use ringmaster_worker::{ClusterStatus, Ipc, LogLine, Registry};
 use serde::Serialize;
 use tokio::sync::broadcast;
@@ -146,7 +146,7 @@ fn skipped_line(n: u64) -> LogLine {
         seq: 0,
         group: "master".into(),
         slot: None,
-        level: Some("WARN".into()),
+        level: Some(ringmaster_worker::LogLevel::Warn),
         text: format!("[{n} lines skipped: more than the dashboard shows per second]"),
     }
 }
@@ -215,14 +215,14 @@ impl Sampler {
                 continue;
             };
             match (s.name.as_str(), &s.value) {
-                ("http_requests_total", Value::Counter(n)) => {
+                (series::HTTP_REQUESTS, Value::Counter(n)) => {
                     let t = out.entry(group).or_default();
                     t.requests += n;
                     if label(&s.labels, "status").is_some_and(|st| st.starts_with('5')) {
                         t.errors += n;
                     }
                 }
-                ("http_request_duration_seconds", Value::Histogram { buckets, .. }) => {
+                (series::HTTP_DURATION, Value::Histogram { buckets, .. }) => {
                     self.bounds = buckets
                         .iter()
                         .map(|(b, _)| *b)
@@ -291,7 +291,7 @@ mod tests {
 
     fn counter(group: &str, status: &str, n: u64) -> Sample {
         Sample {
-            name: "http_requests_total".into(),
+            name: series::HTTP_REQUESTS.into(),
             kind: Kind::Counter,
             labels: vec![
                 ("group".into(), group.into()),
@@ -304,7 +304,7 @@ mod tests {
 
     fn latency(group: &str, cumulative: [u64; 3]) -> Sample {
         Sample {
-            name: "http_request_duration_seconds".into(),
+            name: series::HTTP_DURATION.into(),
             kind: Kind::Histogram,
             labels: vec![("group".into(), group.into())],
             help: String::new(),

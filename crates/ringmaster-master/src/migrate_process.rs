@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringmaster_proto::handoff;
+use ringmaster_proto::{LogLevel, LogStream, handoff};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
@@ -119,7 +119,9 @@ fn last_error(hub: &LogHub, pid: u32) -> Option<String> {
     let prefix = format!("migrate {pid} | ");
     let line = hub
         .tail(1, |l| {
-            l.level == Some("ERROR") && &*l.group == "migrate" && l.text.starts_with(&prefix)
+            l.level == Some(LogLevel::Error)
+                && &*l.group == "migrate"
+                && l.text.starts_with(&prefix)
         })
         .pop()?;
     let text = &line.text[prefix.len()..];
@@ -149,12 +151,12 @@ fn migrate_command(exe: &Path, config_toml: &str) -> Command {
 
 /// Sends the process's stdout and stderr into pipes; returns their read
 /// ends, with the stream each is.
-fn output_pipes(cmd: &mut Command) -> Result<Vec<(OwnedFd, &'static str)>, String> {
+fn output_pipes(cmd: &mut Command) -> Result<Vec<(OwnedFd, LogStream)>, String> {
     let fail = |e| format!("cannot make a pipe for the migrate process's output: {e}");
     let (out_r, out_w) = crate::spawn::pipe().map_err(fail)?;
     let (err_r, err_w) = crate::spawn::pipe().map_err(fail)?;
     cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
-    Ok(vec![(out_r, "stdout"), (err_r, "stderr")])
+    Ok(vec![(out_r, LogStream::Stdout), (err_r, LogStream::Stderr)])
 }
 
 /// Has the kernel SIGKILL the process if the master dies first.
@@ -171,7 +173,7 @@ fn die_with_master(cmd: &mut Command) {
 }
 
 /// A reader task per pipe into `hub`, its lines tagged `migrate PID | `.
-fn read_output(pipes: Vec<(OwnedFd, &'static str)>, hub: &LogHub, pid: u32) -> Vec<JoinHandle<()>> {
+fn read_output(pipes: Vec<(OwnedFd, LogStream)>, hub: &LogHub, pid: u32) -> Vec<JoinHandle<()>> {
     let mut readers = Vec::new();
     for (fd, stream) in pipes {
         match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
@@ -180,7 +182,7 @@ fn read_output(pipes: Vec<(OwnedFd, &'static str)>, hub: &LogHub, pid: u32) -> V
                 readers.push(tokio::spawn(read_pipe(rx, source, hub.clone())));
             }
             Err(e) => {
-                tracing::error!(pid, stream, error = %e, "cannot read the migrate process's output")
+                tracing::error!(pid, stream = stream.as_str(), error = %e, "cannot read the migrate process's output")
             }
         }
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringmaster_proto::handoff::{self, ADOPT_FD, IPC_FD, LISTENER_FD, LOG_FD, REGISTRY_FD};
-use ringmaster_proto::{Channel, MasterMsg, Receiver, RecvError, Sender, WorkerMsg};
+use ringmaster_proto::{Channel, LogStream, MasterMsg, Receiver, RecvError, Sender, WorkerMsg};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -246,9 +246,9 @@ impl OutputPipes {
     fn read_into(self, hub: &LogHub, spec: &SpawnSpec<'_>, pid: u32) {
         drop(self.log_w);
         let streams = [
-            (self.log_r, "log"),
-            (self.out_r, "stdout"),
-            (self.err_r, "stderr"),
+            (self.log_r, LogStream::Log),
+            (self.out_r, LogStream::Stdout),
+            (self.err_r, LogStream::Stderr),
         ];
         for (fd, stream) in streams {
             let source = Arc::new(Source::worker(
@@ -262,7 +262,9 @@ impl OutputPipes {
                 Ok(rx) => {
                     tokio::spawn(read_pipe(rx, source, hub.clone()));
                 }
-                Err(e) => tracing::error!(pid, stream, error = %e, "cannot read a worker's output"),
+                Err(e) => {
+                    tracing::error!(pid, stream = stream.as_str(), error = %e, "cannot read a worker's output")
+                }
             }
         }
     }

@@ -18,29 +18,37 @@
 //!
 //! - `frame`: length-prefixed framing, cancel-safe reading.
 //! - `message`: the message enums and [`PROTOCOL_VERSION`].
+//! - `control`: [`ControlRequest`], the control socket's requests.
 //! - `lifecycle`: [`Lifecycle`] and [`LifecycleRecord`].
+//! - `log`: [`LogLevel`] and [`LogStream`], the application log's words.
 //! - `status`: [`ClusterStatus`], what `status` shows, over IPC and as JSON.
 //! - `channel`: [`Channel`], [`Sender`], [`Receiver`] and [`pair`].
 //! - [`handoff`]: fd numbers and environment variable names.
 #![warn(missing_docs)]
 
 mod channel;
+mod control;
 mod frame;
 pub mod handoff;
 mod lifecycle;
+mod log;
 mod message;
 mod status;
 
 #[doc(inline)]
 pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
 #[doc(inline)]
+pub use control::{CONTROL_VERSION, ControlRequest};
+#[doc(inline)]
 pub use frame::{FrameError, MAX_FRAME_LEN, decode_frame, encode_frame};
 #[doc(inline)]
 pub use lifecycle::{Lifecycle, LifecycleRecord};
 #[doc(inline)]
+pub use log::{LogLevel, LogStream};
+#[doc(inline)]
 pub use message::{
-    Answer, BootPhase, IpcStats, MasterMsg, MetricKind, Origin, PROTOCOL_VERSION, ReplyError,
-    Service, Target, WorkerInfo, WorkerMsg,
+    Answer, BootPhase, BootStep, IpcStats, MasterMsg, MetricKind, Origin, PROTOCOL_VERSION,
+    ReplyError, Service, Target, WorkerInfo, WorkerMsg,
 };
 #[doc(inline)]
 pub use status::{

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::{ClusterStatus, LogLines};
 
 /// Version of the message catalogue. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A message from a worker to its master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,10 +270,45 @@ pub enum ReplyError {
 /// One phase of a worker's boot and how long it took.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BootPhase {
-    /// Name of the phase, e.g. `"build_app"`.
-    pub name: String,
+    /// Which phase.
+    pub step: BootStep,
     /// Duration of the phase in microseconds.
     pub micros: u64,
+}
+
+/// The phases of a worker's boot, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum BootStep {
+    /// Connecting to the master and saying hello.
+    ConnectMaster,
+    /// Reading the configuration the master handed over.
+    LoadConfig,
+    /// Opening every backend the modules need.
+    ConnectBackends,
+    /// Building the HTTP app and its middleware (modules' `init` included).
+    BuildApp,
+    /// Mounting every module's routes.
+    MountControllers,
+    /// The implementation's `configure`.
+    Configure,
+    /// Taking the listener and starting to serve.
+    Listen,
+}
+
+impl BootStep {
+    /// As the master's log shows it: `connect_backends`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BootStep::ConnectMaster => "connect_master",
+            BootStep::LoadConfig => "load_config",
+            BootStep::ConnectBackends => "connect_backends",
+            BootStep::BuildApp => "build_app",
+            BootStep::MountControllers => "mount_controllers",
+            BootStep::Configure => "configure",
+            BootStep::Listen => "listen",
+        }
+    }
 }
 
 /// A message from the master to one worker.

@@ -11,7 +11,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::IpcStats;
+use crate::{IpcStats, LogLevel};
 
 /// The cluster as the master sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,8 +178,8 @@ pub struct LogLine {
     pub group: String,
     /// The slot, for a worker's line.
     pub slot: Option<u32>,
-    /// `TRACE` .. `ERROR`, when the line has a level.
-    pub level: Option<String>,
+    /// Its level, when it has one (JSON: `"INFO"`).
+    pub level: Option<LogLevel>,
     /// The line as written to the log.
     pub text: String,
 }

@@ -5,9 +5,9 @@
 
 use proptest::prelude::*;
 use ringmaster_proto::{
-    Answer, BootPhase, ClusterStatus, ExitInfo, GroupStatus, IpcStats, LogLine, LogLines,
-    MasterMsg, MetricKind, Origin, ReloadProgress, ReplyError, Service, Target, WorkerInfo,
-    WorkerMsg, WorkerStatus, decode_frame, encode_frame,
+    Answer, BootPhase, BootStep, ClusterStatus, ExitInfo, GroupStatus, IpcStats, LogLevel, LogLine,
+    LogLines, MasterMsg, MetricKind, Origin, ReloadProgress, ReplyError, Service, Target,
+    WorkerInfo, WorkerMsg, WorkerStatus, decode_frame, encode_frame,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -30,13 +30,27 @@ fn target() -> impl Strategy<Value = Target> {
     ]
 }
 
+/// Every boot step.
+const STEPS: [BootStep; 7] = [
+    BootStep::ConnectMaster,
+    BootStep::LoadConfig,
+    BootStep::ConnectBackends,
+    BootStep::BuildApp,
+    BootStep::MountControllers,
+    BootStep::Configure,
+    BootStep::Listen,
+];
+
 fn worker_msg() -> impl Strategy<Value = WorkerMsg> {
     prop_oneof![
         (any::<u16>(), any::<u32>()).prop_map(|(version, pid)| WorkerMsg::Hello { version, pid }),
-        proptest::collection::vec((text(), any::<u64>()), 0..6).prop_map(|p| WorkerMsg::Ready {
+        proptest::collection::vec((0..7usize, any::<u64>()), 0..6).prop_map(|p| WorkerMsg::Ready {
             phases: p
                 .into_iter()
-                .map(|(name, micros)| BootPhase { name, micros })
+                .map(|(i, micros)| BootPhase {
+                    step: STEPS[i],
+                    micros
+                })
                 .collect()
         }),
         Just(WorkerMsg::Heartbeat),
@@ -232,14 +246,14 @@ fn answer() -> impl Strategy<Value = Answer> {
         any::<u64>(),
         text(),
         proptest::option::of(any::<u32>()),
-        proptest::option::of(text()),
+        proptest::option::of(0..5usize),
         text(),
     )
         .prop_map(|(seq, group, slot, level, text)| LogLine {
             seq,
             group,
             slot,
-            level,
+            level: level.map(|i| LogLevel::ALL[i]),
             text,
         });
     let logs = (

@@ -32,12 +32,14 @@
 //! - `desc`: [`Kind`], names, labels and buckets, and their validation;
 //! - `render`: [`Snapshot`], the Prometheus text format and JSON.
 //! - `rows`: one metric row by row ([`PerRow`]) and [`quantile`].
+//! - [`series`]: the names of ringmaster's own series.
 
 #![warn(missing_docs)]
 
 mod desc;
 mod render;
 mod rows;
+pub mod series;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};

@@ -8,7 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use ringmaster_proto::{ClusterStatus, Lifecycle, LifecycleRecord};
+use ringmaster_proto::{ClusterStatus, ControlRequest, Lifecycle, LifecycleRecord};
 use serde_json::{Value, json};
 
 use crate::ClusterProc;
@@ -82,8 +82,7 @@ impl ClusterProc {
     fn subscribe(&self, last: usize) -> Events {
         let connect = || -> std::io::Result<UnixStream> {
             let mut stream = UnixStream::connect(&self.control_socket)?;
-            let request = json!({"v": 1, "cmd": "events", "last": last});
-            stream.write_all(format!("{request}\n").as_bytes())?;
+            stream.write_all(ControlRequest::Events { last }.to_line().as_bytes())?;
             Ok(stream)
         };
         let stream = connect().unwrap_or_else(|e| {

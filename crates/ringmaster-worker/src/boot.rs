@@ -21,7 +21,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::routing::MethodRouter;
 use ringmaster_config::Config;
-use ringmaster_proto::BootPhase;
+use ringmaster_proto::{BootPhase, BootStep};
 
 use crate::backend::{Backend, Backends};
 use crate::context::{AppContext, Init};
@@ -54,15 +54,15 @@ impl Phases {
         Phases(Vec::new(), Instant::now())
     }
 
-    fn done(&mut self, name: &str) {
+    fn done(&mut self, step: BootStep) {
         let now = Instant::now();
         tracing::debug!(
-            phase = name,
+            phase = step.name(),
             us = (now - self.1).as_micros() as u64,
             "boot phase done"
         );
         self.0.push(BootPhase {
-            name: name.to_string(),
+            step,
             micros: (now - self.1).as_micros() as u64,
         });
         self.1 = now;
@@ -103,7 +103,7 @@ pub(crate) async fn boot_with(
     let needed = guard("the modules' backends()", || {
         declared_backends(modules, &config)
     })?;
-    phases.done("load_config");
+    phases.done(BootStep::LoadConfig);
 
     // 2. In a cluster an SQLite file must exist: the master's migrations
     // create it, and a new empty one would only answer "no such table".
@@ -112,13 +112,13 @@ pub(crate) async fn boot_with(
     } else {
         Backends::open(&needed, &config).await?
     };
-    phases.done("connect_backends");
+    phases.done(BootStep::ConnectBackends);
 
     // 3.
     let views = build_views(modules, config.server.dev)?;
     let app: Router<AppContext> =
         Router::new().fallback(|| async { AppError::not_found("no route matches this path") });
-    phases.done("build_app");
+    phases.done(BootStep::BuildApp);
 
     // 4.
     let mut init = Init::new(
@@ -132,11 +132,11 @@ pub(crate) async fn boot_with(
     init_modules(modules, &mut init).await?;
     let ctx = init.finish(views);
     let (app, routes) = guard("mounting the routes", || mount(app, modules))?;
-    phases.done("mount_controllers");
+    phases.done(BootStep::MountControllers);
 
     // 5.
     let app = guard("configure", || worker.run_steps(app, &ctx))?;
-    phases.done("configure");
+    phases.done(BootStep::Configure);
 
     let app = serveable(app, &ctx, &registry, &identity);
     Ok(Booted {

@@ -96,8 +96,8 @@ pub use registry::{Counter, Gauge, Histogram, Registry};
 pub use ringmaster_proto::handoff::{ENV_CONFIG, ENV_LOG_PIPE, LOG_FD};
 #[doc(inline)]
 pub use ringmaster_proto::{
-    ClusterStatus, ExitInfo, GroupState, GroupStatus, IpcStats, LogLine, LogLines, Origin,
-    ReloadProgress, Target, WorkerInfo, WorkerStatus,
+    ClusterStatus, ExitInfo, GroupState, GroupStatus, IpcStats, LogLevel, LogLine, LogLines,
+    Origin, ReloadProgress, Target, WorkerInfo, WorkerStatus,
 };
 pub use ringmaster_registry::{DEFAULT_BUCKETS, Snapshot};
 #[doc(inline)]

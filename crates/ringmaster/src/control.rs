@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ringmaster_config::Config;
+use ringmaster_proto::ControlRequest;
 use ringmaster_worker::ClusterStatus;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// One connection to the master's control socket.
 pub(crate) struct Client {
@@ -35,11 +36,9 @@ impl Client {
         }
     }
 
-    /// Sends one request (`v` is added).
-    pub(crate) fn send(&mut self, mut request: Value) -> Result<(), Failure> {
-        request["v"] = json!(1);
-        let mut line = request.to_string();
-        line.push('\n');
+    /// Sends one request.
+    pub(crate) fn send(&mut self, request: &ControlRequest) -> Result<(), Failure> {
+        let line = request.to_line();
         if let Err(e) = self.reader.get_mut().write_all(line.as_bytes()) {
             // The master may have said why before it closed (a refused uid).
             if let Ok(Some(reply)) = self.next()
@@ -77,7 +76,7 @@ impl Client {
     /// `event` for every event line before it.
     pub(crate) fn call(
         &mut self,
-        request: Value,
+        request: &ControlRequest,
         mut event: impl FnMut(&Value),
     ) -> Result<Value, Failure> {
         self.send(request)?;
@@ -137,7 +136,7 @@ pub(crate) fn status(config: &Config, json_out: bool, watch: bool) -> ExitCode {
         Err(e) => return fail(&e),
     };
     loop {
-        let result = match client.call(json!({"cmd": "status"}), |_| {}) {
+        let result = match client.call(&ControlRequest::Status {}, |_| {}) {
             Ok(r) => r,
             Err(e) => return fail(&e),
         };
@@ -176,8 +175,10 @@ pub(crate) fn reload(config: &Config, group: Option<&str>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let request = json!({"cmd": "reload", "group": group});
-    let result = client.call(request, |e| match e["event"].as_str() {
+    let request = ControlRequest::Reload {
+        group: group.map(str::to_string),
+    };
+    let result = client.call(&request, |e| match e["event"].as_str() {
         Some("migrating") => println!("running migrations"),
         Some("started") => println!("reloading {} ({} workers)", names(&e["groups"]), e["slots"]),
         Some("replaced") => println!(
@@ -206,7 +207,11 @@ pub(crate) fn reload(config: &Config, group: Option<&str>) -> ExitCode {
 pub(crate) fn scale(config: &Config, group: &str, how: &str) -> ExitCode {
     let request = match how.as_bytes().first() {
         Some(b'+' | b'-') => match how.parse::<i64>() {
-            Ok(d) => json!({"cmd": "scale", "group": group, "delta": d}),
+            Ok(d) => ControlRequest::Scale {
+                group: group.to_string(),
+                count: None,
+                delta: Some(d),
+            },
             Err(_) => {
                 return fail(&format!(
                     "scale {group} {how}: expected a number such as 4, +2 or -1"
@@ -214,7 +219,11 @@ pub(crate) fn scale(config: &Config, group: &str, how: &str) -> ExitCode {
             }
         },
         _ => match how.parse::<usize>() {
-            Ok(n) => json!({"cmd": "scale", "group": group, "count": n}),
+            Ok(n) => ControlRequest::Scale {
+                group: group.to_string(),
+                count: Some(n),
+                delta: None,
+            },
             Err(_) => {
                 return fail(&format!(
                     "scale {group} {how}: expected a number such as 4, +2 or -1"
@@ -226,7 +235,7 @@ pub(crate) fn scale(config: &Config, group: &str, how: &str) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    match client.call(request, |_| {}) {
+    match client.call(&request, |_| {}) {
         Ok(r) => {
             println!("{group}: {} -> {} workers", r["from"], r["to"]);
             ExitCode::SUCCESS
@@ -249,8 +258,11 @@ pub(crate) fn restart(config: &Config, target: &str) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let request = json!({"cmd": "restart", "group": group, "slot": slot});
-    let result = client.call(request, |e| {
+    let request = ControlRequest::Restart {
+        group: group.to_string(),
+        slot,
+    };
+    let result = client.call(&request, |e| {
         if e["event"] == "started" {
             println!(
                 "{group}/{slot}: starting a replacement for {}",
@@ -278,8 +290,10 @@ pub(crate) fn stop(config: &Config, timeout: Option<Duration>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let request = json!({"cmd": "stop", "timeout_ms": timeout.map(|t| t.as_millis() as u64)});
-    if let Err(e) = client.send(request) {
+    let request = ControlRequest::Stop {
+        timeout_ms: timeout.map(|t| t.as_millis() as u64),
+    };
+    if let Err(e) = client.send(&request) {
         return fail(&e);
     }
     let mut master = None;
@@ -348,11 +362,14 @@ pub(crate) fn logs(
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    let request = json!({
-        "cmd": "logs", "lines": lines, "follow": follow,
-        "group": group, "slot": slot, "level": level,
-    });
-    if let Err(e) = client.send(request) {
+    let request = ControlRequest::Logs {
+        follow,
+        lines,
+        group: group.map(str::to_string),
+        slot,
+        level: level.map(str::to_string),
+    };
+    if let Err(e) = client.send(&request) {
         return fail(&e);
     }
     let mut out = std::io::stdout().lock();
@@ -389,7 +406,7 @@ pub(crate) fn events(config: &Config, last: usize, json_out: bool) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e),
     };
-    if let Err(e) = client.send(json!({"cmd": "events", "last": last})) {
+    if let Err(e) = client.send(&ControlRequest::Events { last }) {
         return fail(&e);
     }
     let mut out = std::io::stdout().lock();

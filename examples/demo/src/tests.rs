@@ -324,7 +324,7 @@ async fn boot_runs_its_phases_in_order() {
     let booted = boot(&crate::web(), identity, Arc::new(config))
         .await
         .unwrap();
-    let names: Vec<&str> = booted.phases.iter().map(|p| p.name.as_str()).collect();
+    let names: Vec<&str> = booted.phases.iter().map(|p| p.step.name()).collect();
     assert_eq!(
         names,
         [

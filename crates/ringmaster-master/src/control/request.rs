@@ -9,56 +9,18 @@
 
 use std::time::Duration;
 
-use ringmaster_proto::ClusterStatus;
-use serde::Deserialize;
+use ringmaster_proto::{ClusterStatus, LogLevel};
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::logs::{LEVELS, Line};
+use crate::logs::Line;
 
 /// The protocol version a request must name in `"v"`.
-pub(crate) const VERSION: u64 = 1;
+pub(crate) const VERSION: u64 = ringmaster_proto::CONTROL_VERSION;
 
-/// A request, after `"v"` was checked.
-#[derive(Debug, PartialEq, Deserialize)]
-#[serde(tag = "cmd", rename_all = "snake_case", deny_unknown_fields)]
-pub(crate) enum Request {
-    /// The cluster's status.
-    Status {},
-    /// Recent log lines, and with `follow` every new one.
-    Logs {
-        #[serde(default)]
-        follow: bool,
-        #[serde(default = "default_lines")]
-        lines: usize,
-        group: Option<String>,
-        slot: Option<usize>,
-        level: Option<String>,
-    },
-    /// The master's lifecycle events: the last `last` it kept, then every
-    /// new one until the client goes away.
-    Events {
-        #[serde(default)]
-        last: usize,
-    },
-    /// A rolling reload of one group or all.
-    Reload { group: Option<String> },
-    /// Replace one worker, replacement ready first.
-    Restart { group: String, slot: usize },
-    /// Set a group's worker count, or change it by `delta`.
-    Scale {
-        group: String,
-        count: Option<usize>,
-        delta: Option<i64>,
-    },
-    /// Graceful stop; workers get `timeout_ms` (default: their
-    /// `drain_timeout`) to finish.
-    Stop { timeout_ms: Option<u64> },
-}
-
-fn default_lines() -> usize {
-    100
-}
+/// A request, after `"v"` was checked (the type is shared with the
+/// clients, in `ringmaster-proto`).
+pub(crate) type Request = ringmaster_proto::ControlRequest;
 
 /// Parses one request line.
 pub(crate) fn parse(line: &str) -> Result<Request, Value> {
@@ -160,8 +122,8 @@ pub(crate) enum Command {
 pub(crate) struct LogFilter {
     pub(crate) group: Option<String>,
     pub(crate) slot: Option<usize>,
-    /// Index in [`LEVELS`] of the lowest level kept.
-    pub(crate) level: Option<usize>,
+    /// The lowest level kept.
+    pub(crate) level: Option<LogLevel>,
 }
 
 impl LogFilter {
@@ -170,18 +132,10 @@ impl LogFilter {
         slot: Option<usize>,
         level: Option<&str>,
     ) -> Result<LogFilter, Value> {
-        let level = match level {
-            None => None,
-            Some(l) => {
-                let up = l.to_ascii_uppercase();
-                Some(LEVELS.iter().position(|x| *x == up).ok_or_else(|| {
-                    error(
-                        "bad_request",
-                        format!("level {l:?}: use trace, debug, info, warn or error"),
-                    )
-                })?)
-            }
-        };
+        let level = level
+            .map(str::parse::<LogLevel>)
+            .transpose()
+            .map_err(|e| error("bad_request", e))?;
         Ok(LogFilter { group, slot, level })
     }
 
@@ -195,7 +149,7 @@ impl LogFilter {
             return false;
         }
         match (self.level, line.level) {
-            (Some(min), Some(l)) => LEVELS.iter().position(|x| *x == l).is_none_or(|i| i >= min),
+            (Some(min), Some(l)) => l >= min,
             _ => true,
         }
     }
@@ -251,8 +205,8 @@ mod tests {
             level,
             text: String::new(),
         };
-        assert!(f.keeps(&line(Some("ERROR"))));
-        assert!(!f.keeps(&line(Some("INFO"))));
+        assert!(f.keeps(&line(Some(LogLevel::Error))));
+        assert!(!f.keeps(&line(Some(LogLevel::Info))));
         assert!(f.keeps(&line(None)), "a panic has no level and is kept");
         assert!(LogFilter::new(None, None, Some("loud")).is_err());
     }

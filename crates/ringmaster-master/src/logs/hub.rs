@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ringmaster_config::{LogFormat, ServerConfig};
+use ringmaster_proto::LogLevel;
 use tokio::sync::broadcast;
 
 use super::sink::{Chunk, Msg, Out, Sink};
@@ -29,7 +30,7 @@ pub struct Line {
     /// The slot, for a worker.
     pub slot: Option<usize>,
     /// The level found in the line (`TRACE` .. `ERROR`), if any.
-    pub level: Option<&'static str>,
+    pub level: Option<LogLevel>,
     /// The line as written, without its newline.
     pub text: String,
 }
@@ -342,7 +343,13 @@ mod tests {
         cfg.log_file = Some(dir.join("app.log"));
         cfg.log_ring = 5;
         let hub = LogHub::start(&cfg).unwrap();
-        let src = Arc::new(Source::worker("web", 0, 42, 0, "log"));
+        let src = Arc::new(Source::worker(
+            "web",
+            0,
+            42,
+            0,
+            ringmaster_proto::LogStream::Log,
+        ));
         hub.push(&src, b"one\ntwo\n".to_vec());
         hub.push(&src, b"three\n".to_vec());
         hub.drain(Duration::from_secs(5)).await;

@@ -32,5 +32,4 @@ mod tag;
 
 pub use capture::read_pipe;
 pub use hub::{Block, HubWriter, Line, LogHub, LogStats};
-pub(crate) use tag::LEVELS;
 pub use tag::Source;

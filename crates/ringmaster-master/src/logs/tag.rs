@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use ringmaster_config::LogFormat;
+use ringmaster_proto::{LogLevel, LogStream};
 
 /// Where a line comes from.
 #[derive(Debug)]
@@ -19,21 +20,15 @@ pub struct Source {
     pub pid: u32,
     /// The slot's generation.
     pub generation: u64,
-    /// The stream: `log` (tracing), `stdout` or `stderr`.
-    pub stream: &'static str,
+    /// The stream: the master's own events, stdout or stderr.
+    pub stream: LogStream,
     text_prefix: String,
     json_fields: String,
 }
 
 impl Source {
     /// A worker's stream.
-    pub fn worker(
-        group: &str,
-        slot: usize,
-        pid: u32,
-        generation: u64,
-        stream: &'static str,
-    ) -> Self {
+    pub fn worker(group: &str, slot: usize, pid: u32, generation: u64, stream: LogStream) -> Self {
         Source {
             group: group.into(),
             slot: Some(slot),
@@ -50,7 +45,7 @@ impl Source {
 
     /// A stream of the one-off migrate process: its lines are tagged
     /// `migrate PID | ` (group `migrate` in JSON), as the master's are.
-    pub fn migrate(pid: u32, stream: &'static str) -> Self {
+    pub fn migrate(pid: u32, stream: LogStream) -> Self {
         Source {
             group: "migrate".into(),
             slot: None,
@@ -69,15 +64,12 @@ impl Source {
             slot: None,
             pid,
             generation: 0,
-            stream: "log",
+            stream: LogStream::Log,
             text_prefix: format!("master {pid} | "),
             json_fields: format!("\"group\":\"master\",\"pid\":{pid}"),
         }
     }
 }
-
-/// The levels, least severe first.
-pub(crate) const LEVELS: [&str; 5] = ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"];
 
 /// The tagged line as slices of `raw` and `src`, when no copy is needed:
 /// text (prefix, line) and JSON objects (fields spliced after `{`).
@@ -112,14 +104,14 @@ pub(super) fn fast_parts<'a>(
 }
 
 /// Tags a line with its source; finds its level.
-pub(super) fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Option<&'static str>) {
+pub(super) fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Option<LogLevel>) {
     match format {
         LogFormat::Json => tag_json(text, src),
         LogFormat::Text => {
             let level = text
                 .split_whitespace()
                 .take(3)
-                .find_map(|w| LEVELS.iter().copied().find(|l| *l == w));
+                .find_map(LogLevel::from_word);
             let mut out = String::with_capacity(src.text_prefix.len() + text.len());
             out.push_str(&src.text_prefix);
             out.push_str(&text.replace('\r', "\\r"));
@@ -130,27 +122,29 @@ pub(super) fn tag(text: &str, src: &Source, format: LogFormat) -> (String, Optio
 
 /// [`tag`] for the JSON format: an object gets the source's fields; any
 /// other line is wrapped in one.
-fn tag_json(text: &str, src: &Source) -> (String, Option<&'static str>) {
+fn tag_json(text: &str, src: &Source) -> (String, Option<LogLevel>) {
     let t = text.trim_end();
     if t.starts_with('{') && t.ends_with('}') {
         let level = t.find("\"level\":\"").and_then(|i| {
             let rest = &t[i + 9..];
-            LEVELS.iter().copied().find(|l| rest.starts_with(l))
+            LogLevel::ALL
+                .into_iter()
+                .find(|l| rest.starts_with(l.as_str()))
         });
         let body = t[..t.len() - 1].trim_end();
         let sep = if body.len() == 1 { "" } else { "," };
         (format!("{body}{sep}{}}}", src.json_fields), level)
     } else {
         // Raw output (a panic, a print, a C library): wrapped.
-        let level = if src.stream == "stderr" {
-            "WARN"
+        let level = if src.stream == LogStream::Stderr {
+            LogLevel::Warn
         } else {
-            "INFO"
+            LogLevel::Info
         };
         let line = format!(
             "{{{},\"level\":\"{level}\",\"stream\":\"{}\",\"fields\":{{\"message\":{}}}}}",
             src.json_fields,
-            src.stream,
+            src.stream.as_str(),
             json_string(t)
         );
         (line, Some(level))
@@ -169,7 +163,7 @@ mod tests {
 
     #[test]
     fn json_lines_get_fields_and_raw_lines_are_wrapped() {
-        let src = Source::worker("web", 1, 42, 3, "log");
+        let src = Source::worker("web", 1, 42, 3, LogStream::Log);
         let (t, level) = tag(
             r#"{"level":"INFO","fields":{"message":"hi"}}"#,
             &src,
@@ -179,25 +173,25 @@ mod tests {
             t,
             r#"{"level":"INFO","fields":{"message":"hi"},"group":"web","slot":1,"pid":42,"generation":3}"#
         );
-        assert_eq!(level, Some("INFO"));
-        let err = Source::worker("web", 1, 42, 3, "stderr");
+        assert_eq!(level, Some(LogLevel::Info));
+        let err = Source::worker("web", 1, 42, 3, LogStream::Stderr);
         let (t, level) = tag("thread 'x' panicked at \"a\\b\"", &err, LogFormat::Json);
         let v: serde_json::Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["fields"]["message"], "thread 'x' panicked at \"a\\b\"");
         assert_eq!(v["stream"], "stderr");
-        assert_eq!(level, Some("WARN"));
+        assert_eq!(level, Some(LogLevel::Warn));
         let (t, level) = tag(
             "2026-01-01T00:00:00Z  WARN something",
             &src,
             LogFormat::Text,
         );
         assert_eq!(t, "web/1 42 g3 | 2026-01-01T00:00:00Z  WARN something");
-        assert_eq!(level, Some("WARN"));
+        assert_eq!(level, Some(LogLevel::Warn));
     }
 
     #[test]
     fn the_fast_path_writes_what_tag_gives() {
-        let src = Source::worker("web", 2, 7, 1, "log");
+        let src = Source::worker("web", 2, 7, 1, LogStream::Log);
         for (raw, format) in [
             ("2026-01-01T00:00:00Z  INFO hello", LogFormat::Text),
             (

@@ -459,7 +459,7 @@ impl Supervisor {
                     seq,
                     group: l.group.to_string(),
                     slot: l.slot.map(|s| s as u32),
-                    level: l.level.map(str::to_string),
+                    level: l.level,
                     text,
                 }
             })

@@ -8,13 +8,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use ringmaster_proto::{MasterMsg, MetricKind, WorkerMsg};
-use ringmaster_registry::{Kind, Segment};
+use ringmaster_registry::{Kind, Segment, series};
 use tokio::time::Instant;
 
 use super::{Phase, Supervisor, WorkerProc};
-
-/// The one `ringmaster_` series workers register themselves.
-const WORKER_LOG_DROPS: &str = "ringmaster_worker_log_lines_dropped_total";
 
 /// How often the master refreshes its own series.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -135,7 +132,7 @@ impl Supervisor {
         self.count_received();
         // `ringmaster_` series are the master's (and the one each worker
         // keeps of its own log drops): a worker may not forge them.
-        if name.starts_with("ringmaster_") && name != WORKER_LOG_DROPS {
+        if name.starts_with(series::RESERVED_PREFIX) && name != series::WORKER_LOG_LINES_DROPPED {
             let result = Err(format!(
                 "metric {name:?}: names starting with `ringmaster_` are ringmaster's own; pick another prefix"
             ));
@@ -190,7 +187,7 @@ impl Supervisor {
     pub(super) fn registry_count_restart(&mut self, g: usize, s: usize) {
         let group = self.groups[g].name.clone();
         self.registry.put(
-            "ringmaster_worker_restarts_total",
+            series::WORKER_RESTARTS,
             "Workers of this slot that exited unexpectedly and were restarted.",
             Kind::Counter,
             &slot_labels(&group, s),
@@ -205,9 +202,9 @@ impl Supervisor {
     pub(super) fn registry_on_slot_removed(&mut self, g: usize, s: usize) {
         let group = self.groups[g].name.clone();
         for (name, help) in [
-            ("ringmaster_worker_ready", READY_HELP),
-            ("ringmaster_worker_uptime_seconds", UPTIME_HELP),
-            ("ringmaster_worker_rss_bytes", RSS_HELP),
+            (series::WORKER_READY, READY_HELP),
+            (series::WORKER_UPTIME, UPTIME_HELP),
+            (series::WORKER_RSS, RSS_HELP),
         ] {
             self.registry
                 .put(name, help, Kind::Gauge, &slot_labels(&group, s), 0, false);
@@ -250,9 +247,9 @@ impl Supervisor {
         for (group, s, ready, uptime, rss) in per_slot {
             let labels = slot_labels(&group, s);
             for (name, help, v) in [
-                ("ringmaster_worker_ready", READY_HELP, u64::from(ready)),
-                ("ringmaster_worker_uptime_seconds", UPTIME_HELP, uptime),
-                ("ringmaster_worker_rss_bytes", RSS_HELP, rss),
+                (series::WORKER_READY, READY_HELP, u64::from(ready)),
+                (series::WORKER_UPTIME, UPTIME_HELP, uptime),
+                (series::WORKER_RSS, RSS_HELP, rss),
             ] {
                 self.registry
                     .put(name, help, Kind::Gauge, &labels, v, false);
@@ -265,22 +262,22 @@ impl Supervisor {
         let stats = self.router_stats();
         for (name, help, v) in [
             (
-                "ringmaster_ipc_messages_received_total",
+                series::IPC_RECEIVED,
                 "IPC messages the master received from workers and handled.",
                 stats.received,
             ),
             (
-                "ringmaster_ipc_messages_routed_total",
+                series::IPC_ROUTED,
                 "IPC messages the master queued for workers.",
                 stats.routed,
             ),
             (
-                "ringmaster_ipc_messages_dropped_total",
+                series::IPC_DROPPED,
                 "IPC messages dropped because a worker's queue was full.",
                 stats.dropped,
             ),
             (
-                "ringmaster_ipc_requests_failed_total",
+                series::IPC_REQUESTS_FAILED,
                 "Requests between workers that ended in an error: timeout, refusal or a failing handler.",
                 stats.failed_requests,
             ),
@@ -298,12 +295,12 @@ impl Supervisor {
         let stats = logs.stats();
         for (name, help, v) in [
             (
-                "ringmaster_log_lines_written_total",
+                series::LOG_LINES_WRITTEN,
                 "Log lines the master wrote to its sink.",
                 stats.written.load(Ordering::Relaxed),
             ),
             (
-                "ringmaster_log_lines_dropped_total",
+                series::LOG_LINES_DROPPED,
                 "Log lines dropped: the sink was too slow or could not be written.",
                 stats.dropped.load(Ordering::Relaxed),
             ),

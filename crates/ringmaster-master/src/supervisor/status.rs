@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use ringmaster_proto::{
     ClusterStatus, ExitInfo, GroupState, GroupStatus, ReloadProgress, WorkerStatus,
 };
-use ringmaster_registry::{PerRow, quantile};
+use ringmaster_registry::{PerRow, quantile, series};
 use tokio::time::Instant;
 
 use super::{Phase, Slot, Supervisor, WorkerProc};
@@ -122,9 +122,9 @@ impl Supervisor {
         }
         let seg = &self.registry.segment;
         let http = HttpRows {
-            requests: seg.per_row("http_requests_total", |_| true),
-            in_flight: seg.per_row("http_requests_in_flight", |_| true),
-            duration: seg.per_row("http_request_duration_seconds", |_| true),
+            requests: seg.per_row(series::HTTP_REQUESTS, |_| true),
+            in_flight: seg.per_row(series::HTTP_IN_FLIGHT, |_| true),
+            duration: seg.per_row(series::HTTP_DURATION, |_| true),
         };
         self.latency_bounds = http
             .duration

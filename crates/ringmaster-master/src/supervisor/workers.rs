@@ -85,7 +85,7 @@ impl Supervisor {
         let boot_ms = w.started.elapsed().as_secs_f64() * 1e3;
         let phases: Vec<String> = phases
             .iter()
-            .map(|p| format!("{}={:.1}ms", p.name, p.micros as f64 / 1e3))
+            .map(|p| format!("{}={:.1}ms", p.step.name(), p.micros as f64 / 1e3))
             .collect();
         tracing::info!(
             group = %group,

@@ -11,6 +11,8 @@ use std::time::Duration;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
 
+use ringmaster_registry::series;
+
 use crate::registry::{Counter, Gauge, Histogram, Registry};
 
 /// The built-in HTTP metrics of one worker, in the cluster's registry.
@@ -75,7 +77,7 @@ impl HttpMetrics {
             registry: registry.clone(),
             group: group.to_string(),
             in_flight: registry.gauge_with(
-                "http_requests_in_flight",
+                series::HTTP_IN_FLIGHT,
                 "Requests being handled now.",
                 &[("group", group)],
             ),
@@ -115,7 +117,7 @@ impl HttpMetrics {
                 Arc::new(RouteMetrics {
                     route: route.into(),
                     duration: self.registry.histogram_with(
-                        "http_request_duration_seconds",
+                        series::HTTP_DURATION,
                         "Time from the request to its response head, in seconds.",
                         &[("group", &self.group), ("route", route)],
                         &LATENCY_BUCKETS,
@@ -135,7 +137,7 @@ impl HttpMetrics {
             Some(c) => c,
             None => {
                 let c = self.registry.counter_with(
-                    "http_requests_total",
+                    series::HTTP_REQUESTS,
                     "Requests answered, by route, method and status.",
                     &[
                         ("group", &self.group),

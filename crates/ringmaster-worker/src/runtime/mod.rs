@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringmaster_config::GroupConfig;
-use ringmaster_proto::{BootPhase, WorkerMsg};
+use ringmaster_proto::{BootPhase, BootStep, WorkerMsg};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -85,7 +85,7 @@ async fn life(handoff: Handoff, worker: Option<Worker>) -> ExitCode {
     let Some(master) = connect_master(&handoff, &cfg).await else {
         return ExitCode::FAILURE;
     };
-    let mut phases = vec![phase("connect_master", t)];
+    let mut phases = vec![phase(BootStep::ConnectMaster, t)];
     let Master {
         outbox,
         ipc,
@@ -108,7 +108,7 @@ async fn life(handoff: Handoff, worker: Option<Worker>) -> ExitCode {
             return fatal(outbox, reason).await;
         }
     };
-    phases.push(phase("listen", t));
+    phases.push(phase(BootStep::Listen, t));
     let adopt = take_adopt();
 
     if drain.borrow().is_some() {
@@ -192,7 +192,7 @@ async fn report_ready(
         let w = ctx.worker();
         let slot = w.slot.to_string();
         let counter = ctx.registry().counter_with(
-            "ringmaster_worker_log_lines_dropped_total",
+            ringmaster_registry::series::WORKER_LOG_LINES_DROPPED,
             "Log lines a worker dropped because the master was not reading its pipe.",
             &[("group", &w.group), ("slot", &slot)],
         );
@@ -367,9 +367,9 @@ async fn close_backends(ctx: &AppContext) {
     }
 }
 
-fn phase(name: &str, started: Instant) -> BootPhase {
+fn phase(step: BootStep, started: Instant) -> BootPhase {
     BootPhase {
-        name: name.to_string(),
+        step,
         micros: started.elapsed().as_micros() as u64,
     }
 }
