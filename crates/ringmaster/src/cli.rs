@@ -361,6 +361,19 @@ fn check(config: &Config, path: Option<&Path>, workers: &[Worker]) -> ExitCode {
             }
         }
     }
+    failed += check_implicit(config, workers, &runtime);
+    if failed > 0 {
+        eprintln!("error: {failed} backend(s) unreachable");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Probes the implicit SQLite backends (a module's backend with no
+/// `[backends.NAME]`) whose files exist; returns how many failed.
+fn check_implicit(config: &Config, workers: &[Worker], runtime: &tokio::runtime::Runtime) -> usize {
+    use std::io::Write;
+    let mut failed = 0;
     for name in implicit_backends(config, workers) {
         let url = config.backend(&name).url;
         let file = url.strip_prefix("sqlite://").unwrap_or(&url);
@@ -371,24 +384,23 @@ fn check(config: &Config, path: Option<&Path>, workers: &[Worker]) -> ExitCode {
         );
         // Opening a missing file would create it: `check` changes nothing.
         if !file.exists() {
-            out!("{what} not created yet (`serve` or `migrate` creates it)");
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "{what} not created yet (`serve` or `migrate` creates it)"
+            );
             continue;
         }
         match runtime.block_on(ringmaster_worker::probe(&name, config)) {
             Ok(()) => {
-                out!("{what} OK");
+                let _ = writeln!(std::io::stdout().lock(), "{what} OK");
             }
             Err(e) => {
                 failed += 1;
-                out!("{what} FAILED: {e}");
+                let _ = writeln!(std::io::stdout().lock(), "{what} FAILED: {e}");
             }
         }
     }
-    if failed > 0 {
-        eprintln!("error: {failed} backend(s) unreachable");
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
+    failed
 }
 
 /// The SQL backends the groups' modules name without a

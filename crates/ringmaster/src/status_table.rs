@@ -17,6 +17,14 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
         let _ = write!(out, " ({}: {}/{})", r.groups.join(", "), r.done, r.total);
     }
     out.push_str("\n\n");
+    out.push_str(&table(&group_rows(s)));
+    out.push('\n');
+    out.push_str(&table(&worker_rows(s)));
+    out
+}
+
+/// One row per group, under a header.
+fn group_rows(s: &ClusterStatus) -> Vec<Vec<String>> {
     let mut groups = vec![row(&[
         "GROUP",
         "WORKER",
@@ -35,8 +43,11 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
             g.last_exit.as_ref().map_or("-".into(), exit),
         ]);
     }
-    out.push_str(&table(&groups));
-    out.push('\n');
+    groups
+}
+
+/// One row per worker (and per slot waiting for one), under a header.
+fn worker_rows(s: &ClusterStatus) -> Vec<Vec<String>> {
     let mut workers = vec![row(&[
         "GROUP",
         "SLOT",
@@ -86,8 +97,7 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
             ]);
         }
     }
-    out.push_str(&table(&workers));
-    out
+    workers
 }
 
 fn row(cells: &[&str]) -> Vec<String> {
