@@ -169,6 +169,20 @@ impl Events {
         }
     }
 
+    /// Waits until the master kills worker `pid`; why it did.
+    pub fn wait_killed(&mut self, timeout: Duration, pid: u32) -> String {
+        let what = format!("worker {pid} killed");
+        let killed = self.wait(
+            timeout,
+            &what,
+            |e| matches!(e, Lifecycle::WorkerKilled { pid: p, .. } if *p == pid),
+        );
+        match killed {
+            Lifecycle::WorkerKilled { reason, .. } => reason,
+            _ => unreachable!("the wait matched a kill"),
+        }
+    }
+
     /// Every event read so far.
     pub fn seen(&self) -> Vec<Lifecycle> {
         self.seen.iter().map(|r| r.what.clone()).collect()

@@ -113,6 +113,18 @@ impl Load {
         let pids = std::mem::take(&mut *self.pids.lock().unwrap());
         (self.ok.load(Ordering::Relaxed), failed, pids)
     }
+
+    /// Stops the load and fails the test if any request failed, naming
+    /// them; the requests that succeeded.
+    pub fn finish_without_failures(self) -> u64 {
+        let (ok, failed, _) = self.finish();
+        assert!(
+            failed.is_empty(),
+            "{} failed of {ok}: {failed:?}",
+            failed.len()
+        );
+        ok
+    }
 }
 
 impl Drop for Load {

@@ -372,6 +372,50 @@ pub(crate) fn logs(
     if let Err(e) = client.send(&request) {
         return fail(&e);
     }
+    print_stream(&mut client, follow, |line| match line["event"].as_str() {
+        Some("log") => Some(line["text"].as_str().unwrap_or("").to_string()),
+        Some("skipped") => Some(format!(
+            "[{} blocks of lines skipped: this client reads too slowly]",
+            line["blocks"]
+        )),
+        _ => None,
+    })
+}
+
+/// `events`: the last `last` lifecycle events, then every new one, as
+/// text (`+12.345s worker ready web/0 pid 4242 (boot 11.3 ms)`) or JSON.
+pub(crate) fn events(config: &Config, last: usize, json_out: bool) -> ExitCode {
+    let mut client = match Client::connect(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = client.send(&ControlRequest::Events { last }) {
+        return fail(&e);
+    }
+    print_stream(&mut client, true, |line| match line["event"].as_str() {
+        Some("lifecycle") if json_out => Some(line.to_string()),
+        Some("lifecycle") => Some(
+            match serde_json::from_value::<ringmaster_proto::LifecycleRecord>(line) {
+                Ok(r) => format!("+{:.3}s {}", r.at_ms as f64 / 1e3, r.what),
+                Err(e) => format!("(an event that does not read: {e})"),
+            },
+        ),
+        Some("skipped") => Some(format!(
+            "[{} events skipped: this client reads too slowly]",
+            line["events"]
+        )),
+        _ => None,
+    })
+}
+
+/// Prints what `show` makes of each event line (`None`: nothing) until
+/// the final line or the master hangs up; flushed after each line when
+/// `live` (a follower), so that a pipe sees lines as they come.
+fn print_stream(
+    client: &mut Client,
+    live: bool,
+    mut show: impl FnMut(Value) -> Option<String>,
+) -> ExitCode {
     let mut out = std::io::stdout().lock();
     loop {
         let line = match client.next() {
@@ -385,55 +429,10 @@ pub(crate) fn logs(
         if line["ok"] == true {
             return ExitCode::SUCCESS;
         }
-        let text = match line["event"].as_str() {
-            Some("log") => line["text"].as_str().unwrap_or("").to_string(),
-            Some("skipped") => format!(
-                "[{} blocks of lines skipped: this client reads too slowly]",
-                line["blocks"]
-            ),
-            _ => continue,
+        let Some(text) = show(line) else {
+            continue;
         };
-        if writeln!(out, "{text}").is_err() || (follow && out.flush().is_err()) {
-            return ExitCode::SUCCESS;
-        }
-    }
-}
-
-/// `events`: the last `last` lifecycle events, then every new one, as
-/// text (`+12.345s worker ready web/0 pid 4242 (boot 11.3 ms)`) or JSON.
-pub(crate) fn events(config: &Config, last: usize, json_out: bool) -> ExitCode {
-    let mut client = match Client::connect(config) {
-        Ok(c) => c,
-        Err(e) => return fail(&e),
-    };
-    if let Err(e) = client.send(&ControlRequest::Events { last }) {
-        return fail(&e);
-    }
-    let mut out = std::io::stdout().lock();
-    loop {
-        let line = match client.next() {
-            Ok(Some(line)) => line,
-            Ok(None) => return ExitCode::SUCCESS,
-            Err(e) => return fail(&e),
-        };
-        if line["ok"] == false {
-            return fail(&error_text(&line));
-        }
-        let text = match line["event"].as_str() {
-            Some("lifecycle") if json_out => line.to_string(),
-            Some("lifecycle") => {
-                match serde_json::from_value::<ringmaster_proto::LifecycleRecord>(line) {
-                    Ok(r) => format!("+{:.3}s {}", r.at_ms as f64 / 1e3, r.what),
-                    Err(e) => format!("(an event that does not read: {e})"),
-                }
-            }
-            Some("skipped") => format!(
-                "[{} events skipped: this client reads too slowly]",
-                line["events"]
-            ),
-            _ => continue,
-        };
-        if writeln!(out, "{text}").is_err() || out.flush().is_err() {
+        if writeln!(out, "{text}").is_err() || (live && out.flush().is_err()) {
             return ExitCode::SUCCESS;
         }
     }

@@ -554,11 +554,6 @@ fn ttou_under_load_fails_no_request() {
         matches!(e, Lifecycle::WorkerExited { slot: 2, .. })
     });
     load.wait_ok(200);
-    let (ok, failed, _) = load.finish();
-    assert!(
-        failed.is_empty(),
-        "{} failed of {ok}: {failed:?}",
-        failed.len()
-    );
+    load.finish_without_failures();
     assert_eq!(cluster.worker_pids().len(), 2);
 }

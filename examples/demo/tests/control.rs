@@ -56,8 +56,7 @@ fn status_shows_every_group_and_worker_with_live_figures() {
                     && w["heartbeat_age_ms"].as_u64().is_some()
             })
     });
-    let (_, failed, _) = load.finish();
-    assert!(failed.is_empty(), "{failed:?}");
+    load.finish_without_failures();
     let w = &group(&s, "web")["workers"][0];
     assert!(w["requests_total"].as_u64() > Some(0), "{w:#}");
     assert!(w["cpu_percent"].as_f64().is_some(), "{w:#}");
@@ -89,12 +88,7 @@ fn scale_up_and_down_under_load_fails_no_request() {
     assert!(out.status.success(), "{}", text(&out));
     wait_status(&cluster, "2 ready workers", |s| settled(s, "web", 2));
     load.wait_ok(200);
-    let (ok, failed, _) = load.finish();
-    assert!(
-        failed.is_empty(),
-        "{} failed of {ok}: {failed:?}",
-        failed.len()
-    );
+    load.finish_without_failures();
     // Bad counts change nothing and say why.
     for (arg, says) in [
         ("0", "1 to 1024"),
@@ -131,12 +125,7 @@ fn reload_of_one_group_replaces_its_workers_only_under_load() {
     }
     assert!(said.contains("reload done: 2 workers replaced"), "{said}");
     load.wait_ok(200);
-    let (ok, failed, _) = load.finish();
-    assert!(
-        failed.is_empty(),
-        "{} failed of {ok}: {failed:?}",
-        failed.len()
-    );
+    load.finish_without_failures();
     let after = wait_status(&cluster, "web settled again", |s| settled(s, "web", 2));
     let web_after = group_pids(&after, "web");
     assert!(
@@ -202,8 +191,7 @@ fn restart_replaces_one_worker_ready_first() {
         text(&out)
     );
     load.wait_ok(100);
-    let (_, failed, _) = load.finish();
-    assert!(failed.is_empty(), "{failed:?}");
+    load.finish_without_failures();
     let after = group_pids(
         &wait_status(&cluster, "settled", |s| settled(s, "web", 2)),
         "web",
@@ -258,12 +246,7 @@ fn max_requests_recycles_a_worker_with_no_failed_request() {
         settled(s, "web", 1) && pids != before
     });
     load.wait_ok(100);
-    let (ok, failed, _) = load.finish();
-    assert!(
-        failed.is_empty(),
-        "{} failed of {ok}: {failed:?}",
-        failed.len()
-    );
+    load.finish_without_failures();
     let exit = &group(&s, "web")["workers"][0]["last_exit"];
     assert_eq!(exit["reason"], "recycled: max_requests", "{exit:#}");
     assert_eq!(exit["code"], 0, "it drained and exited 0: {exit:#}");
@@ -288,8 +271,7 @@ fn max_rss_recycles_a_worker_with_no_failed_request() {
         settled(s, "web", 1) && group_pids(s, "web") != before
     });
     load.wait_ok(50);
-    let (_, failed, _) = load.finish();
-    assert!(failed.is_empty(), "{failed:?}");
+    load.finish_without_failures();
     let exit = &group(&s, "web")["workers"][0]["last_exit"];
     assert_eq!(exit["reason"], "recycled: max_rss", "{exit:#}");
     assert!(cluster.log().contains("past max_rss"), "{}", cluster.log());

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Lifecycle, Response, alive, create_link, get, request, web_config};
+use support::{Response, alive, create_link, get, request, web_config};
 
 /// The pid in the demo's `x-ringmaster-worker` header (`web/1 4242`).
 fn served_by(r: &Response) -> u32 {
@@ -106,14 +106,7 @@ fn a_worker_that_breaks_its_ipc_is_restarted_and_the_others_keep_going() {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        let killed = events.wait(
-            Duration::from_secs(5),
-            "the culprit killed",
-            |e| matches!(e, Lifecycle::WorkerKilled { pid, .. } if *pid == culprit),
-        );
-        let Lifecycle::WorkerKilled { reason, .. } = killed else {
-            unreachable!()
-        };
+        let reason = events.wait_killed(Duration::from_secs(5), culprit);
         assert!(
             reason.starts_with("broke the IPC protocol"),
             "[{kind}] {reason}"
@@ -215,14 +208,7 @@ fn a_worker_that_stops_reading_ipc_loses_messages_then_is_restarted() {
         // writes to the master, it only stopped reading.
         let _ = get(cluster.addr(), "/__test/flood?n=2000");
     }
-    let killed = events.wait(
-        Duration::from_secs(5),
-        "the stalled worker killed",
-        |e| matches!(e, Lifecycle::WorkerKilled { pid, .. } if *pid == stalled),
-    );
-    let Lifecycle::WorkerKilled { reason, .. } = killed else {
-        unreachable!()
-    };
+    let reason = events.wait_killed(Duration::from_secs(5), stalled);
     assert!(
         reason.starts_with("stalled: its IPC queue stayed full"),
         "{reason}"

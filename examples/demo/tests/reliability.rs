@@ -759,8 +759,7 @@ fn a_reload_ends_open_websockets_and_event_streams_cleanly_and_fails_no_other_re
         "{elapsed:?}\n{}",
         cluster.log()
     );
-    let (ok, failed, _) = load.finish();
-    assert!(failed.is_empty(), "{ok} ok, failed: {failed:?}");
+    load.finish_without_failures();
     // Reconnecting reaches a new worker.
     echoes(&mut websocket(addr, "/ws"), "again");
     // Both old workers drained and said so as they exited (their last
