@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use ringmaster::{Config, GroupConfig, WorkerContext};
+use ringmaster::{Config, GroupConfig, WorkerIdentity};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     format!("[groups.web]\nworker = \"web\"\n[backends.main]\nurl = \"{url}\"\n");
                 let config = Config::from_toml_str(&toml, "baseline")?;
                 let group = config.group("web").cloned().unwrap_or_default();
-                let identity = WorkerContext::standalone("web", group);
+                let identity = WorkerIdentity::standalone("web", group);
                 let booted = ringmaster::boot(&ringmaster_demo::web(), identity, Arc::new(config))
                     .await
                     .map_err(|e| e.to_string())?;

@@ -30,7 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let config = Config::from_toml_str(&toml, "query bench")?;
         let worker = ringmaster_demo::web();
         ringmaster::migrate(std::slice::from_ref(&worker), &config).await?;
-        let identity = ringmaster::WorkerContext::standalone(
+        let identity = ringmaster::WorkerIdentity::standalone(
             "web",
             config.group("web").cloned().unwrap_or_default(),
         );

@@ -31,7 +31,7 @@ use crate::ipc::Ipc;
 use crate::middleware;
 use crate::registry::Registry;
 use crate::views::Views;
-use crate::worker::{BootError, ErasedModule, Worker, WorkerContext};
+use crate::worker::{BootError, ErasedModule, Worker, WorkerIdentity};
 
 /// A booted app: the router to serve, its context and how boot went.
 #[non_exhaustive]
@@ -74,7 +74,7 @@ impl Phases {
 /// [`Registry`] private ([`Registry::local`]).
 pub async fn boot(
     worker: &Worker,
-    identity: WorkerContext,
+    identity: WorkerIdentity,
     config: Arc<Config>,
 ) -> Result<Booted, BootError> {
     let ipc = Ipc::detached(&identity.group, identity.slot);
@@ -89,7 +89,7 @@ pub async fn boot(
 /// a master).
 pub(crate) async fn boot_with(
     worker: &Worker,
-    identity: WorkerContext,
+    identity: WorkerIdentity,
     config: Arc<Config>,
     ipc: Ipc,
     registry: Registry,
@@ -189,7 +189,7 @@ fn serveable(
     app: Router<AppContext>,
     ctx: &AppContext,
     registry: &Registry,
-    identity: &WorkerContext,
+    identity: &WorkerIdentity,
 ) -> Router {
     let metrics = middleware::HttpMetrics::new(registry, &identity.group);
     middleware::common_with_metrics(app.with_state(ctx.clone()), &identity.config, Some(metrics))

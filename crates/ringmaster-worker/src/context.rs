@@ -23,7 +23,7 @@ use crate::ipc::Ipc;
 use crate::registry::Registry;
 use crate::serve::DrainRx;
 use crate::views::Views;
-use crate::worker::WorkerContext;
+use crate::worker::WorkerIdentity;
 
 /// The handlers' state: cheap to clone (one `Arc`).
 #[derive(Clone)]
@@ -32,7 +32,7 @@ pub struct AppContext {
 }
 
 struct Inner {
-    worker: WorkerContext,
+    worker: WorkerIdentity,
     config: Arc<Config>,
     backends: Backends,
     ipc: Ipc,
@@ -56,7 +56,7 @@ impl std::fmt::Debug for AppContext {
 
 impl AppContext {
     /// Who this worker is, and its group's configuration.
-    pub fn worker(&self) -> &WorkerContext {
+    pub fn worker(&self) -> &WorkerIdentity {
         &self.inner.worker
     }
 
@@ -148,7 +148,8 @@ impl AppContext {
     pub(crate) fn for_tests() -> Self {
         let (_, drain) = tokio::sync::watch::channel(None);
         let config = Config::from_toml_str("", "test").expect("the empty config is valid");
-        let identity = WorkerContext::standalone("test", ringmaster_config::GroupConfig::default());
+        let identity =
+            WorkerIdentity::standalone("test", ringmaster_config::GroupConfig::default());
         Init::new(
             identity,
             Arc::new(config),
@@ -233,7 +234,7 @@ impl<T: Send + Sync + 'static> FromRequestParts<AppContext> for Shared<T> {
 /// What [`Module::init`](crate::Module::init) gets: the backends, the
 /// configuration, and a place for typed shared state.
 pub struct Init {
-    pub(crate) worker: WorkerContext,
+    pub(crate) worker: WorkerIdentity,
     pub(crate) config: Arc<Config>,
     pub(crate) backends: Backends,
     pub(crate) ipc: Ipc,
@@ -244,7 +245,7 @@ pub struct Init {
 
 impl Init {
     pub(crate) fn new(
-        worker: WorkerContext,
+        worker: WorkerIdentity,
         config: Arc<Config>,
         backends: Backends,
         ipc: Ipc,
@@ -280,7 +281,7 @@ impl Init {
     }
 
     /// Who this worker is.
-    pub fn worker(&self) -> &WorkerContext {
+    pub fn worker(&self) -> &WorkerIdentity {
         &self.worker
     }
 

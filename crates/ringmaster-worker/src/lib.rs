@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //!
-//! - `worker`: the [`Module`] trait, the [`Worker`] builder, [`WorkerContext`].
+//! - `worker`: the [`Module`] trait, the [`Worker`] builder, [`WorkerIdentity`].
 //! - `controller`: [`Controller`], the route table ([`RouteInfo`]).
 //! - `context`: [`AppContext`], the handlers' state, [`Shared`] module
 //!   state, and [`Init`].
@@ -108,4 +108,4 @@ pub use topic::{RequestError, RequestTopic, Topic};
 #[doc(inline)]
 pub use views::{Templates, Views};
 #[doc(inline)]
-pub use worker::{BootError, Module, Worker, WorkerContext};
+pub use worker::{BootError, Module, Worker, WorkerIdentity};

@@ -1,6 +1,6 @@
 //! The [`Module`] trait (a named component of an app), the [`Worker`]
 //! builder (a concrete worker implementation: the modules one group
-//! serves), and [`WorkerContext`], the identity a worker runs under.
+//! serves), and [`WorkerIdentity`], the identity a worker runs under.
 //!
 //! Users implement [`Module`] on their own types and add them to a
 //! [`Worker`] by value; the framework erases them behind `ErasedModule`, so
@@ -27,7 +27,7 @@ pub type BootError = Box<dyn std::error::Error + Send + Sync>;
 /// Who and where a worker is.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct WorkerContext {
+pub struct WorkerIdentity {
     /// The worker's group.
     pub group: Arc<str>,
     /// The worker's slot in its group (0-based).
@@ -40,10 +40,10 @@ pub struct WorkerContext {
     pub config: Arc<GroupConfig>,
 }
 
-impl WorkerContext {
-    /// A context for tests and tools that run an app outside a cluster.
+impl WorkerIdentity {
+    /// An identity for tests and tools that run an app outside a cluster.
     pub fn standalone(group: &str, config: GroupConfig) -> Self {
-        WorkerContext {
+        WorkerIdentity {
             group: group.into(),
             slot: 0,
             generation: 0,

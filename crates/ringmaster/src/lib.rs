@@ -53,7 +53,7 @@ pub use ringmaster_worker::{
     Delivery, ExitInfo, Gauge, GroupState, GroupStatus, Health, Healthz, Histogram, Init, Ipc,
     IpcError, IpcStats, LogLine, LogLines, Metrics, Migration, Module, Origin, Query, Registry,
     ReloadProgress, RequestError, RequestTopic, RouteInfo, Shared, Snapshot, SqlBackend, SqlRow,
-    SqlValue, Subscription, Target, Templates, Topic, Views, Worker, WorkerContext, WorkerInfo,
+    SqlValue, Subscription, Target, Templates, Topic, Views, Worker, WorkerIdentity, WorkerInfo,
     WorkerStatus, boot, middleware, migrate, on_db, routes, templates,
 };
 #[cfg(feature = "redis")]
@@ -77,7 +77,7 @@ pub mod prelude {
     pub use ringmaster_worker::{
         AppContext, AppError, Backend, BootError, Controller, Db, Health, Init, Metrics, Migration,
         Module, RedisBackend, RequestTopic, Shared, SqlBackend, Target, Templates, Topic, Worker,
-        WorkerContext,
+        WorkerIdentity,
     };
 }
 

@@ -56,7 +56,7 @@ async fn app_with(
     let config = Config::from_toml_str(&toml, "test").unwrap();
     let workers = [crate::web(), crate::api()];
     ringmaster::migrate(&workers, &config).await.unwrap();
-    let identity = WorkerContext::standalone(group, config.group(group).unwrap().clone());
+    let identity = WorkerIdentity::standalone(group, config.group(group).unwrap().clone());
     let booted = boot(worker, identity, Arc::new(config)).await.unwrap();
     (booted.app, dir)
 }
@@ -290,7 +290,7 @@ async fn api_serves_links_as_json_only() {
         dir.display()
     );
     let config = Config::from_toml_str(&toml, "test").unwrap();
-    let identity = WorkerContext::standalone("api", config.group("api").unwrap().clone());
+    let identity = WorkerIdentity::standalone("api", config.group("api").unwrap().clone());
     let api = boot(&crate::api(), identity, Arc::new(config))
         .await
         .unwrap()
@@ -320,7 +320,7 @@ async fn boot_runs_its_phases_in_order() {
         dir.display()
     );
     let config = Config::from_toml_str(&toml, "test").unwrap();
-    let identity = WorkerContext::standalone("web", config.group("web").unwrap().clone());
+    let identity = WorkerIdentity::standalone("web", config.group("web").unwrap().clone());
     let booted = boot(&crate::web(), identity, Arc::new(config))
         .await
         .unwrap();
@@ -473,7 +473,7 @@ async fn a_panic_in_an_async_init_fails_the_boot_with_its_message() {
     let dir = std::env::temp_dir().join(format!("ringmaster-demo-panic-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = Config::from_toml_str("[groups.web]\n", "test").unwrap();
-    let identity = WorkerContext::standalone("web", config.group("web").unwrap().clone());
+    let identity = WorkerIdentity::standalone("web", config.group("web").unwrap().clone());
     let worker = Worker::new("web").module(Broken { panic: true });
     let err = boot(&worker, identity, Arc::new(config))
         .await

@@ -26,7 +26,7 @@ async fn notes_are_stored_counted_and_rendered() {
     );
     let config = Config::from_toml_str(&toml, "test").unwrap();
     ringmaster::migrate(&[super::web()], &config).await.unwrap();
-    let identity = WorkerContext::standalone("web", config.group("web").unwrap().clone());
+    let identity = WorkerIdentity::standalone("web", config.group("web").unwrap().clone());
     let app = boot(&super::web(), identity, Arc::new(config))
         .await
         .unwrap()

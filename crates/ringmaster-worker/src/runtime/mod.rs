@@ -33,7 +33,7 @@ use crate::handoff::{self, Handoff};
 use crate::ipc::{Ipc, Outgoing};
 use crate::registry::Registry;
 use crate::serve::{self, DrainRx};
-use crate::{Worker, WorkerContext};
+use crate::{Worker, WorkerIdentity};
 use master::{Master, connect_master, fatal, heartbeat};
 
 /// Runs this process as a worker: picks the implementation its group
@@ -139,7 +139,7 @@ async fn boot_app(
     pid: u32,
     drain: &DrainRx,
 ) -> Result<boot::Booted, String> {
-    let identity = WorkerContext {
+    let identity = WorkerIdentity {
         group: handoff.group.as_str().into(),
         slot: handoff.slot,
         generation: handoff.generation,
