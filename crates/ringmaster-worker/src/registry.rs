@@ -5,14 +5,47 @@
 //! A handle writes to this worker's row of the master's shared segment
 //! with one relaxed atomic operation: no lock, no syscall, no message.
 //! Creating a handle registers its series with the master over IPC, once
-//! per name and labels per worker; until the master's answer arrives (well
-//! under a millisecond) the handle counts in a private cell, then moves
-//! those counts into the shared row. `value()` reads the cluster-wide
-//! total: every worker's row plus the retired row of removed slots.
+//! per name and labels per worker. Until the master's answer arrives (well
+//! under a millisecond) the handle counts in private cells, each write
+//! under the series' lock; the answer takes that lock, moves the private
+//! counts into the shared row and points the handle there, so no count
+//! made before it is lost or left behind. `value()` reads the cluster-wide
+//! total: every worker's row plus the retired row of removed slots (until
+//! the answer, this process's count alone).
+//!
+//! `init` may wait for the answers: [`Registry::attached`] for every handle
+//! made so far, or `attached` on one handle ([`Counter::attached`],
+//! [`Gauge::attached`], [`Histogram::attached`]). Each says whether the
+//! series writes the segment (`false`: it counts in this process only, and
+//! a warning said why). No count needs it; a module that reads a
+//! cluster-wide value in `init` does:
+//!
+//! ```
+//! use ringmaster_worker::{BootError, Controller, Counter, Init, Module};
+//!
+//! struct Jobs;
+//! struct Done(Counter);
+//!
+//! impl Module for Jobs {
+//!     fn routes(&self) -> Controller {
+//!         Controller::new("/")
+//!     }
+//!     async fn init(&self, init: &mut Init) -> Result<(), BootError> {
+//!         let done = init.registry().counter("jobs_done_total", "Jobs done.");
+//!         let _failed = init.registry().counter("jobs_failed_total", "Jobs failed.");
+//!         // Both registered: from here on `value()` is the cluster's total.
+//!         if init.registry().attached().await {
+//!             let _so_far = done.value();
+//!         }
+//!         init.insert(Done(done));
+//!         Ok(())
+//!     }
+//! }
+//! ```
 //!
 //! Outside a cluster (app tests), or when the master had no row left for
 //! this worker, the registry is a private segment: everything works, the
-//! totals are this process's.
+//! totals are this process's, and a handle is attached as it is made.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +54,10 @@ use std::time::Duration;
 
 use ringmaster_proto::MetricKind;
 use ringmaster_registry::{DEFAULT_BUCKETS, Kind, Segment, Snapshot};
+use tokio::sync::Notify;
 
 use crate::ipc::Ipc;
 
-/// After a series is attached to the shared row, its private cells are
-/// moved over again at these delays, for increments that raced the move.
-const LATE_FLUSHES: [Duration; 2] = [Duration::from_millis(10), Duration::from_secs(1)];
 /// Size of the private segment outside a cluster.
 const LOCAL_SIZE: usize = 4 << 20;
 
@@ -131,6 +162,31 @@ impl Registry {
         self.inner.segment.snapshot()
     }
 
+    /// Waits until every handle made so far has its registration's
+    /// answer: `true` if all of them write the segment, `false` if one
+    /// counts in this process only (a warning said which and why).
+    ///
+    /// Handles made afterwards are not waited for. In a private registry
+    /// every handle is attached as it is made.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+    /// let registry = ringmaster_worker::Registry::local().unwrap();
+    /// let jobs = registry.counter("jobs_total", "Jobs done.");
+    /// assert!(registry.attached().await);
+    /// jobs.inc();
+    /// assert_eq!(registry.snapshot().series.len(), 1);
+    /// # });
+    /// ```
+    pub async fn attached(&self) -> bool {
+        let series: Vec<Arc<Series>> = lock(&self.inner.series).values().cloned().collect();
+        let mut all = true;
+        for s in &series {
+            all &= s.attached().await;
+        }
+        all
+    }
+
     fn series(
         &self,
         name: &str,
@@ -149,19 +205,12 @@ impl Registry {
         if let Some(s) = map.get(&key) {
             return s.clone();
         }
-        let series = Arc::new(Series {
-            kind,
-            bounds: if kind == Kind::Histogram {
-                buckets.to_vec()
-            } else {
-                Vec::new()
-            },
-            shared: OnceLock::new(),
-            pending: (0..kind.cells(buckets.len()))
-                .map(|_| AtomicU64::new(0))
-                .collect(),
-            segment: self.inner.segment,
-        });
+        let bounds = if kind == Kind::Histogram {
+            buckets.to_vec()
+        } else {
+            Vec::new()
+        };
+        let series = Arc::new(Series::new(kind, bounds, self.inner.segment));
         map.insert(key.clone(), series.clone());
         drop(map);
         self.attach(series.clone(), key, help);
@@ -169,22 +218,25 @@ impl Registry {
     }
 
     /// Registers `series` (with the master, or in the private segment)
-    /// and points it at this worker's row once it has an index.
+    /// and settles it: at this worker's row once it has an index, at its
+    /// private cells for good if it gets none.
     fn attach(&self, series: Arc<Series>, key: Key, help: &str) {
         let (name, labels) = key;
         let row = self.inner.row;
         let segment = self.inner.segment;
         let Some(ipc) = self.inner.ipc.clone() else {
             match segment.register(&name, help, series.kind, &labels, &series.bounds) {
-                Ok(index) => series.attach(index, segment.cells(index, row)),
+                Ok(index) => series.settle(Some((index, segment.cells(index, row)))),
                 Err(e) => {
-                    tracing::warn!(error = %e, "metric not registered; it counts in this process only")
+                    tracing::warn!(error = %e, "metric not registered; it counts in this process only");
+                    series.settle(None);
                 }
             }
             return;
         };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(metric = %name, "a metric created outside the runtime counts in this process only");
+            series.settle(None);
             return;
         };
         let help = help.to_string();
@@ -194,15 +246,13 @@ impl Registry {
             Kind::Histogram => MetricKind::Histogram,
         };
         runtime.spawn(async move {
-            let buckets = series.bounds.clone();
+            // Settles the series however this task ends: also if it is
+            // dropped unfinished (the runtime shutting down), so that no
+            // `attached` waits for good.
+            let series = Unsettled(series);
+            let buckets = series.0.bounds.clone();
             match ipc.register(&name, &help, kind, labels, buckets).await {
-                Ok(index) => {
-                    series.attach(index, segment.cells(index, row));
-                    for delay in LATE_FLUSHES {
-                        tokio::time::sleep(delay).await;
-                        series.flush();
-                    }
-                }
+                Ok(index) => series.0.settle(Some((index, segment.cells(index, row)))),
                 Err(e) => tracing::warn!(
                     metric = %name,
                     error = %e,
@@ -213,45 +263,148 @@ impl Registry {
     }
 }
 
+/// Settles its series at the private cells, when dropped, unless it was
+/// settled already.
+struct Unsettled(Arc<Series>);
+
+impl Drop for Unsettled {
+    fn drop(&mut self) {
+        self.0.settle(None);
+    }
+}
+
 /// One series as this worker writes it.
+///
+/// # Moving the private counts without losing one
+///
+/// `target` is set once, by [`settle`](Self::settle), under `moving`.
+/// Until then every write goes through [`write`](Self::write)'s slow path,
+/// which takes `moving`, looks at `target` again and writes there, or in
+/// `private` if it is still unset. So the writes to `private` and the
+/// settling are ordered by the lock, and each write to `private` is one of:
+///
+/// - before the settling's critical section: its unlock synchronizes with
+///   the settling's lock, so it happens before the settling's `swap`,
+///   which (a read-modify-write, coherent with what happened before it)
+///   reads it or a later value, and moves it;
+/// - after it: it reads `target` set (the `set` happens before the unlock,
+///   which happens before this lock) and writes the shared row instead.
+///
+/// The fast path writes the shared row only after its (acquire) load of
+/// `target` saw the value `settle` stored after the move, so the move
+/// happens before every write of the fast path: the moved counts are in
+/// the row before any later operation, which keeps [`Gauge::set`] exact (a
+/// `set` after the move is not followed by an old count landing on top).
+/// After settling at the row, `private` is never written again and holds
+/// zero; settled at `private` (no index), the handle writes it, lock-free,
+/// for good. Plain relaxed atomics suffice inside: the lock and the
+/// `OnceLock` carry the ordering.
+///
+/// The alternative without a lock (add to `private`, then re-check
+/// `target` with `SeqCst` and move one's own count over, the settling
+/// publishing `target` before its `swap`) keeps counters and histograms
+/// exact, but not gauges: the settling's moved counts are in flight, out
+/// of both cells, while a fast-path `set` may already have written the
+/// row, and land on top of it (`add(3)` returns, then `set(7)` leaves 10).
+/// The lock costs nothing once settled: it is only taken before.
 struct Series {
     kind: Kind,
     bounds: Vec<f64>,
-    /// The index and this worker's row of cells, once registered.
-    shared: OnceLock<(u32, &'static [AtomicU64])>,
-    /// Counts made before that, moved over by `flush`.
-    pending: Box<[AtomicU64]>,
+    /// Where the handle writes for good, once registered (or refused).
+    target: OnceLock<Target>,
+    /// The counts made before that, moved to the shared row by `settle`.
+    private: Box<[AtomicU64]>,
+    /// Taken by `settle` and by every write before `target` is set.
+    moving: Mutex<()>,
+    /// Woken once `target` is set.
+    settled: Notify,
     segment: &'static Segment,
 }
 
+/// Where a settled series writes.
+enum Target {
+    /// This worker's row of series `index` in the segment.
+    Shared {
+        index: u32,
+        cells: &'static [AtomicU64],
+    },
+    /// Its private cells: the series has no index (refused, or no runtime
+    /// to ask in).
+    Private,
+}
+
 impl Series {
+    fn new(kind: Kind, bounds: Vec<f64>, segment: &'static Segment) -> Self {
+        Series {
+            private: (0..kind.cells(bounds.len()))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            kind,
+            bounds,
+            target: OnceLock::new(),
+            moving: Mutex::new(()),
+            settled: Notify::new(),
+            segment,
+        }
+    }
+
+    /// Runs `op` on the cells the handle writes now: the fast path is one
+    /// acquire load, then `op`'s atomic operations.
     #[inline]
-    fn cells(&self) -> &[AtomicU64] {
-        match self.shared.get() {
-            Some((_, cells)) => cells,
-            None => &self.pending,
+    fn write(&self, op: impl FnOnce(&[AtomicU64])) {
+        match self.target.get() {
+            Some(Target::Shared { cells, .. }) => op(cells),
+            Some(Target::Private) => op(&self.private),
+            None => self.write_unsettled(op),
         }
     }
 
-    fn attach(&self, index: u32, cells: &'static [AtomicU64]) {
-        if cells.len() != self.pending.len() {
-            tracing::warn!(
-                "a metric's shape in the registry differs; it counts in this process only"
-            );
-            return;
-        }
-        if self.shared.set((index, cells)).is_ok() {
-            self.flush();
+    /// [`write`](Self::write) before the registration's answer: under the
+    /// lock `settle` takes (see [`Series`]).
+    #[cold]
+    #[inline(never)]
+    fn write_unsettled(&self, op: impl FnOnce(&[AtomicU64])) {
+        let _moving = lock(&self.moving);
+        match self.target.get() {
+            Some(Target::Shared { cells, .. }) => op(cells),
+            Some(Target::Private) | None => op(&self.private),
         }
     }
 
-    /// Moves what the private cells hold into the shared row.
-    fn flush(&self) {
-        let Some((_, shared)) = self.shared.get() else {
-            return;
+    /// Points the handle at `shared` (its index and this worker's row of
+    /// cells), moving the private counts there, or at the private cells
+    /// (`None`), for good; the first call decides. Wakes `attached`.
+    fn settle(&self, shared: Option<(u32, &'static [AtomicU64])>) {
+        let target = match shared {
+            Some((index, cells)) if cells.len() == self.private.len() => {
+                Target::Shared { index, cells }
+            }
+            Some(_) => {
+                tracing::warn!(
+                    "a metric's shape in the registry differs; it counts in this process only"
+                );
+                Target::Private
+            }
+            None => Target::Private,
         };
-        let last = self.pending.len() - 1;
-        for (i, (p, s)) in self.pending.iter().zip(shared.iter()).enumerate() {
+        let moving = lock(&self.moving);
+        if self.target.get().is_some() {
+            return;
+        }
+        if let Target::Shared { cells, .. } = target {
+            self.move_private(cells);
+        }
+        let _ = self.target.set(target);
+        drop(moving);
+        self.settled.notify_waiters();
+    }
+
+    /// Moves what the private cells hold into `shared` (under `moving`).
+    /// Adding, not storing, also for a gauge: a reload's replacement may
+    /// share the row with the process it replaces.
+    fn move_private(&self, shared: &[AtomicU64]) {
+        let last = self.private.len() - 1;
+        for (i, (p, s)) in self.private.iter().zip(shared).enumerate() {
             let v = p.swap(0, Ordering::Relaxed);
             if v == 0 {
                 continue;
@@ -264,12 +417,32 @@ impl Series {
         }
     }
 
-    /// The cluster-wide sum of a counter or gauge.
+    /// Waits for `settle`: whether the series writes the segment.
+    async fn attached(&self) -> bool {
+        loop {
+            // Made before the look at `target`: a `notify_waiters` after
+            // the look wakes it.
+            let settled = self.settled.notified();
+            if let Some(target) = self.target.get() {
+                return matches!(target, Target::Shared { .. });
+            }
+            settled.await;
+        }
+    }
+
+    /// The cluster-wide sum of a counter or gauge (this process's, until
+    /// settled at the row).
     fn total(&self) -> u64 {
-        let own = self.pending[0].load(Ordering::Relaxed);
-        match self.shared.get() {
-            Some((index, _)) => self.segment.sum(*index).wrapping_add(own),
-            None => own,
+        let of = |target: Option<&Target>| match target {
+            Some(Target::Shared { index, .. }) => self.segment.sum(*index),
+            Some(Target::Private) | None => self.private[0].load(Ordering::Relaxed),
+        };
+        match self.target.get() {
+            Some(target) => of(Some(target)),
+            None => {
+                let _moving = lock(&self.moving);
+                of(self.target.get())
+            }
         }
     }
 }
@@ -289,12 +462,21 @@ impl Counter {
     /// Adds `n`.
     #[inline]
     pub fn add(&self, n: u64) {
-        self.0.cells()[0].fetch_add(n, Ordering::Relaxed);
+        self.0.write(|cells| {
+            cells[0].fetch_add(n, Ordering::Relaxed);
+        });
     }
 
     /// The cluster-wide total.
     pub fn value(&self) -> u64 {
         self.0.total()
+    }
+
+    /// Waits for the registration's answer: `true` once the counter
+    /// writes the segment (its [`value`](Self::value) is then the
+    /// cluster's), `false` if it counts in this process only.
+    pub async fn attached(&self) -> bool {
+        self.0.attached().await
     }
 }
 
@@ -308,13 +490,16 @@ impl Gauge {
     /// Sets this worker's share.
     #[inline]
     pub fn set(&self, v: i64) {
-        self.0.cells()[0].store(v as u64, Ordering::Relaxed);
+        self.0
+            .write(|cells| cells[0].store(v as u64, Ordering::Relaxed));
     }
 
     /// Adds `n` (negative to subtract) to this worker's share.
     #[inline]
     pub fn add(&self, n: i64) {
-        self.0.cells()[0].fetch_add(n as u64, Ordering::Relaxed);
+        self.0.write(|cells| {
+            cells[0].fetch_add(n as u64, Ordering::Relaxed);
+        });
     }
 
     /// Adds one.
@@ -333,6 +518,11 @@ impl Gauge {
     pub fn value(&self) -> i64 {
         self.0.total() as i64
     }
+
+    /// Waits for the registration's answer, as [`Counter::attached`].
+    pub async fn attached(&self) -> bool {
+        self.0.attached().await
+    }
 }
 
 /// A histogram handle: [`observe`](Self::observe) a value, or a duration
@@ -344,7 +534,8 @@ impl Histogram {
     /// Records one observation.
     #[inline]
     pub fn observe(&self, v: f64) {
-        ringmaster_registry::observe(self.0.cells(), &self.0.bounds, v);
+        self.0
+            .write(|cells| ringmaster_registry::observe(cells, &self.0.bounds, v));
     }
 
     /// Records a duration, in seconds.
@@ -352,11 +543,22 @@ impl Histogram {
     pub fn observe_duration(&self, d: Duration) {
         self.observe(d.as_secs_f64());
     }
+
+    /// Waits for the registration's answer, as [`Counter::attached`].
+    pub async fn attached(&self) -> bool {
+        self.0.attached().await
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Barrier;
+    use std::sync::atomic::AtomicBool;
+
+    use ringmaster_proto::{MasterMsg, Origin, WorkerMsg};
+
     use super::*;
+    use crate::ipc::Outgoing;
 
     #[test]
     fn a_local_registry_counts_and_renders() {
@@ -392,5 +594,308 @@ mod tests {
         c.inc();
         assert_eq!(c.value(), 1, "kept in the private cell");
         assert!(r.snapshot().series.is_empty());
+    }
+
+    /// A segment of one worker row, as the master's.
+    fn segment() -> &'static Segment {
+        Box::leak(Box::new(Segment::create(1 << 20, 1).unwrap()))
+    }
+
+    const THREADS: u64 = 4;
+    const EACH: u64 = 1_000;
+    const ROUNDS: u64 = 200;
+
+    /// Runs `op` `EACH` times on each of `THREADS` threads, and settles
+    /// `series` at `row` while they do, after a share of the operations
+    /// that grows with `round` (none, for round 0).
+    fn hammer<H: Clone + Send + 'static>(
+        series: &Series,
+        handle: &H,
+        (index, row): (u32, &'static [AtomicU64]),
+        round: u64,
+        op: fn(&H),
+    ) {
+        let done = Arc::new(AtomicU64::new(0));
+        let start = Arc::new(Barrier::new(THREADS as usize + 1));
+        let threads: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let (handle, done, start) = (handle.clone(), done.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for _ in 0..EACH {
+                        op(&handle);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        start.wait();
+        let at = THREADS * EACH * (round % 10) / 10;
+        while done.load(Ordering::Relaxed) < at {
+            std::hint::spin_loop();
+        }
+        series.settle(Some((index, row)));
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert!(series.attached_now(), "settled at the row");
+        assert!(
+            series
+                .private
+                .iter()
+                .all(|p| p.load(Ordering::Relaxed) == 0),
+            "round {round}: a count was left in the private cells"
+        );
+    }
+
+    impl Series {
+        fn attached_now(&self) -> bool {
+            matches!(self.target.get(), Some(Target::Shared { .. }))
+        }
+    }
+
+    fn zero(row: &[AtomicU64]) {
+        for cell in row {
+            cell.store(0, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn increments_racing_the_attach_all_land_in_the_shared_row() {
+        let segment = segment();
+        let index = segment
+            .register("race_total", "Race.", Kind::Counter, &[], &[])
+            .unwrap();
+        let row = segment.cells(index, 0);
+        for round in 0..ROUNDS {
+            zero(row);
+            let series = Arc::new(Series::new(Kind::Counter, Vec::new(), segment));
+            let counter = Counter(series.clone());
+            hammer(&series, &counter, (index, row), round, |c| {
+                c.inc();
+                c.add(2);
+            });
+            let want = THREADS * EACH * 3;
+            assert_eq!(row[0].load(Ordering::Relaxed), want, "round {round}");
+            assert_eq!(counter.value(), want, "round {round}");
+        }
+    }
+
+    #[test]
+    fn gauge_moves_racing_the_attach_all_land_in_the_shared_row() {
+        let segment = segment();
+        let index = segment
+            .register("race_depth", "Race.", Kind::Gauge, &[], &[])
+            .unwrap();
+        let row = segment.cells(index, 0);
+        for round in 0..ROUNDS {
+            zero(row);
+            let series = Arc::new(Series::new(Kind::Gauge, Vec::new(), segment));
+            let gauge = Gauge(series.clone());
+            // Below zero first: the share wraps in the row and the private
+            // cell alike.
+            gauge.add(-5);
+            hammer(&series, &gauge, (index, row), round, |g| {
+                g.inc();
+                g.add(4);
+                g.dec();
+                g.add(-1);
+            });
+            let want = (THREADS * EACH * 3) as i64 - 5;
+            assert_eq!(row[0].load(Ordering::Relaxed) as i64, want, "round {round}");
+            assert_eq!(gauge.value(), want, "round {round}");
+        }
+    }
+
+    #[test]
+    fn a_gauge_set_after_counts_made_before_the_attach_wins() {
+        let segment = segment();
+        let index = segment
+            .register("race_set", "Race.", Kind::Gauge, &[], &[])
+            .unwrap();
+        let row = segment.cells(index, 0);
+        for round in 0..ROUNDS * 5 {
+            zero(row);
+            let series = Arc::new(Series::new(Kind::Gauge, Vec::new(), segment));
+            let gauge = Gauge(series.clone());
+            gauge.add(3);
+            let start = Arc::new(Barrier::new(2));
+            let setter = {
+                let (gauge, start) = (gauge.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for _ in 0..round % 50 {
+                        std::hint::spin_loop();
+                    }
+                    gauge.set(7);
+                })
+            };
+            start.wait();
+            series.settle(Some((index, row)));
+            setter.join().unwrap();
+            // The 3 was added before the set began: the set wins, whether
+            // it landed before the move or after.
+            assert_eq!(row[0].load(Ordering::Relaxed), 7, "round {round}");
+            assert_eq!(series.private[0].load(Ordering::Relaxed), 0);
+            assert_eq!(gauge.value(), 7);
+        }
+    }
+
+    #[test]
+    fn observations_racing_the_attach_all_land_in_the_shared_row() {
+        let segment = segment();
+        let bounds = [1.0, 2.0, 4.0];
+        let index = segment
+            .register("race_seconds", "Race.", Kind::Histogram, &[], &bounds)
+            .unwrap();
+        let row = segment.cells(index, 0);
+        for round in 0..ROUNDS {
+            zero(row);
+            let series = Arc::new(Series::new(Kind::Histogram, bounds.to_vec(), segment));
+            let histogram = Histogram(series.clone());
+            hammer(&series, &histogram, (index, row), round, |h| {
+                // One in each bucket and one past the last; all these sums
+                // are exact in an f64, in any order.
+                for v in [0.5, 1.5, 3.0, 8.0] {
+                    h.observe(v);
+                }
+            });
+            let n = THREADS * EACH;
+            let cells: Vec<u64> = row.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+            assert_eq!(cells[..4], [n, n, n, n], "round {round}: buckets");
+            assert_eq!(
+                f64::from_bits(cells[4]),
+                13.0 * n as f64,
+                "round {round}: sum"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn attached_waits_for_the_answer_and_says_where_the_series_writes() {
+        let segment = segment();
+        let index = segment
+            .register("waited_total", "Waited.", Kind::Counter, &[], &[])
+            .unwrap();
+        let row = segment.cells(index, 0);
+        let series = Arc::new(Series::new(Kind::Counter, Vec::new(), segment));
+        let counter = Counter(series.clone());
+        counter.inc();
+        let waiting = tokio::spawn({
+            let counter = counter.clone();
+            async move { counter.attached().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        series.settle(Some((index, row)));
+        assert!(waiting.await.unwrap());
+        assert_eq!(row[0].load(Ordering::Relaxed), 1);
+        assert!(counter.attached().await, "and at once afterwards");
+
+        // Refused: the handle keeps counting in its private cell.
+        let series = Arc::new(Series::new(Kind::Gauge, Vec::new(), segment));
+        let gauge = Gauge(series.clone());
+        let waiting = tokio::spawn({
+            let gauge = gauge.clone();
+            async move { gauge.attached().await }
+        });
+        tokio::task::yield_now().await;
+        drop(Unsettled(series.clone()));
+        assert!(!waiting.await.unwrap());
+        gauge.set(4);
+        assert_eq!(gauge.value(), 4);
+        series.settle(Some((index, row)));
+        assert!(!gauge.attached().await, "the first settling decides");
+    }
+
+    #[tokio::test]
+    async fn a_local_registry_is_attached_at_once_but_for_refused_names() {
+        let r = Registry::local().unwrap();
+        let c = r.counter("jobs_total", "Jobs done.");
+        let h = r.histogram("job_seconds", "Job durations.", &[]);
+        assert!(c.attached().await && h.attached().await);
+        assert!(r.attached().await);
+        let bad = r.gauge("9 bad", "Bad.");
+        assert!(!bad.attached().await);
+        assert!(!r.attached().await, "one counts in this process only");
+    }
+
+    /// The whole path: a registration over IPC, answered by a stand-in
+    /// for the master while threads count, and awaited.
+    #[test]
+    fn counts_made_before_the_masters_answer_reach_the_row() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let segment = segment();
+        let (outbox, mut master) = tokio::sync::mpsc::channel(16);
+        let me = Origin {
+            group: "web".into(),
+            slot: 0,
+            pid: std::process::id(),
+        };
+        let ipc = Ipc::attached(outbox, me);
+        let registry = Registry::new(segment, 0, Some(ipc.clone()));
+        for round in 0..20u64 {
+            let name = format!("ipc_race_{round}_total");
+            let counter = {
+                let _rt = rt.enter();
+                registry.counter(&name, "Race.")
+            };
+            let stop = Arc::new(AtomicBool::new(false));
+            let counted = Arc::new(AtomicU64::new(0));
+            let threads: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let (counter, stop, counted) = (counter.clone(), stop.clone(), counted.clone());
+                    std::thread::spawn(move || {
+                        while !stop.load(Ordering::Relaxed) {
+                            counter.inc();
+                            counted.fetch_add(1, Ordering::Relaxed);
+                        }
+                    })
+                })
+                .collect();
+            let attached = rt.block_on(async {
+                let Some(Outgoing::Msg(WorkerMsg::Register {
+                    id,
+                    name,
+                    help,
+                    kind: MetricKind::Counter,
+                    labels,
+                    buckets,
+                })) = master.recv().await
+                else {
+                    panic!("not a counter's registration");
+                };
+                while counted.load(Ordering::Relaxed) < 100 * (round + 1) {
+                    tokio::task::yield_now().await;
+                }
+                let result = segment
+                    .register(&name, &help, Kind::Counter, &labels, &buckets)
+                    .map_err(|e| e.to_string());
+                assert!(
+                    ipc.on_master_msg(MasterMsg::Registered { id, result })
+                        .await
+                        .is_none()
+                );
+                counter.attached().await
+            });
+            assert!(attached, "round {round}");
+            stop.store(true, Ordering::Relaxed);
+            for t in threads {
+                t.join().unwrap();
+            }
+            let total = counted.load(Ordering::Relaxed);
+            assert_eq!(counter.value(), total, "round {round}");
+            assert!(
+                counter
+                    .0
+                    .private
+                    .iter()
+                    .all(|p| p.load(Ordering::Relaxed) == 0)
+            );
+        }
     }
 }
