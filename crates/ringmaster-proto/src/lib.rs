@@ -21,6 +21,7 @@
 //! - `lifecycle`: [`Lifecycle`] and [`LifecycleRecord`].
 //! - `status`: [`ClusterStatus`], what `status` shows, over IPC and as JSON.
 //! - `channel`: [`Channel`], [`Sender`], [`Receiver`] and [`pair`].
+//! - `writer`: [`write_batches`], the batching frame writer both roles run.
 //! - [`handoff`]: fd numbers and environment variable names.
 #![warn(missing_docs)]
 
@@ -30,6 +31,7 @@ pub mod handoff;
 mod lifecycle;
 mod message;
 mod status;
+mod writer;
 
 #[doc(inline)]
 pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
@@ -47,3 +49,4 @@ pub use status::{
     ClusterStatus, ExitInfo, GroupState, GroupStatus, LogLine, LogLines, ReloadProgress,
     WorkerStatus,
 };
+pub use writer::{Batch, FrameSink, Outbound, write_batches};
