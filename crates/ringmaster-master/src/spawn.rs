@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringmaster_proto::handoff::{self, ADOPT_FD, IPC_FD, LISTENER_FD, LOG_FD, REGISTRY_FD};
-use ringmaster_proto::{Channel, LogStream, MasterMsg, Receiver, RecvError, Sender, WorkerMsg};
+use ringmaster_proto::{
+    Channel, LogStream, MasterMsg, Receiver, RecvError, Sender, WorkerMsg, write_batches,
+};
 use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -33,7 +35,8 @@ use crate::logs::{LogHub, Source, read_pipe};
 
 /// Capacity of a worker's command queue; commands are rare (kill).
 const COMMAND_QUEUE: usize = 16;
-/// The writer sends at most this many bytes of queued frames in one write.
+/// The writer adds queued frames to one write while it holds fewer bytes
+/// than this (so a write passes it by at most one frame).
 const WRITE_BATCH: usize = 64 * 1024;
 /// How long to wait, after a worker exited, for the messages it sent last.
 const LAST_WORDS: Duration = Duration::from_millis(100);
@@ -299,24 +302,14 @@ fn start_tasks(
     Ok((commands, frames))
 }
 
-/// Writes a worker's queued frames, as many as are waiting in one write.
-async fn write(serial: u64, mut tx: Sender<MasterMsg>, mut frames: mpsc::Receiver<Bytes>) {
-    let mut batch = Vec::with_capacity(WRITE_BATCH);
-    while let Some(first) = frames.recv().await {
-        batch.clear();
-        batch.extend_from_slice(&first);
-        while batch.len() < WRITE_BATCH {
-            match frames.try_recv() {
-                Ok(frame) => batch.extend_from_slice(&frame),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = tx.write_frames(&batch).await {
-            // The worker is gone or closed its end; its exit is reported
-            // by the watcher.
-            tracing::debug!(serial, error = %e, "IPC to worker closed");
-            return;
-        }
+/// Writes a worker's queued frames, as many as are waiting in one write
+/// ([`write_batches`]), until the supervisor drops its queue or the
+/// worker's socket fails.
+async fn write(serial: u64, tx: Sender<MasterMsg>, mut frames: mpsc::Receiver<Bytes>) {
+    if let Err(e) = write_batches(&mut frames, tx, WRITE_BATCH).await {
+        // The worker is gone or closed its end; its exit is reported by
+        // the watcher.
+        tracing::debug!(serial, error = %e, "IPC to worker closed");
     }
 }
 

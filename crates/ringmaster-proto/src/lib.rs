@@ -23,6 +23,7 @@
 //! - `log`: [`LogLevel`] and [`LogStream`], the application log's words.
 //! - `status`: [`ClusterStatus`], what `status` shows, over IPC and as JSON.
 //! - `channel`: [`Channel`], [`Sender`], [`Receiver`] and [`pair`].
+//! - `writer`: [`write_batches`], the batching frame writer both roles run.
 //! - [`handoff`]: fd numbers and environment variable names.
 #![warn(missing_docs)]
 
@@ -34,6 +35,7 @@ mod lifecycle;
 mod log;
 mod message;
 mod status;
+mod writer;
 
 #[doc(inline)]
 pub use channel::{Channel, Receiver, RecvError, SendError, Sender, pair};
@@ -55,3 +57,4 @@ pub use status::{
     ClusterStatus, ExitInfo, GroupState, GroupStatus, LogLine, LogLines, ReloadProgress,
     WorkerStatus,
 };
+pub use writer::{Batch, FrameSink, Outbound, write_batches};

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringmaster_config::GroupConfig;
-use ringmaster_proto::{Channel, MasterMsg, Origin, PROTOCOL_VERSION, Receiver, Sender, WorkerMsg};
+use ringmaster_proto::{
+    Batch, Channel, MasterMsg, Origin, Outbound, PROTOCOL_VERSION, Receiver, Sender, WorkerMsg,
+    write_batches,
+};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -20,7 +23,8 @@ use crate::serve::DrainRx;
 /// Capacity of the queue of messages to the master. Heartbeats that find
 /// it full are skipped, never waited for; publishers wait for room.
 const OUTBOX: usize = 1024;
-/// The writer sends at most this many bytes of queued messages at once.
+/// The writer adds queued messages to one write while it holds fewer
+/// bytes than this (so a write passes it by at most one message).
 const WRITE_BATCH: usize = 64 * 1024;
 
 /// This worker's end of the master, once it said `Hello`.
@@ -102,35 +106,26 @@ pub(super) async fn fatal(outbox: mpsc::Sender<Outgoing>, reason: String) -> Exi
 }
 
 /// Writes queued messages to the master, as many as are waiting in one
-/// write.
-async fn write_master(mut tx: Sender<WorkerMsg>, mut outbox: mpsc::Receiver<Outgoing>) {
-    while let Some(first) = outbox.recv().await {
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outgoing::Msg(msg) => {
-                    if let Err(e) = tx.queue(&msg) {
-                        tracing::error!(error = %e, "a message to the master cannot be sent; dropped");
-                    }
-                }
-                Outgoing::Raw(bytes) => {
-                    if tx.flush().await.is_err() || tx.write_frames(&bytes).await.is_err() {
-                        return;
-                    }
-                }
-                Outgoing::Flushed(done) => {
-                    if tx.flush().await.is_err() {
-                        return;
-                    }
-                    let _ = done.send(());
+/// write ([`write_batches`]), until every sender of the outbox is gone or
+/// the socket fails. A failure is not logged here: it means the master is
+/// gone, which the reader sees too and answers with a drain that says so.
+async fn write_master(tx: Sender<WorkerMsg>, mut outbox: mpsc::Receiver<Outgoing>) {
+    let _ = write_batches(&mut outbox, tx, WRITE_BATCH).await;
+}
+
+/// What each item of the outbox adds to the writer's batch: a message is
+/// framed into it (one too large to frame is logged and dropped), raw
+/// bytes go in as they are, a flush waits for the batch to be written.
+impl Outbound for Outgoing {
+    fn add_to(self, batch: &mut Batch) {
+        match self {
+            Outgoing::Msg(msg) => {
+                if let Err(e) = batch.encode(&msg) {
+                    tracing::error!(error = %e, "a message to the master cannot be sent; dropped");
                 }
             }
-            if tx.queued() < WRITE_BATCH {
-                next = outbox.try_recv().ok();
-            }
-        }
-        if tx.flush().await.is_err() {
-            return;
+            Outgoing::Raw(bytes) => batch.push_frames(&bytes),
+            Outgoing::Flushed(done) => batch.when_written(done),
         }
     }
 }
