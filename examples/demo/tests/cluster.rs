@@ -100,10 +100,8 @@ fn a_worker_failing_at_boot_restarts_with_growing_delays() {
         cluster.try_wait().is_none(),
         "the master must stay up\n{log}"
     );
-    assert!(
-        log.contains("RINGMASTER_DEMO_FAIL_BOOT=1 is set"),
-        "the reason is logged\n{log}"
-    );
+    // The reason is logged.
+    cluster.assert_logged("RINGMASTER_DEMO_FAIL_BOOT=1 is set");
     let expected_ms = [100.0, 200.0, 400.0, 800.0, 800.0];
     for (i, want) in expected_ms.iter().enumerate() {
         let gap_ms = (spawns[i + 1] - spawns[i]) * 1000.0;
@@ -113,10 +111,8 @@ fn a_worker_failing_at_boot_restarts_with_growing_delays() {
             i + 1
         );
     }
-    assert!(
-        log.contains("restart_in_ms=800"),
-        "delays are capped\n{log}"
-    );
+    // Delays are capped.
+    cluster.assert_logged("restart_in_ms=800");
 }
 
 #[test]
@@ -460,7 +456,7 @@ fn a_broken_deploy_aborts_the_reload_and_keeps_the_running_workers() {
     events.wait(Duration::from_secs(10), "the reload to abort", |e| {
         matches!(e, Lifecycle::ReloadAborted { .. })
     });
-    assert!(cluster.log().contains("broken build"), "{}", cluster.log());
+    cluster.assert_logged("broken build");
     assert_eq!(cluster.worker_pids(), before);
     for _ in 0..20 {
         let pid = health_pid(cluster.addr()).unwrap();
@@ -513,8 +509,8 @@ fn a_worker_that_never_gets_ready_is_killed_at_boot_timeout_and_retried() {
         })
         .collect();
     assert_eq!(delays, [Some(50), Some(100)], "{seen:#?}");
-    let log = cluster.log();
-    assert!(log.contains("strikes=2"), "the log says it too\n{log}");
+    // The log says it too.
+    cluster.assert_logged("strikes=2");
 }
 
 #[test]
