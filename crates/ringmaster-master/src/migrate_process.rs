@@ -30,16 +30,17 @@ pub(crate) struct MigrateError {
     /// What the master says in its log (the process's own lines come
     /// before it, so it does not repeat them).
     pub(crate) message: String,
-    /// The process's last error line, for those who see no log: the
-    /// lifecycle event and `status`.
-    pub(crate) cause: Option<String>,
+    /// The same with the process's last error line in place of the
+    /// pointer to the log, for those who see no log (the lifecycle event,
+    /// `reload`'s reply), when the process wrote one.
+    pub(crate) detailed: Option<String>,
 }
 
 impl From<String> for MigrateError {
     fn from(message: String) -> Self {
         MigrateError {
             message,
-            cause: None,
+            detailed: None,
         }
     }
 }
@@ -53,10 +54,9 @@ impl std::fmt::Display for MigrateError {
 impl MigrateError {
     /// The message with the process's last error line, when there is one.
     pub(crate) fn with_cause(&self) -> String {
-        match &self.cause {
-            Some(cause) => format!("{}: {cause}", self.message.split(';').next().unwrap_or("")),
-            None => self.message.clone(),
-        }
+        self.detailed
+            .clone()
+            .unwrap_or_else(|| self.message.clone())
     }
 }
 
@@ -103,12 +103,13 @@ pub(crate) async fn run(
         );
         Ok(())
     } else {
+        let status = crate::spawn::describe_exit(status);
+        let cause = logs.as_ref().and_then(|hub| last_error(hub, pid));
         Err(MigrateError {
             message: format!(
-                "the migrate process failed ({}); its error is in the lines above",
-                crate::spawn::describe_exit(status)
+                "the migrate process failed ({status}); its error is in the lines above"
             ),
-            cause: logs.as_ref().and_then(|hub| last_error(hub, pid)),
+            detailed: cause.map(|c| format!("the migrate process failed ({status}): {c}")),
         })
     }
 }

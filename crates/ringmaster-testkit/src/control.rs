@@ -65,6 +65,13 @@ impl ClusterProc {
             .unwrap_or_else(|e| panic!("status does not read ({e}): {last}"))
     }
 
+    /// The status, or `None` while the control socket does not answer
+    /// (the master is starting) or the answer is an error.
+    pub(crate) fn try_status(&self) -> Option<ClusterStatus> {
+        let lines = self.try_ask(json!({"cmd": "status"})).ok()?;
+        serde_json::from_value(lines.last()?["result"].clone()).ok()
+    }
+
     /// The master's lifecycle events from now on: subscribe before doing
     /// what the test waits for. Returns once the master has confirmed the
     /// subscription, so nothing the test does next falls before it.

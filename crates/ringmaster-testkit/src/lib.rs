@@ -174,19 +174,13 @@ impl ClusterProc {
     fn wait_for_addrs(mut self, groups: usize) -> ClusterProc {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let addrs = self
-                .try_ask(serde_json::json!({"cmd": "status"}))
-                .ok()
-                .and_then(|lines| {
-                    let status: ringmaster_proto::ClusterStatus =
-                        serde_json::from_value(lines.last()?["result"].clone()).ok()?;
-                    let addrs: Option<Vec<(String, SocketAddr)>> = status
-                        .groups
-                        .iter()
-                        .map(|g| Some((g.name.clone(), g.listen.parse().ok()?)))
-                        .collect();
-                    addrs
-                });
+            let addrs = self.try_status().and_then(|status| {
+                status
+                    .groups
+                    .iter()
+                    .map(|g| Some((g.name.clone(), g.listen.parse().ok()?)))
+                    .collect::<Option<Vec<(String, SocketAddr)>>>()
+            });
             if let Some(addrs) = addrs.filter(|a| a.len() >= groups) {
                 self.addrs = addrs;
                 return self;
@@ -287,12 +281,7 @@ impl ClusterProc {
 
     /// Whether `status` lists each of `pids` as a ready worker.
     fn all_ready(&self, pids: &[u32]) -> bool {
-        let Ok(lines) = self.try_ask(serde_json::json!({"cmd": "status"})) else {
-            return false;
-        };
-        let Some(status) = lines.last().and_then(|l| {
-            serde_json::from_value::<ringmaster_proto::ClusterStatus>(l["result"].clone()).ok()
-        }) else {
+        let Some(status) = self.try_status() else {
             return false;
         };
         pids.iter().all(|pid| {
