@@ -104,7 +104,16 @@ pub(crate) async fn run(
         Ok(())
     } else {
         let status = crate::spawn::describe_exit(status);
-        let cause = logs.as_ref().and_then(|hub| last_error(hub, pid));
+        let cause = match &logs {
+            // The lines read are queued for the sink: once it has them in
+            // the ring, the last error line can be read back.
+            Some(hub) => {
+                hub.settled(tokio::time::Instant::now() + OUTPUT_GRACE)
+                    .await;
+                last_error(hub, pid)
+            }
+            None => None,
+        };
         Err(MigrateError {
             message: format!(
                 "the migrate process failed ({status}); its error is in the lines above"

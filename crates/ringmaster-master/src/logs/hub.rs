@@ -272,6 +272,12 @@ impl LogHub {
         while self.readers.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        self.settled(deadline).await;
+    }
+
+    /// Waits (until `deadline`) until every line pushed so far is written
+    /// and in the ring, so that [`tail`](Self::tail) sees it.
+    pub async fn settled(&self, deadline: tokio::time::Instant) {
         let (tx, rx) = std::sync::mpsc::channel();
         let mut flush = Msg::Flush(tx);
         // Never a blocking send on the runtime: the queue may be full.
