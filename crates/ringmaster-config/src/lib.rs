@@ -70,6 +70,7 @@
 mod admin;
 mod backend;
 mod config;
+mod cpus;
 mod duration;
 mod env;
 mod error;
@@ -86,6 +87,7 @@ use std::time::Duration;
 pub use admin::{ADMIN_GROUP, ADMIN_WORKER, AdminConfig};
 pub use backend::{BackendConfig, BackendKind};
 pub use config::Config;
+pub use cpus::CpuBudget;
 pub use error::ConfigError;
 pub use group::{GroupConfig, ListenMode};
 pub use server::{LogFormat, ServerConfig};

@@ -79,6 +79,12 @@ pub struct ServerConfig {
     /// tags them when `logs` asks, on its own thread). Default 1000.
     #[serde(deserialize_with = "fields::uint")]
     pub log_ring: usize,
+    /// On a graceful stop (TERM, `stop`), how long `/readyz` answers 503
+    /// while every worker still serves, before the drain starts: time for
+    /// a load balancer (a Kubernetes Service's endpoints) to stop sending
+    /// new requests, so none is refused. Default 0 (drain at once).
+    #[serde(with = "duration::serde")]
+    pub shutdown_delay: Duration,
 }
 
 /// How workers format log lines.
@@ -112,6 +118,7 @@ impl Default for ServerConfig {
             log_max_line: 16 * 1024,
             log_buffer: 8 << 20,
             log_ring: 1000,
+            shutdown_delay: Duration::ZERO,
         }
     }
 }

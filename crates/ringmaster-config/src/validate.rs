@@ -198,6 +198,9 @@ fn validate_server(server: &ServerConfig) -> Result<(), Violation> {
     if server.ipc_stall_timeout.is_zero() {
         return Err(zero_duration(key("ipc_stall_timeout")));
     }
+    if server.shutdown_delay > MAX_DURATION {
+        return Err(too_long(key("shutdown_delay"), server.shutdown_delay));
+    }
     if server.ipc_stall_timeout > MAX_DURATION {
         return Err(too_long(key("ipc_stall_timeout"), server.ipc_stall_timeout));
     }

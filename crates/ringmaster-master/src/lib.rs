@@ -19,6 +19,9 @@
 //! - `migrate_process`: the one-off migrate process before workers start
 //!   (`supervisor::migration` decides when it runs and what a failure does).
 //! - `signals`: the signals the master answers.
+//! - `reaper`: reaping re-parented orphans when the master is PID 1.
+//! - `systemd`: `sd_notify` (readiness, status, reload, stop, watchdog)
+//!   and socket activation.
 //! - [`logs`]: the application log: capture, tagging, sinks, rotation.
 //! - `control`: the control socket (`logs`, `logs --follow`).
 #![warn(missing_docs)]
@@ -31,11 +34,13 @@ mod listener;
 pub mod logs;
 mod migrate_process;
 mod pid_file;
+mod reaper;
 mod restart;
 mod signals;
 mod spawn;
 mod steer;
 mod supervisor;
+mod systemd;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -115,6 +120,10 @@ pub enum MasterError {
         /// The error from the kernel.
         source: std::io::Error,
     },
+    /// The sockets systemd passed (socket activation) do not fit the
+    /// groups.
+    #[error("{0}")]
+    Activation(String),
     /// The configuration is unusable.
     #[error("{0}")]
     Config(#[source] ConfigError),

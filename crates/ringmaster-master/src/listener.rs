@@ -66,6 +66,19 @@ impl GroupListeners {
         Ok(listeners)
     }
 
+    /// A group on one socket bound by someone else (systemd's socket
+    /// activation): shared mode, whatever the configuration asked.
+    pub(crate) fn inherited(fd: OwnedFd, addr: SocketAddr) -> Self {
+        GroupListeners {
+            mode: ListenMode::Shared,
+            backlog: 0,
+            addr,
+            sockets: vec![fd],
+            order_known: true,
+            steering: None,
+        }
+    }
+
     /// The address the group listens on.
     pub(crate) fn addr(&self) -> SocketAddr {
         self.addr

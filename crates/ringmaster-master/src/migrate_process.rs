@@ -83,11 +83,14 @@ pub(crate) async fn run(
     // never see end-of-file.
     drop(cmd);
     let pid = child.id().unwrap_or(0);
+    let own = crate::reaper::Own::new(pid);
     let readers = match &logs {
         Some(hub) => read_output(pipes, hub, pid),
         None => Vec::new(),
     };
-    let status = wait(&mut child, timeout).await?;
+    let status = wait(&mut child, timeout).await;
+    drop(own);
+    let status = status?;
     // Its lines first, then the master's about it.
     let _ = tokio::time::timeout(OUTPUT_GRACE, async {
         for reader in readers {
@@ -147,7 +150,7 @@ fn last_error(hub: &LogHub, pid: u32) -> Option<String> {
 /// killed if the master drops it (a timeout).
 fn migrate_command(exe: &Path, config_toml: &str) -> Command {
     let mut cmd = Command::new(exe);
-    for var in handoff::ALL_ENV {
+    for var in handoff::ALL_ENV.iter().chain(&handoff::SERVICE_MANAGER_ENV) {
         cmd.env_remove(var);
     }
     cmd.env(handoff::ENV_ROLE, handoff::ROLE_MIGRATE)

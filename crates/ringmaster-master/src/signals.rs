@@ -7,6 +7,7 @@
 //! | HUP | rolling reload, configuration re-read |
 //! | TTIN, TTOU | one worker more or fewer in every group |
 //! | USR1 | reopen `server.log_file` (logrotate); without one, a log line |
+//! | CHLD | as PID 1 only: reap orphaned processes (`reaper`) |
 //!
 //! USR2 is not handled: its default action ends the master (an in-place
 //! upgrade is not built).
@@ -25,6 +26,8 @@ pub(crate) enum Signal {
     Ttin,
     Ttou,
     Usr1,
+    /// A child exited (listened to as PID 1 only).
+    Child,
 }
 
 impl Signal {
@@ -38,6 +41,7 @@ impl Signal {
             Signal::Ttin => "TTIN",
             Signal::Ttou => "TTOU",
             Signal::Usr1 => "USR1",
+            Signal::Child => "CHLD",
         }
     }
 }
@@ -51,11 +55,17 @@ pub(crate) struct Signals {
     ttin: tokio::signal::unix::Signal,
     ttou: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
+    child: Option<tokio::signal::unix::Signal>,
 }
 
 impl Signals {
-    /// Installs the handlers.
-    pub(crate) fn new() -> io::Result<Self> {
+    /// Installs the handlers; SIGCHLD's too when `reap` (PID 1).
+    pub(crate) fn new(reap: bool) -> io::Result<Self> {
+        let child = if reap {
+            Some(signal(SignalKind::child())?)
+        } else {
+            None
+        };
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -64,6 +74,7 @@ impl Signals {
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
             usr1: signal(SignalKind::user_defined1())?,
+            child,
         })
     }
 
@@ -77,6 +88,12 @@ impl Signals {
             _ = self.ttin.recv() => Signal::Ttin,
             _ = self.ttou.recv() => Signal::Ttou,
             _ = self.usr1.recv() => Signal::Usr1,
+            Some(()) = async {
+                match &mut self.child {
+                    Some(child) => child.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => Signal::Child,
         }
     }
 }

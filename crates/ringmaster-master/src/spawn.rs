@@ -171,7 +171,7 @@ fn worker_command(spec: &SpawnSpec<'_>) -> Command {
         .unwrap_or(spec.exe.as_os_str())
         .to_string_lossy();
     cmd.arg0(format!("{name} worker {}/{}", spec.group, spec.slot));
-    for var in handoff::ALL_ENV {
+    for var in handoff::ALL_ENV.iter().chain(&handoff::SERVICE_MANAGER_ENV) {
         cmd.env_remove(var);
     }
     cmd.env(handoff::ENV_ROLE, handoff::ROLE_WORKER)
@@ -282,6 +282,9 @@ fn start_tasks(
     queue: usize,
     events: mpsc::Sender<WorkerEvent>,
 ) -> io::Result<(mpsc::Sender<WorkerCommand>, mpsc::Sender<Bytes>)> {
+    // Before anything can await: a PID 1 master's reaper must leave this
+    // child's exit status to its watcher.
+    let own = crate::reaper::Own::new(child.id().unwrap_or(0));
     let stream = master_end
         .set_nonblocking(true)
         .and_then(|()| UnixStream::from_std(master_end));
@@ -297,7 +300,7 @@ fn start_tasks(
     let (tx, rx) = channel.split();
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     let (frames, frame_rx) = mpsc::channel(queue.max(1));
-    tokio::spawn(watch(serial, child, rx, command_rx, events));
+    tokio::spawn(watch(serial, (child, own), rx, command_rx, events));
     tokio::spawn(write(serial, tx, frame_rx));
     Ok((commands, frames))
 }
@@ -359,7 +362,7 @@ fn remap_fds_and_tie_to_parent(map: &[(RawFd, RawFd)]) -> io::Result<()> {
 /// Owns one worker process until it has been reaped.
 async fn watch(
     serial: u64,
-    mut child: Child,
+    (mut child, own): (Child, crate::reaper::Own),
     mut rx: Receiver<WorkerMsg>,
     mut commands: mpsc::Receiver<WorkerCommand>,
     events: mpsc::Sender<WorkerEvent>,
@@ -386,6 +389,7 @@ async fn watch(
         })
         .await;
     }
+    drop(own);
     let status = match status {
         Ok(status) => status,
         Err(e) => {

@@ -61,3 +61,17 @@ pub const ALL_ENV: [&str; 9] = [
     ENV_REGISTRY_ROW,
     ENV_LOG_PIPE,
 ];
+
+/// The service manager's variables (systemd's `sd_notify` and socket
+/// activation): meant for the master alone, so a master removes them from
+/// every process it starts. A worker that saw `NOTIFY_SOCKET` could tell
+/// systemd it is the service; one that saw `LISTEN_FDS` could take the
+/// master's sockets for its own.
+pub const SERVICE_MANAGER_ENV: [&str; 6] = [
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+];

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::{ClusterStatus, LogLines};
 
 /// Version of the message catalogue. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// A message from a worker to its master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -363,6 +363,10 @@ pub enum MasterMsg {
         /// The index, or the reason.
         result: Result<u32, String>,
     },
+    /// The cluster's status changed in a way a readiness probe must see
+    /// at once (the master is stopping): a status the worker keeps (the
+    /// `/readyz` cache) is stale.
+    StatusChanged,
 }
 
 #[cfg(test)]

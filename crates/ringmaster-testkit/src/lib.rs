@@ -117,11 +117,34 @@ impl ClusterProc {
 
     /// Starts the master like [`ClusterProc::start`], without waiting.
     pub fn spawn(exe: &Path, dir: PathBuf, config: &str, env: &[(&str, &str)]) -> ClusterProc {
+        Self::spawn_via(&[], exe, dir, config, env)
+    }
+
+    /// Starts the master like [`ClusterProc::spawn`], through a launcher
+    /// that execs it in place (`systemd-socket-activate -l ADDR ...`): the
+    /// command is `launcher... EXE serve --config PATH`, and `env` is the
+    /// launcher's environment (one that passes only some variables on
+    /// must be told which, as `-E NAME` for `systemd-socket-activate`;
+    /// `RINGMASTER_LOG` is among them).
+    pub fn spawn_via(
+        launcher: &[&str],
+        exe: &Path,
+        dir: PathBuf,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> ClusterProc {
         let path = dir.join("ringmaster.toml");
         std::fs::write(&path, config).unwrap();
         // The master runs in `dir`: a relative path must not change meaning.
         let exe = std::fs::canonicalize(exe).unwrap_or_else(|e| panic!("{}: {e}", exe.display()));
-        let mut cmd = Command::new(&exe);
+        let mut cmd = match launcher {
+            [] => Command::new(&exe),
+            [first, rest @ ..] => {
+                let mut cmd = Command::new(first);
+                cmd.args(rest).arg(&exe);
+                cmd
+            }
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&path)
@@ -135,7 +158,7 @@ impl ClusterProc {
         }
         let mut child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
         let log = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
         for stream in [
@@ -170,8 +193,9 @@ impl ClusterProc {
     }
 
     /// Waits until the control socket answers `status` with `groups`
-    /// groups (they are bound before the socket opens).
-    fn wait_for_addrs(mut self, groups: usize) -> ClusterProc {
+    /// groups (they are bound before the socket opens), and records their
+    /// addresses.
+    pub fn wait_for_addrs(mut self, groups: usize) -> ClusterProc {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let addrs = self.try_status().and_then(|status| {

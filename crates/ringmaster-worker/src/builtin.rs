@@ -143,14 +143,21 @@ pub fn readiness(status: &ClusterStatus) -> Response {
 /// worker's `/status` and `/healthz`) ask the master at most every
 /// [`STATUS_MAX_AGE`], however often they are called.
 #[derive(Debug, Default)]
-pub struct StatusCache(Mutex<Option<(Instant, ClusterStatus)>>);
+pub struct StatusCache(Mutex<Option<Cached>>);
+
+/// A status the master gave: when, and under which
+/// [`status_epoch`](crate::Ipc::status_epoch).
+type Cached = (Instant, u64, ClusterStatus);
 
 impl StatusCache {
-    /// The master's status over IPC, at most [`STATUS_MAX_AGE`] old, or a
-    /// 503 saying why there is none (outside a cluster: no master).
+    /// The master's status over IPC, at most [`STATUS_MAX_AGE`] old and
+    /// never from before the master said it changed (a stop), or a 503
+    /// saying why there is none (outside a cluster: no master).
     pub async fn status(&self, ctx: &AppContext) -> Result<ClusterStatus, Response> {
-        if let Some((at, status)) = self.lock().clone()
+        let epoch = ctx.ipc().status_epoch();
+        if let Some((at, cached_epoch, status)) = self.lock().clone()
             && at.elapsed() < STATUS_MAX_AGE
+            && cached_epoch == epoch
         {
             return Ok(status);
         }
@@ -158,11 +165,11 @@ impl StatusCache {
             let body = serde_json::json!({"status": "unavailable", "error": format!("the master does not answer: {e}")});
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         })?;
-        *self.lock() = Some((Instant::now(), status.clone()));
+        *self.lock() = Some((Instant::now(), epoch, status.clone()));
         Ok(status)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(Instant, ClusterStatus)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -302,7 +302,7 @@ fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode 
         .logs(hub);
     match ringmaster_master::serve(opts) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (MasterError::Config(_) | MasterError::Worker(_))) => {
+        Err(e @ (MasterError::Config(_) | MasterError::Worker(_) | MasterError::Activation(_))) => {
             eprintln!("error: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
@@ -334,6 +334,10 @@ fn check(config: &Config, path: Option<&Path>, workers: &[Worker]) -> ExitCode {
         p.display().to_string()
     });
     out!("configuration OK ({origin})");
+    out!(
+        "  usable CPUs: {} (a group without `count` runs one worker per usable CPU)",
+        ringmaster_config::CpuBudget::current().describe()
+    );
     for (name, g) in &config.groups {
         out!(
             "  group {name}: {} {} on {} ({}), worker {}",

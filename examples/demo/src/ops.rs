@@ -11,8 +11,10 @@
 //!   `/__test/log?n=&size=` (logs `n` lines of about `size` bytes),
 //!   `/__test/flood?n=` (publishes `n` invalidations of made-up codes to
 //!   every worker), `/__test/ask?group=&timeout_ms=` (asks `api.stats`
-//!   of a group) and `/__test/alloc?mb=N` (allocates and keeps N MiB, so
-//!   the worker's resident memory grows);
+//!   of a group), `/__test/alloc?mb=N` (allocates and keeps N MiB, so
+//!   the worker's resident memory grows) and `/__test/orphan?ms=N` (leaves
+//!   a `sleep` process whose parent has exited: an orphan, re-parented to
+//!   PID 1 or the nearest subreaper, that exits after N ms);
 //! - `RINGMASTER_DEMO_FAIL_BOOT=1` makes every worker fail at boot;
 //! - `RINGMASTER_DEMO_FAIL_BOOT_FILE=PATH` makes every worker fail at boot
 //!   while that file exists (a test creates it to break the next boots);
@@ -69,7 +71,8 @@ impl Module for Ops {
                 .get("/__test/log", log_lines)
                 .get("/__test/flood", flood)
                 .get("/__test/ask", ask)
-                .get("/__test/alloc", alloc);
+                .get("/__test/alloc", alloc)
+                .get("/__test/orphan", orphan);
         }
         c
     }
@@ -243,6 +246,28 @@ async fn sleep(Query(p): Query<SleepParams>) -> String {
     tracing::info!(ms = p.ms, "test sleep started");
     tokio::time::sleep(Duration::from_millis(p.ms)).await;
     format!("slept {} ms", p.ms)
+}
+
+/// Leaves an orphan: a shell starts `sleep` in the background and exits,
+/// so the sleep's parent is gone; answers the orphan's pid as the shell
+/// saw it.
+async fn orphan(Query(p): Query<SleepParams>) -> Result<String, (StatusCode, String)> {
+    let script = format!(
+        "sleep {:.3} >/dev/null 2>&1 & echo $!",
+        p.ms as f64 / 1000.0
+    );
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .output()
+        .await
+        .map_err(|e| {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot run sh: {e}"),
+            )
+        })?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 async fn panic() -> &'static str {

@@ -52,8 +52,9 @@ use crate::lifecycle::LifecycleHub;
 use crate::pid_file::PidFile;
 use crate::signals::{Signal, Signals};
 use crate::spawn::{self, SpawnSpec, Spawner, WorkerEvent};
+use crate::systemd::Notifier;
 use crate::{MasterError, ServeOptions};
-use table::{Group, Phase, Slot, Stop, WorkerProc, bind_group};
+use table::{Group, Phase, Slot, Stop, WorkerProc, bind_group, inherit_group};
 
 /// Events handled in one go before deadlines are looked at again.
 const EVENT_BATCH: usize = 256;
@@ -97,16 +98,22 @@ pub(crate) struct Supervisor {
     spawner: Box<dyn Spawner>,
     /// Where the lifecycle events go (the control socket's `events`).
     lifecycle: LifecycleHub,
+    /// What systemd hears (`READY=1`, `STATUS=`, the watchdog).
+    notifier: Notifier,
+    /// A lifecycle event since the last `STATUS=` check.
+    status_dirty: std::cell::Cell<bool>,
+    /// When the summary for systemd was last looked at.
+    summarized_at: Option<Instant>,
+    /// A graceful stop waits for `server.shutdown_delay` before it drains:
+    /// until then `/readyz` answers 503 and the workers serve on.
+    drain_at: Option<Instant>,
 }
 
 impl Supervisor {
     /// Binds every group's listeners; no process is started yet.
-    pub(crate) fn new(opts: ServeOptions, exe: PathBuf) -> Result<Self, MasterError> {
+    pub(crate) fn new(mut opts: ServeOptions, exe: PathBuf) -> Result<Self, MasterError> {
+        let groups = listen(&mut opts)?;
         let config_toml = opts.config.to_toml_string().map_err(MasterError::Config)?;
-        let mut groups = Vec::new();
-        for (name, cfg) in &opts.config.groups {
-            groups.push(bind_group(name, cfg)?);
-        }
         // The master's inbox: watchers wait when it is full (the worker's
         // socket then fills and the worker waits), so nothing is dropped.
         let (events_tx, events_rx) = mpsc::channel(opts.config.server.ipc_queue.max(1));
@@ -145,11 +152,28 @@ impl Supervisor {
             reload_queued: false,
             spawner: Box::new(spawn::Processes),
             lifecycle: LifecycleHub::new(started),
+            notifier: Notifier::from_env(std::process::id()),
+            status_dirty: std::cell::Cell::new(true),
+            summarized_at: None,
+            drain_at: None,
         })
     }
 
-    /// Publishes a lifecycle event (see `crate::lifecycle`).
+    /// Publishes a lifecycle event (see `crate::lifecycle`), and tells
+    /// systemd what it must hear of it.
     fn publish(&self, what: Lifecycle) {
+        match &what {
+            Lifecycle::ReloadStarted { .. } => self.notifier.reloading(),
+            Lifecycle::MigrationStarted { purpose } if purpose == "reload" => {
+                self.notifier.reloading();
+            }
+            Lifecycle::ReloadFinished { .. } | Lifecycle::ReloadAborted { .. } => {
+                self.notifier.reloaded();
+            }
+            Lifecycle::Stopping { .. } => self.notifier.stopping(),
+            _ => {}
+        }
+        self.status_dirty.set(true);
         self.lifecycle.publish(what);
     }
 
@@ -167,7 +191,7 @@ impl Supervisor {
         mut self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), MasterError> {
-        let mut signals = Signals::new().map_err(MasterError::Signals)?;
+        let mut signals = Signals::new(crate::reaper::needed()).map_err(MasterError::Signals)?;
         tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
         // The control socket first: a master that finds another one
         // answering there stops before it touches that master's pid file.
@@ -181,6 +205,15 @@ impl Supervisor {
         let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid)
             .map_err(MasterError::PidFile)?;
         self.announce();
+        if self.notifier.active() {
+            tracing::info!(
+                watchdog_ms = self.notifier.watchdog_every().map(|d| d.as_millis() as u64),
+                "systemd is told of readiness, reloads and stops (NOTIFY_SOCKET)"
+            );
+        }
+        if crate::reaper::needed() {
+            tracing::info!("the master is PID 1: it reaps orphaned processes");
+        }
         if self.opts.migrate {
             // Workers start once the schema is up to date; until then the
             // sockets are bound and connections wait in their queues.
@@ -260,8 +293,13 @@ impl Supervisor {
     }
 
     fn on_signal(&mut self, signal: Signal) {
+        if signal == Signal::Child {
+            crate::reaper::reap_orphans();
+            return;
+        }
         tracing::info!(signal = signal.name(), "signal received");
         match signal {
+            Signal::Child => {}
             Signal::Term | Signal::Int => match self.stopping {
                 None => self.stop(Stop::Graceful),
                 // A second TERM or Ctrl-C: stop now.
@@ -411,4 +449,34 @@ impl Supervisor {
             error: e.to_string(),
         });
     }
+}
+
+/// Every group's sockets: the ones systemd passed (socket activation),
+/// else bound here. With sockets passed, a group that gets none is an
+/// error: the master then binds nothing itself.
+fn listen(opts: &mut ServeOptions) -> Result<Vec<Group>, MasterError> {
+    let activation = crate::systemd::activation::Activation::from_env(std::process::id())
+        .map_err(MasterError::Activation)?;
+    let Some(mut activation) = activation else {
+        return opts
+            .config
+            .groups
+            .iter()
+            .map(|(name, cfg)| bind_group(name, cfg))
+            .collect();
+    };
+    let mut groups = Vec::new();
+    for (name, cfg) in opts.config.groups.iter_mut() {
+        let passed = activation
+            .take(name, cfg.listen)
+            .map_err(MasterError::Activation)?;
+        groups.push(inherit_group(name, cfg, passed));
+    }
+    for unused in activation.left() {
+        tracing::warn!(
+            addr = %unused.addr, fd_name = unused.name.as_deref().unwrap_or(""),
+            "systemd passed a socket no group uses; it is closed (name it after a group with FileDescriptorName=)"
+        );
+    }
+    Ok(groups)
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ringmaster_config::{ADMIN_GROUP, Config};
-use ringmaster_proto::Lifecycle;
+use ringmaster_proto::{Lifecycle, MasterMsg};
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -69,11 +69,28 @@ impl Supervisor {
         {
             wake = wake.min(at);
         }
+        if let Some(at) = self.notifier.next_watchdog(now) {
+            wake = wake.min(at);
+        }
+        if let Some(at) = self.drain_at {
+            wake = wake.min(at);
+        }
         wake
     }
 
     /// Enforces deadlines, starts scheduled restarts and moves a reload on.
     pub(super) fn tick(&mut self, now: Instant) {
+        self.service_tick(now);
+        if crate::reaper::needed() {
+            // An orphan behind one of our own exiting children is reaped
+            // here, a moment later.
+            crate::reaper::reap_orphans();
+        }
+        if self.drain_at.is_some_and(|at| now >= at) {
+            self.drain_at = None;
+            tracing::info!("server.shutdown_delay is over: draining every worker");
+            self.stop_workers(Stop::Graceful);
+        }
         self.ipc_tick(now);
         self.registry_tick(now);
         let mut overdue = Vec::new();
@@ -161,7 +178,12 @@ impl Supervisor {
                 continue;
             };
             let old = &self.groups[g].cfg;
-            if cfg.listen != old.listen
+            if self.groups[g].inherited {
+                // Its socket is systemd's: it is what it is.
+                cfg.listen = old.listen;
+                cfg.listen_mode = old.listen_mode;
+                cfg.backlog = old.backlog;
+            } else if cfg.listen != old.listen
                 || cfg.listen_mode != old.listen_mode
                 || cfg.backlog != old.backlog
             {
@@ -329,6 +351,26 @@ impl Supervisor {
                 slot.restart_at = None;
             }
         }
+        // Cached readiness answers are stale now: `/readyz` fails at once.
+        let serials: Vec<u64> = self.workers.keys().copied().collect();
+        for &serial in &serials {
+            self.send(serial, &MasterMsg::StatusChanged);
+        }
+        let delay = self.opts.config.server.shutdown_delay;
+        if how == Stop::Graceful && !delay.is_zero() && self.drain_at.is_none() {
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "graceful stop: /readyz answers 503 for server.shutdown_delay while every worker serves; then they drain"
+            );
+            self.drain_at = Some(Instant::now() + delay);
+            return;
+        }
+        self.drain_at = None;
+        self.stop_workers(how);
+    }
+
+    /// Drains (graceful) or kills (immediate) every worker.
+    fn stop_workers(&mut self, how: Stop) {
         let serials: Vec<u64> = self.workers.keys().copied().collect();
         match how {
             Stop::Graceful => {

@@ -14,6 +14,9 @@ use tokio::time::Instant;
 
 use super::{Phase, Slot, Supervisor, WorkerProc};
 
+/// How often systemd's summary is looked at without a lifecycle event.
+const SUMMARY_EVERY: Duration = Duration::from_secs(1);
+
 /// How far back `requests_per_sec` and `p99_ms` look.
 const WINDOW: Duration = Duration::from_secs(10);
 
@@ -139,6 +142,71 @@ impl Supervisor {
                 }
             }
         }
+    }
+
+    /// Tells systemd what changed: `WATCHDOG=1` when due, and the
+    /// summary (`STATUS=`, the first `READY=1`) after a lifecycle event,
+    /// or a second after the last look (a crash loop ends with time).
+    pub(super) fn service_tick(&mut self, now: Instant) {
+        self.notifier.watchdog(now);
+        if !self.notifier.active() {
+            return;
+        }
+        let dirty = self.status_dirty.replace(false);
+        if dirty
+            || self
+                .summarized_at
+                .is_none_or(|at| now >= at + SUMMARY_EVERY)
+        {
+            self.summarized_at = Some(now);
+            let (text, all_ready) = self.summary(now);
+            self.notifier.update(&text, all_ready);
+        }
+    }
+
+    /// The one-line summary systemd shows (`web 4/4 ready, api 1/1
+    /// ready`, `reloading web 2/4; ...`), and whether every group is ready
+    /// (the same test as `/readyz`).
+    pub(super) fn summary(&self, now: Instant) -> (String, bool) {
+        let mut all_ready = self.stopping.is_none() && !self.awaiting_startup_migrations();
+        let mut groups = Vec::with_capacity(self.groups.len());
+        for g in 0..self.groups.len() {
+            let (count, ready, state) = self.group_state(g, now);
+            all_ready &= state == GroupState::OK;
+            let name = &self.groups[g].name;
+            groups.push(match state {
+                GroupState::CRASH_LOOPING => format!("{name} {ready}/{count} crash-looping"),
+                _ => format!("{name} {ready}/{count} ready"),
+            });
+        }
+        let groups = groups.join(", ");
+        let text = if self.stopping.is_some() {
+            match self.drain_at {
+                Some(_) => format!(
+                    "stopping: /readyz fails, draining after server.shutdown_delay; {groups}"
+                ),
+                None => format!("stopping: {} worker(s) left", self.workers.len()),
+            }
+        } else if let Some(r) = &self.reload {
+            let names: Vec<&str> = r
+                .groups
+                .iter()
+                .map(|g| self.groups[*g].name.as_str())
+                .collect();
+            format!(
+                "reloading {} {}/{}; {groups}",
+                names.join(","),
+                r.done,
+                r.total
+            )
+        } else if self.migrate_retry.is_some() {
+            format!("starting: the migrations failed and are retried (see the log); {groups}")
+        } else if self.migrating.is_some() {
+            format!("running migrations; {groups}")
+        } else {
+            groups
+        };
+        (text, all_ready)
     }
 
     /// The cluster's status now.

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use ringmaster_config::GroupConfig;
+use ringmaster_config::{GroupConfig, ListenMode};
 use ringmaster_proto::Origin;
+use socket2::SockRef;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -184,6 +185,10 @@ pub(super) struct Group {
     pub(super) closing: Vec<u64>,
     /// Whether the log said once that this group cannot be steered.
     pub(super) steer_warned: bool,
+    /// Whether its socket came from systemd (socket activation): its
+    /// `listen` and `listen_mode` are what the socket is, whatever a
+    /// re-read configuration says.
+    pub(super) inherited: bool,
 }
 
 impl Group {
@@ -213,7 +218,40 @@ pub(super) fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterE
             addr: cfg.listen,
             source,
         })?;
-    Ok(Group {
+    Ok(new_group(name, cfg, listeners, false))
+}
+
+/// A group on the socket systemd passed for it (`systemd::activation`):
+/// `cfg` is changed to say what that socket is (its address; shared mode).
+pub(super) fn inherit_group(
+    name: &str,
+    cfg: &mut GroupConfig,
+    passed: crate::systemd::activation::Passed,
+) -> Group {
+    if cfg.listen_mode == ListenMode::Reuseport && cfg.count > 1 {
+        tracing::info!(
+            group = %name,
+            "groups.{name}.listen_mode = \"reuseport\", but systemd passed one socket: \
+             the group's workers share it (shared mode)"
+        );
+    }
+    let _ = SockRef::from(&passed.fd).set_tcp_nodelay(true);
+    cfg.listen = passed.addr;
+    cfg.listen_mode = ListenMode::Shared;
+    tracing::info!(
+        group = %name, addr = %passed.addr, fd_name = passed.name.as_deref().unwrap_or(""),
+        "group {name} uses the socket systemd passed"
+    );
+    new_group(
+        name,
+        cfg,
+        GroupListeners::inherited(passed.fd, passed.addr),
+        true,
+    )
+}
+
+fn new_group(name: &str, cfg: &GroupConfig, listeners: GroupListeners, inherited: bool) -> Group {
+    Group {
         name: name.to_string(),
         cfg: cfg.clone(),
         listeners,
@@ -221,5 +259,6 @@ pub(super) fn bind_group(name: &str, cfg: &GroupConfig) -> Result<Group, MasterE
         last_exit: None,
         closing: Vec::new(),
         steer_warned: false,
-    })
+        inherited,
+    }
 }

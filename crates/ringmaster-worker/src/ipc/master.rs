@@ -14,6 +14,17 @@ impl Ipc {
         }
     }
 
+    /// How many times the master said the cluster's status changed in a
+    /// way probes must see at once ([`MasterMsg::StatusChanged`]): a
+    /// status kept under an older value is stale.
+    ///
+    /// [`MasterMsg::StatusChanged`]: ringmaster_proto::MasterMsg::StatusChanged
+    pub fn status_epoch(&self) -> u64 {
+        self.inner
+            .status_epoch
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Lines of the master's log after sequence number `after` (0: from
     /// the oldest it keeps), at most `max` (and at most 1000), from the
     /// master's ring of recent lines (`server.log_ring`).

@@ -111,6 +111,9 @@ struct Inner {
     dropped: AtomicU64,
     /// Set by [`Ipc::stall_for_tests`]: the reader stops reading.
     stalled: std::sync::atomic::AtomicBool,
+    /// Bumped by each [`MasterMsg::StatusChanged`]: a status cached
+    /// under an older value is stale.
+    status_epoch: AtomicU64,
 }
 
 impl std::fmt::Debug for Ipc {
@@ -155,6 +158,7 @@ impl Ipc {
                 handlers: Mutex::new(HashMap::new()),
                 dropped: AtomicU64::new(0),
                 stalled: std::sync::atomic::AtomicBool::new(false),
+                status_epoch: AtomicU64::new(0),
             }),
         }
     }
@@ -249,6 +253,9 @@ impl Ipc {
             MasterMsg::Answer { id, answer } => self.resolve(id, Response::Answer(answer)),
             MasterMsg::Registered { id, result } => {
                 self.resolve(id, Response::Registered(result));
+            }
+            MasterMsg::StatusChanged => {
+                self.inner.status_epoch.fetch_add(1, Ordering::Relaxed);
             }
             other => return Some(other),
         }
