@@ -418,11 +418,6 @@ const TEST_TOKEN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef";
 fn pod_env() -> Vec<(String, String)> {
     let mut env = dockerfile_env();
     for (name, value) in deployment_env() {
-        // TODO(merge): add RINGMASTER__SERVER__SHUTDOWN_DELAY=5s
-        // (server.shutdown_delay exists only on main so far: drop this skip).
-        if name == "RINGMASTER__SERVER__SHUTDOWN_DELAY" {
-            continue;
-        }
         let value = value.unwrap_or_else(|| match name.as_str() {
             "RINGMASTER__ADMIN__TOKEN" => TEST_TOKEN.to_owned(),
             _ => panic!("{name} comes from a Secret: give it a placeholder in pod_env"),
