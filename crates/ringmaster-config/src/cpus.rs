@@ -4,9 +4,10 @@
 //! The count is the standard library's `available_parallelism`: the CPUs
 //! of the process's affinity mask, bounded by its cgroup's CPU quota
 //! (a container's `--cpus`, a Kubernetes CPU limit, systemd's
-//! `CPUQuota=`), rounded up. This module reads the quota itself, the same
-//! way (cgroup v2 `cpu.max`, the tightest on the path to the root), so
-//! that `check` can say where the number comes from.
+//! `CPUQuota=`), rounded down, at least 1. This module reads the cgroup v2
+//! quota itself, the same way (`cpu.max`, the tightest on the path to the
+//! root), so that `check` can say where the number comes from; a cgroup
+//! v1 quota is applied by the standard library but only hinted at here.
 
 use std::path::Path;
 
@@ -28,13 +29,19 @@ impl CpuBudget {
         }
     }
 
-    /// One line for `check`: `2 (cgroup CPU quota 1.5 CPUs, rounded up)`.
+    /// One line for `check`: `1 (the cgroup's CPU quota is 1.50 CPUs,
+    /// rounded down; the affinity mask allows 8)`.
     pub fn describe(&self) -> String {
+        let mask = affinity();
+        let mask_text = mask.map_or("?".into(), |n| n.to_string());
         match self.quota {
             Some(q) => format!(
-                "{} (the cgroup's CPU quota is {q:.2} CPUs, rounded up; the affinity mask allows {})",
-                self.usable,
-                affinity().map_or("?".into(), |n| n.to_string())
+                "{} (the cgroup's CPU quota is {q:.2} CPUs, rounded down; the affinity mask allows {mask_text})",
+                self.usable
+            ),
+            None if mask.is_some_and(|m| m > self.usable) => format!(
+                "{} (the affinity mask allows {mask_text}; a cgroup v1 CPU quota or another limit gives fewer)",
+                self.usable
             ),
             None => format!("{} (the affinity mask; no cgroup CPU quota)", self.usable),
         }

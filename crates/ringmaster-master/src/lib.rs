@@ -18,6 +18,8 @@
 //!   runs, the crash-loop threshold.
 //! - `migrate_process`: the one-off migrate process before workers start
 //!   (`supervisor::migration` decides when it runs and what a failure does).
+//! - `upgrade`: the in-place upgrade's mechanics (preflight, the new
+//!   master started beside this one, the hand-over socket).
 //! - `signals`: the signals the master answers.
 //! - `reaper`: reaping re-parented orphans when the master is PID 1.
 //! - `systemd`: `sd_notify` (readiness, status, reload, stop, watchdog)
@@ -41,6 +43,7 @@ mod spawn;
 mod steer;
 mod supervisor;
 mod systemd;
+mod upgrade;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -68,6 +71,8 @@ pub struct ServeOptions {
     /// The application log the workers' output goes to; `None`: workers
     /// write to the master's stdout and stderr directly.
     pub logs: Option<logs::LogHub>,
+    /// The application's version (`status`, the upgrade's report).
+    pub version: String,
 }
 
 impl ServeOptions {
@@ -80,7 +85,14 @@ impl ServeOptions {
             exe: None,
             migrate: false,
             logs: None,
+            version: String::new(),
         }
+    }
+
+    /// Sets the application's version.
+    pub fn version(mut self, version: &str) -> Self {
+        self.version = version.to_string();
+        self
     }
 
     /// Sends the workers' output to `logs`.
@@ -124,6 +136,10 @@ pub enum MasterError {
     /// groups.
     #[error("{0}")]
     Activation(String),
+    /// This new master of an upgrade could not take over (the old one
+    /// serves on).
+    #[error("upgrade: {0}")]
+    Upgrade(String),
     /// The configuration is unusable.
     #[error("{0}")]
     Config(#[source] ConfigError),
@@ -209,10 +225,21 @@ pub fn serve(opts: ServeOptions) -> Result<(), MasterError> {
     })
 }
 
+/// What this binary's preflight prints (`__preflight`), for an old master
+/// about to upgrade to it: its hand-over and registry layout versions and
+/// the application's `version`.
+pub fn preflight_report(version: &str) -> ringmaster_proto::handoff::Preflight {
+    ringmaster_proto::handoff::Preflight {
+        handover: ringmaster_proto::handoff::HANDOVER_VERSION,
+        registry_layout: ringmaster_registry::LAYOUT.to_string(),
+        version: version.to_string(),
+    }
+}
+
 /// The path of the running binary, for re-executing it. When the file was
 /// replaced on disk (a new build), the path names the new binary, which is
 /// what a reload should start.
-fn current_exe() -> std::io::Result<PathBuf> {
+pub(crate) fn current_exe() -> std::io::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let text = exe.to_string_lossy();
     match text.strip_suffix(" (deleted)") {

@@ -66,6 +66,42 @@ impl GroupListeners {
         Ok(listeners)
     }
 
+    /// A group on sockets an old master passed (an upgrade): one per slot
+    /// in reuseport mode (as the old master had them), else the first.
+    pub(crate) fn passed(
+        mut sockets: Vec<OwnedFd>,
+        mode: ListenMode,
+        backlog: u32,
+        count: usize,
+    ) -> io::Result<Self> {
+        let addr = socket2::SockRef::from(&sockets[0])
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("a passed socket has no inet address"))?;
+        if mode == ListenMode::Reuseport {
+            // The old master may have steered the group (a slot it saw
+            // down); this master starts from the kernel's own spread.
+            let _ = crate::steer::unsteer(sockets[0].as_fd());
+        } else {
+            sockets.truncate(1);
+        }
+        let mut listeners = GroupListeners {
+            mode,
+            backlog,
+            addr,
+            sockets,
+            order_known: true,
+            steering: None,
+        };
+        listeners.ensure_slots(count, 0)?;
+        Ok(listeners)
+    }
+
+    /// Every socket's fd, in slot order (what an upgrade passes on).
+    pub(crate) fn raw_fds(&self) -> Vec<RawFd> {
+        self.sockets.iter().map(AsRawFd::as_raw_fd).collect()
+    }
+
     /// A group on one socket bound by someone else (systemd's socket
     /// activation): shared mode, whatever the configuration asked.
     pub(crate) fn inherited(fd: OwnedFd, addr: SocketAddr) -> Self {

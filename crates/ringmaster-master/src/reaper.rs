@@ -86,5 +86,5 @@ pub(crate) fn reap_orphans() -> usize {
 }
 
 // Tested with the real binary as PID 1 of a pid namespace
-// (`examples/demo/tests/deploy_pid1.rs`): reaping in a unit test would take
+// (`examples/demo/tests/containers.rs`): reaping in a unit test would take
 // the exit statuses of other tests' children in the same process.

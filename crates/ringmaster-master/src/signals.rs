@@ -9,8 +9,7 @@
 //! | USR1 | reopen `server.log_file` (logrotate); without one, a log line |
 //! | CHLD | as PID 1 only: reap orphaned processes (`reaper`) |
 //!
-//! USR2 is not handled: its default action ends the master (an in-place
-//! upgrade is not built).
+//! | USR2 | in-place upgrade to the binary on disk (`supervisor::upgrade`) |
 
 use std::io;
 
@@ -26,6 +25,7 @@ pub(crate) enum Signal {
     Ttin,
     Ttou,
     Usr1,
+    Usr2,
     /// A child exited (listened to as PID 1 only).
     Child,
 }
@@ -41,6 +41,7 @@ impl Signal {
             Signal::Ttin => "TTIN",
             Signal::Ttou => "TTOU",
             Signal::Usr1 => "USR1",
+            Signal::Usr2 => "USR2",
             Signal::Child => "CHLD",
         }
     }
@@ -55,6 +56,7 @@ pub(crate) struct Signals {
     ttin: tokio::signal::unix::Signal,
     ttou: tokio::signal::unix::Signal,
     usr1: tokio::signal::unix::Signal,
+    usr2: tokio::signal::unix::Signal,
     child: Option<tokio::signal::unix::Signal>,
 }
 
@@ -74,6 +76,7 @@ impl Signals {
             ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
             usr1: signal(SignalKind::user_defined1())?,
+            usr2: signal(SignalKind::user_defined2())?,
             child,
         })
     }
@@ -88,6 +91,7 @@ impl Signals {
             _ = self.ttin.recv() => Signal::Ttin,
             _ = self.ttou.recv() => Signal::Ttou,
             _ = self.usr1.recv() => Signal::Usr1,
+            _ = self.usr2.recv() => Signal::Usr2,
             Some(()) = async {
                 match &mut self.child {
                     Some(child) => child.recv().await,

@@ -69,6 +69,10 @@ pub enum ControlRequest {
         /// The drain grace, in milliseconds.
         timeout_ms: Option<u64>,
     },
+    /// Replace the master itself with the binary now on disk (as USR2):
+    /// a new master starts beside this one with its sockets, becomes
+    /// ready, and this one drains and exits.
+    Upgrade {},
 }
 
 fn default_lines() -> usize {

@@ -62,6 +62,60 @@ pub const ALL_ENV: [&str; 9] = [
     ENV_LOG_PIPE,
 ];
 
+/// Set in a new master that an old one starts for an in-place upgrade:
+/// the fd number of its end of the hand-over socket (a Unix stream socket
+/// carrying [`Handover`] lines).
+pub const ENV_UPGRADE_FD: &str = "RINGMASTER_UPGRADE_FD";
+/// In an upgrade: how many listening sockets the old master passes, at
+/// fds 3, 4, ... (as systemd's `LISTEN_FDS`).
+pub const ENV_UPGRADE_LISTEN_FDS: &str = "RINGMASTER_UPGRADE_LISTEN_FDS";
+/// In an upgrade: the group of each passed socket, `:`-separated, in fd
+/// order (a reuseport group's sockets in slot order).
+pub const ENV_UPGRADE_LISTEN_NAMES: &str = "RINGMASTER_UPGRADE_LISTEN_NAMES";
+/// In an upgrade: the fd of the old master's registry segment, read to
+/// carry every counter's value over.
+pub const ENV_UPGRADE_REGISTRY_FD: &str = "RINGMASTER_UPGRADE_REGISTRY_FD";
+/// The version of the upgrade hand-over (these variables and the
+/// [`Handover`] lines): an old master upgrades only to a binary whose
+/// preflight reports the same.
+pub const HANDOVER_VERSION: u32 = 1;
+
+/// A line on the hand-over socket between an old master and the new one
+/// it started (JSON, one per line).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Handover {
+    /// New to old: every group has its ready count; the new master serves
+    /// and owns the control socket and the pid file from now on.
+    Ready {
+        /// The new master's pid.
+        pid: u32,
+        /// Its application version.
+        version: String,
+    },
+    /// New to old: the new master cannot start; it exits.
+    Failed {
+        /// Why, as the new master would print it.
+        error: String,
+    },
+    /// Old to new: every old worker has exited; the old master exits now
+    /// (its counters are final).
+    Done,
+}
+
+/// What a binary's preflight prints (one JSON line) before an old master
+/// upgrades to it: the configuration loaded and its worker
+/// implementations resolved.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Preflight {
+    /// [`HANDOVER_VERSION`] of the binary.
+    pub handover: u32,
+    /// The registry segment's layout of the binary.
+    pub registry_layout: String,
+    /// The application version.
+    pub version: String,
+}
+
 /// The service manager's variables (systemd's `sd_notify` and socket
 /// activation): meant for the master alone, so a master removes them from
 /// every process it starts. A worker that saw `NOTIFY_SOCKET` could tell

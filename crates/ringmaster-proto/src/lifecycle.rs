@@ -156,6 +156,26 @@ pub enum Lifecycle {
         /// Whether workers drain (TERM, `stop`) or are killed (QUIT, a second TERM).
         graceful: bool,
     },
+    /// An in-place upgrade started: the binary at `exe` passed its
+    /// preflight and runs as a new master beside this one.
+    UpgradeStarted {
+        /// The new binary.
+        exe: String,
+        /// The new master's pid.
+        pid: u32,
+    },
+    /// The new master is ready and serves; this one drains and exits.
+    UpgradeFinished {
+        /// The new master's pid.
+        pid: u32,
+        /// Its version.
+        version: String,
+    },
+    /// The upgrade failed; this master serves on.
+    UpgradeFailed {
+        /// Why.
+        reason: String,
+    },
     /// A kind this build does not know (sent by a newer master).
     #[serde(other)]
     Other,
@@ -231,6 +251,16 @@ impl std::fmt::Display for Lifecycle {
             }
             Lifecycle::Stopping { graceful: true } => write!(f, "stopping (draining)"),
             Lifecycle::Stopping { graceful: false } => write!(f, "stopping now"),
+            Lifecycle::UpgradeStarted { exe, pid } => {
+                write!(f, "upgrade started: new master pid {pid} ({exe})")
+            }
+            Lifecycle::UpgradeFinished { pid, version } => {
+                write!(
+                    f,
+                    "upgrade finished: master pid {pid} (version {version}) serves; this one drains"
+                )
+            }
+            Lifecycle::UpgradeFailed { reason } => write!(f, "upgrade failed: {reason}"),
             // `Other`; the worker kinds were told above.
             _ => write!(f, "(an event this build does not know)"),
         }

@@ -18,6 +18,10 @@ use crate::{IpcStats, LogLevel};
 pub struct ClusterStatus {
     /// The master's process id.
     pub master_pid: u32,
+    /// The application's version, as its binary declares it
+    /// (`Cluster::version`; empty from a master that predates it).
+    #[serde(default)]
+    pub version: String,
     /// Milliseconds since the master started.
     pub uptime_ms: u64,
     /// `starting` (start-up migrations before the first workers),

@@ -297,6 +297,7 @@ fn answer() -> impl Strategy<Value = Answer> {
                 |(master_pid, uptime_ms, groups, ipc, state, reload)| Answer::Status(
                     ClusterStatus {
                         master_pid,
+                        version: format!("0.{uptime_ms}"),
                         uptime_ms,
                         state,
                         reload,

@@ -48,6 +48,9 @@ pub use desc::{DEFAULT_BUCKETS, Kind, MAX_BUCKETS, validate_name};
 pub use render::{Sample, Series, Snapshot, Value};
 pub use rows::{PerRow, quantile};
 
+/// The segment's layout version: a reader of another layout cannot read
+/// it (an upgraded master then copies nothing; preflight refuses first).
+pub const LAYOUT: &str = "RMREG001";
 const MAGIC: u64 = u64::from_le_bytes(*b"RMREG001");
 const HEADER_LEN: usize = 128;
 const DESC_LEN: usize = 1024;
@@ -534,6 +537,74 @@ impl Segment {
                 .map(|cell| cell.load(Ordering::Relaxed))
                 .fold(0u64, u64::wrapping_add)
         })
+    }
+}
+
+/// The counter and histogram totals of a segment, by series (name and
+/// labels): what [`Segment::absorb`] copied, so that a later call copies
+/// only what was added since.
+#[derive(Debug, Default, Clone)]
+pub struct Totals(std::collections::HashMap<SeriesKey, Vec<u64>>);
+
+/// A series' name and labels.
+type SeriesKey = (String, Vec<(String, String)>);
+
+impl Segment {
+    /// Adds the counters and histograms of `old` (another master's
+    /// segment, mapped read-only) to this segment's retired row, minus
+    /// `since` (what an earlier call copied); returns the totals copied so
+    /// far. Gauges are live values of `old`'s workers and are not copied.
+    ///
+    /// This is how an upgraded master keeps every counter's value: once
+    /// when it starts, and once more when the old master's last worker has
+    /// exited.
+    pub fn absorb(&self, old: &Segment, since: &Totals) -> Result<Totals, RegistryError> {
+        let retired = self.retired_row();
+        let mut totals = Totals::default();
+        let read: Vec<(Desc, Vec<u64>)> = old.consistent(|| {
+            (0..old.series_count())
+                .map(|i| old.desc(i))
+                .filter(|d| d.kind != Kind::Gauge)
+                .map(|d| {
+                    let n = d.kind.cells(d.buckets.len());
+                    let mut sum = vec![0u64; n];
+                    for row in 0..=old.rows() {
+                        let cells = old.row_cells(&d, row);
+                        if cells.len() != n {
+                            continue;
+                        }
+                        for (k, cell) in cells.iter().enumerate() {
+                            let v = cell.load(Ordering::Relaxed);
+                            if d.kind == Kind::Histogram && k == n - 1 {
+                                let total = f64::from_bits(sum[k]) + f64::from_bits(v);
+                                sum[k] = total.to_bits();
+                            } else {
+                                sum[k] = sum[k].wrapping_add(v);
+                            }
+                        }
+                    }
+                    (d, sum)
+                })
+                .collect()
+        });
+        for (d, sum) in read {
+            let key = (d.name.clone(), d.labels.clone());
+            let before = since.0.get(&key);
+            let i = self.register(&d.name, &d.help, d.kind, &d.labels, &d.buckets)?;
+            let to = self.cells(i, retired);
+            if to.len() == sum.len() {
+                for (k, (cell, v)) in to.iter().zip(&sum).enumerate() {
+                    let was = before.and_then(|b| b.get(k)).copied().unwrap_or(0);
+                    if d.kind == Kind::Histogram && k == sum.len() - 1 {
+                        add_f64(cell, f64::from_bits(*v) - f64::from_bits(was));
+                    } else {
+                        cell.fetch_add(v.wrapping_sub(was), Ordering::Relaxed);
+                    }
+                }
+            }
+            totals.0.insert(key, sum);
+        }
+        Ok(totals)
     }
 }
 

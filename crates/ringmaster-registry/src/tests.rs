@@ -319,3 +319,46 @@ fn label_values_are_escaped() {
         "# HELP c_total help\n# TYPE c_total counter\nc_total{note=\"a \\\"q\\\"\\n\\\\\"} 0\n"
     );
 }
+
+#[test]
+fn absorb_copies_counters_and_histograms_once_then_only_what_was_added() {
+    let old = Segment::create(MIN_SIZE, 4).unwrap();
+    let hits = old
+        .register("hits_total", "hits", Kind::Counter, &[], &[])
+        .unwrap();
+    let lat = old
+        .register("lat_seconds", "latency", Kind::Histogram, &[], &[0.1, 1.0])
+        .unwrap();
+    let inflight = old
+        .register("in_flight", "now", Kind::Gauge, &[], &[])
+        .unwrap();
+    old.cells(hits, 0)[0].fetch_add(5, Ordering::Relaxed);
+    old.cells(hits, 2)[0].fetch_add(2, Ordering::Relaxed);
+    old.cells(hits, old.retired_row())[0].fetch_add(10, Ordering::Relaxed);
+    observe(old.cells(lat, 1), &[0.1, 1.0], 0.5);
+    old.cells(inflight, 0)[0].store(3, Ordering::Relaxed);
+
+    let new = Segment::create(MIN_SIZE, 2).unwrap();
+    let first = new.absorb(&old, &Totals::default()).unwrap();
+    let idx = |name: &str| {
+        (0..new.series_count())
+            .find(|i| new.desc(*i).name == name)
+            .unwrap_or_else(|| panic!("{name} copied"))
+    };
+    assert_eq!(new.sum(idx("hits_total")), 17);
+    assert!(
+        (0..new.series_count()).all(|i| new.desc(i).name != "in_flight"),
+        "gauges are not copied"
+    );
+    let cells = new.cells(idx("lat_seconds"), new.retired_row());
+    assert_eq!(cells[1].load(Ordering::Relaxed), 1, "the 1.0 bucket");
+    assert_eq!(f64::from_bits(cells[3].load(Ordering::Relaxed)), 0.5);
+
+    // The old master's workers go on counting until they exit.
+    old.cells(hits, 0)[0].fetch_add(4, Ordering::Relaxed);
+    observe(old.cells(lat, 1), &[0.1, 1.0], 0.25);
+    new.absorb(&old, &first).unwrap();
+    assert_eq!(new.sum(idx("hits_total")), 21, "17 once, plus the 4 added");
+    let cells = new.cells(idx("lat_seconds"), new.retired_row());
+    assert_eq!(f64::from_bits(cells[3].load(Ordering::Relaxed)), 0.75);
+}

@@ -57,6 +57,14 @@ enum Command {
     Restart(RestartArgs),
     /// Stop the cluster gracefully; returns once the master has exited.
     Stop(StopArgs),
+    /// Replace the master itself with the binary now on disk (as USR2): a
+    /// new master starts beside it, and once it is ready the old one
+    /// drains and exits.
+    Upgrade(ConfigArg),
+    /// What an upgrading master runs first: load the configuration, then
+    /// print the hand-over version (one JSON line).
+    #[command(name = "__preflight", hide = true)]
+    Preflight(ConfigArg),
 }
 
 #[derive(Debug, Args)]
@@ -159,7 +167,7 @@ struct StatsArgs {
     prometheus: bool,
 }
 
-pub(crate) fn main(workers: &[Worker]) -> ExitCode {
+pub(crate) fn main(workers: &[Worker], version: &str) -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -179,7 +187,9 @@ pub(crate) fn main(workers: &[Worker]) -> ExitCode {
     | Command::Reload(ReloadArgs { config: arg, .. })
     | Command::Scale(ScaleArgs { config: arg, .. })
     | Command::Restart(RestartArgs { config: arg, .. })
-    | Command::Stop(StopArgs { config: arg, .. })) = &cli.command;
+    | Command::Stop(StopArgs { config: arg, .. })
+    | Command::Upgrade(arg)
+    | Command::Preflight(arg)) = &cli.command;
     let path = config_path(arg.config.clone());
     if !matches!(cli.command, Command::Serve(_)) {
         crate::logging::init(crate::logging::Output::Stderr);
@@ -189,7 +199,13 @@ pub(crate) fn main(workers: &[Worker]) -> ExitCode {
         Err(code) => return code,
     };
     match cli.command {
-        Command::Serve(_) => serve(config, path, known),
+        Command::Serve(_) => serve(config, path, known, version),
+        Command::Preflight(_) => {
+            let report = ringmaster_master::preflight_report(version);
+            println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        Command::Upgrade(_) => control::upgrade(&config),
         Command::Check(_) => check(&config, path.as_deref(), workers),
         Command::Routes(_) => routes(&config, workers),
         Command::Migrate(_) => migrate(&config, workers),
@@ -266,7 +282,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
-fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode {
+fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>, version: &str) -> ExitCode {
     // Errors about a path the configuration names say which file set it.
     let origin = path
         .as_ref()
@@ -297,6 +313,7 @@ fn serve(config: Config, path: Option<PathBuf>, known: Vec<String>) -> ExitCode 
     // Always: the binary on disk at a reload decides whether it has any
     // migrations, not the one the master started from.
     let opts = ServeOptions::new(config, known)
+        .version(version)
         .config_path(path)
         .migrate(true)
         .logs(hub);

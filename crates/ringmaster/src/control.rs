@@ -203,6 +203,38 @@ pub(crate) fn reload(config: &Config, group: Option<&str>) -> ExitCode {
     }
 }
 
+/// `upgrade`: the master replaced by the binary on disk; returns once the
+/// new master serves (the old one then drains and exits by itself).
+pub(crate) fn upgrade(config: &Config) -> ExitCode {
+    let mut client = match Client::connect(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let result = client.call(&ControlRequest::Upgrade {}, |e| match e["event"].as_str() {
+        Some("preflight") => println!("checking {}", e["exe"].as_str().unwrap_or("?")),
+        Some("started") => println!(
+            "new master pid {} (version {}) starting",
+            pid(&e["pid"]),
+            e["version"].as_str().unwrap_or("?")
+        ),
+        _ => println!("{e}"),
+    });
+    match result {
+        Ok(r) => {
+            println!(
+                "upgraded: master pid {} (version {}) serves; the old master {} drains its workers and exits",
+                pid(&r["pid"]),
+                r["version"].as_str().unwrap_or("?"),
+                pid(&r["old_pid"])
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&format!(
+            "upgrade failed, the running master serves on: {e}"
+        )),
+    }
+}
+
 /// `scale GROUP N|+K|-K`.
 pub(crate) fn scale(config: &Config, group: &str, how: &str) -> ExitCode {
     let request = match how.as_bytes().first() {

@@ -85,6 +85,7 @@ pub mod prelude {
 #[derive(Default)]
 pub struct Cluster {
     workers: Vec<Worker>,
+    version: Option<String>,
 }
 
 impl Cluster {
@@ -105,6 +106,21 @@ impl Cluster {
     /// ```
     pub fn worker(mut self, worker: Worker) -> Self {
         self.workers.push(worker);
+        self
+    }
+
+    /// The application's version, shown by `status` and checked by an
+    /// in-place upgrade (`upgrade`, USR2) to say which build serves;
+    /// default: ringmaster's own version.
+    ///
+    /// ```
+    /// # use ringmaster::prelude::*;
+    /// let cluster = Cluster::new()
+    ///     .version(env!("CARGO_PKG_VERSION"))
+    ///     .worker(Worker::new("web").module(Health));
+    /// ```
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
         self
     }
 
@@ -129,6 +145,9 @@ impl Cluster {
             logging::init(logging::Output::Stderr);
             return cli::migrate_role(&self.workers);
         }
-        cli::main(&self.workers)
+        let version = self
+            .version
+            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string());
+        cli::main(&self.workers, &version)
     }
 }

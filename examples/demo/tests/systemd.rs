@@ -5,71 +5,10 @@
 
 mod support;
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use support::{ClusterProc, Lifecycle, demo_exe, get, scratch_dir};
-
-/// The test's end of `NOTIFY_SOCKET`: every datagram the master sends,
-/// with when it arrived.
-struct NotifySocket {
-    path: String,
-    got: Arc<Mutex<Vec<(Instant, String)>>>,
-}
-
-impl NotifySocket {
-    fn bind(dir: &Path) -> NotifySocket {
-        let path = dir.join("notify.sock");
-        let socket = UnixDatagram::bind(&path).unwrap();
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .unwrap();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = got.clone();
-        // Ends with the test process; a read timeout keeps it from holding
-        // anything else.
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            loop {
-                if let Ok(n) = socket.recv(&mut buf) {
-                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                    sink.lock().unwrap().push((Instant::now(), text));
-                }
-            }
-        });
-        NotifySocket {
-            path: path.to_str().unwrap().to_string(),
-            got,
-        }
-    }
-
-    fn messages(&self) -> Vec<(Instant, String)> {
-        self.got.lock().unwrap().clone()
-    }
-
-    /// Waits for a datagram with the line `line` after the first `skip`
-    /// datagrams; returns its index.
-    fn wait_line(&self, skip: usize, line: &str, timeout: Duration) -> usize {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let got = self.messages();
-            if let Some(i) = got
-                .iter()
-                .skip(skip)
-                .position(|(_, m)| m.lines().any(|l| l == line))
-            {
-                return skip + i;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {line:?} within {timeout:?}; the master sent:\n{got:#?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
+use support::{ClusterProc, Lifecycle, NotifySocket, demo_exe, get, scratch_dir};
 
 fn status_line(message: &str) -> Option<&str> {
     message.lines().find_map(|l| l.strip_prefix("STATUS="))
@@ -174,6 +113,18 @@ fn notify_socket_hears_ready_after_every_group_then_reload_stop_and_the_watchdog
         during.iter().any(|s| s.starts_with("reloading web,api ")),
         "{during:#?}"
     );
+
+    // A HUP that is refused (the file is broken) is still a reload that
+    // ends: RELOADING=1, then READY=1 (Type=notify-reload waits for both).
+    let config = cluster.config_path();
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "[groups.web\n").unwrap();
+    let before = notify.messages().len();
+    cluster.signal(libc::SIGHUP);
+    let reloading = notify.wait_line(before, "RELOADING=1", Duration::from_secs(5));
+    notify.wait_line(reloading, "READY=1", Duration::from_secs(5));
+    cluster.assert_logged("HUP ignored");
+    std::fs::write(&config, good).unwrap();
 
     // A stop: STOPPING=1.
     let before = notify.messages().len();

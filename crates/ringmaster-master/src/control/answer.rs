@@ -68,6 +68,10 @@ pub(super) async fn handle(
             let timeout = timeout_ms.map(Duration::from_millis);
             stream(shared, write, Command::Stop { timeout, events }, rx).await
         }
+        Request::Upgrade {} => {
+            let (events, rx) = mpsc::channel(EVENTS_QUEUE);
+            stream(shared, write, Command::Upgrade { events }, rx).await
+        }
     }
 }
 

@@ -65,20 +65,26 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// The socket, removed when the master stops.
 pub(crate) struct Control {
     path: PathBuf,
+    /// The inode of our socket file: the path is removed only while it
+    /// still names it (after an upgrade it names the new master's).
+    ino: Option<u64>,
 }
 
 impl Drop for Control {
     fn drop(&mut self) {
-        // Only if it is still ours: a socket (not a file put there since).
-        if is_socket(&self.path) {
+        if self.ino.is_some() && inode_of_socket(&self.path) == self.ino {
             let _ = std::fs::remove_file(&self.path);
         }
     }
 }
 
-fn is_socket(path: &Path) -> bool {
-    use std::os::unix::fs::FileTypeExt;
-    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket())
+/// The inode of the socket file at `path`, if one is there.
+fn inode_of_socket(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|m| m.ino())
 }
 
 /// What every connection task shares.
@@ -177,7 +183,25 @@ impl Control {
         tokio::spawn(accept(listener, shared));
         Ok(Control {
             path: path.to_path_buf(),
+            ino: inode_of_socket(path),
         })
+    }
+
+    /// The path of the socket a new master of an upgrade opens while the
+    /// old one still answers at `path`; [`Control::move_to`] then puts it
+    /// in the old one's place.
+    pub(crate) fn beside(path: &Path) -> PathBuf {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".upgrade-{}", std::process::id()));
+        path.with_file_name(name)
+    }
+
+    /// Moves the socket to `path` (an atomic rename over the old master's:
+    /// every client from now on reaches this one).
+    pub(crate) fn move_to(&mut self, path: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, path)?;
+        self.path = path.to_path_buf();
+        Ok(())
     }
 }
 

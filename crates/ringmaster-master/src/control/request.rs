@@ -115,6 +115,9 @@ pub(crate) enum Command {
         timeout: Option<Duration>,
         events: Events,
     },
+    Upgrade {
+        events: Events,
+    },
 }
 
 /// The filters of a `logs` request.

@@ -56,6 +56,11 @@ impl Supervisor {
                     notify(Some(&events), e);
                 }
             }
+            Command::Upgrade { events } => {
+                if let Err(e) = self.begin_upgrade(Some(events.clone())) {
+                    notify(Some(&events), e);
+                }
+            }
             Command::Scale { group, to, reply } => {
                 let _ = reply.send(self.scale_command(&group, to));
             }

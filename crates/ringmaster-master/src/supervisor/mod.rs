@@ -23,7 +23,9 @@
 //! - `commands`: the control socket's commands (status, reload, scale,
 //!   restart, stop) and their replies.
 //! - `status`: the per-second samples and the [`ClusterStatus`] built
-//!   from the worker table.
+//!   from the worker table, and the summary systemd hears.
+//! - `upgrade`: the in-place upgrade, on the old master's side and on the
+//!   new one's.
 //!
 //! [`ClusterStatus`]: ringmaster_proto::ClusterStatus
 
@@ -37,6 +39,7 @@ mod status;
 mod table;
 #[cfg(test)]
 mod tests;
+mod upgrade;
 mod workers;
 
 use std::collections::HashMap;
@@ -107,12 +110,57 @@ pub(crate) struct Supervisor {
     /// A graceful stop waits for `server.shutdown_delay` before it drains:
     /// until then `/readyz` answers 503 and the workers serve on.
     drain_at: Option<Instant>,
+    /// The upgrade this (old) master runs, if one is under way.
+    upgrading: Option<upgrade::Upgrading>,
+    /// The old master this (new) master takes over from, until it is done.
+    takeover: Option<upgrade::Takeover>,
+    /// This master handed over to a new one and drains.
+    handed_over: bool,
+    /// This new master gave up taking over (why): its `run` fails.
+    takeover_failed: Option<String>,
+    /// The control socket, once open.
+    control: Option<crate::control::Control>,
+    /// The pid file, once written (a new master of an upgrade writes it
+    /// when it takes over).
+    pid_file: Option<PidFile>,
 }
 
 impl Supervisor {
-    /// Binds every group's listeners; no process is started yet.
-    pub(crate) fn new(mut opts: ServeOptions, exe: PathBuf) -> Result<Self, MasterError> {
-        let groups = listen(&mut opts)?;
+    /// Binds every group's listeners (or takes them from systemd, or from
+    /// the old master of an upgrade); no process is started yet.
+    pub(crate) fn new(opts: ServeOptions, exe: PathBuf) -> Result<Self, MasterError> {
+        let mut takeover = crate::upgrade::Takeover::from_env().map_err(MasterError::Activation)?;
+        match Self::build(opts, exe, takeover.as_mut()) {
+            Ok(mut sup) => {
+                if let Some(t) = takeover {
+                    sup.takeover = Some(upgrade::Takeover::new(t, &sup.registry.segment));
+                    sup.notifier.hold();
+                }
+                Ok(sup)
+            }
+            Err(e) => {
+                if let Some(t) = &mut takeover {
+                    let _ = crate::upgrade::send(
+                        &mut t.socket,
+                        &ringmaster_proto::handoff::Handover::Failed {
+                            error: e.to_string(),
+                        },
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn build(
+        mut opts: ServeOptions,
+        exe: PathBuf,
+        takeover: Option<&mut crate::upgrade::Takeover>,
+    ) -> Result<Self, MasterError> {
+        let groups = match takeover {
+            Some(t) => take_listeners(&mut opts, t)?,
+            None => listen(&mut opts)?,
+        };
         let config_toml = opts.config.to_toml_string().map_err(MasterError::Config)?;
         // The master's inbox: watchers wait when it is full (the worker's
         // socket then fills and the worker waits), so nothing is dropped.
@@ -156,6 +204,12 @@ impl Supervisor {
             status_dirty: std::cell::Cell::new(true),
             summarized_at: None,
             drain_at: None,
+            upgrading: None,
+            takeover: None,
+            handed_over: false,
+            takeover_failed: None,
+            control: None,
+            pid_file: None,
         })
     }
 
@@ -193,17 +247,12 @@ impl Supervisor {
     ) -> Result<(), MasterError> {
         let mut signals = Signals::new(crate::reaper::needed()).map_err(MasterError::Signals)?;
         tracing::info!(pid = self.master_pid, exe = %self.exe.display(), "master started");
-        // The control socket first: a master that finds another one
-        // answering there stops before it touches that master's pid file.
-        let _control = crate::control::Control::start(
-            &self.opts.config.server.control_socket,
-            self.opts.logs.clone(),
-            self.lifecycle.clone(),
-            self.control_tx.clone(),
-        )
-        .map_err(MasterError::Control)?;
-        let _pid_file = PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid)
-            .map_err(MasterError::PidFile)?;
+        if let Err(e) = self.open_control() {
+            if let Some(t) = &mut self.takeover {
+                t.fail(&e.to_string());
+            }
+            return Err(e);
+        }
         self.announce();
         if self.notifier.active() {
             tracing::info!(
@@ -248,6 +297,11 @@ impl Supervisor {
                     self.migrating = None;
                     self.after_migration(result);
                 }
+                step = upgrade::next(&mut self.upgrading) => self.on_upgrade(step),
+                msg = upgrade::old_master_said(&mut self.takeover) => match msg {
+                    Some(ringmaster_proto::handoff::Handover::Done) | None => self.old_master_done(),
+                    Some(other) => tracing::warn!(message = ?other, "upgrade: the old master said something out of turn; ignored"),
+                },
                 () = tokio::time::sleep_until(wake) => {}
             }
             self.tick(Instant::now());
@@ -257,6 +311,38 @@ impl Supervisor {
         }
         tracing::info!("every worker has exited; master stopping");
         self.stopped().await;
+        match self.takeover_failed.take() {
+            Some(why) => Err(MasterError::Upgrade(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the control socket, then writes the pid file. The control
+    /// socket first: a master that finds another one answering there stops
+    /// before it touches that master's pid file. A new master of an
+    /// upgrade opens its socket beside the old master's and writes the pid
+    /// file when it takes over (`upgrade`).
+    fn open_control(&mut self) -> Result<(), MasterError> {
+        let path = self.opts.config.server.control_socket.clone();
+        let at = match self.takeover {
+            Some(_) => crate::control::Control::beside(&path),
+            None => path,
+        };
+        self.control = Some(
+            crate::control::Control::start(
+                &at,
+                self.opts.logs.clone(),
+                self.lifecycle.clone(),
+                self.control_tx.clone(),
+            )
+            .map_err(MasterError::Control)?,
+        );
+        if self.takeover.is_none() {
+            self.pid_file = Some(
+                PidFile::write(self.opts.config.server.pid_file.clone(), self.master_pid)
+                    .map_err(MasterError::PidFile)?,
+            );
+        }
         Ok(())
     }
 
@@ -313,9 +399,15 @@ impl Supervisor {
                     // picked up by one more reload, once this one ends.
                     tracing::info!("a reload is in progress; this HUP reloads again when it ends");
                     self.reload_queued = true;
-                } else if let Err(e) = self.start_reload(None, None) {
-                    let why = e["error"]["message"].as_str().unwrap_or("");
-                    tracing::warn!("HUP ignored: {why}");
+                } else {
+                    // Every HUP is a reload to systemd (`Type=notify-reload`
+                    // waits for RELOADING=1, then READY=1), refused or not.
+                    self.notifier.reloading();
+                    if let Err(e) = self.start_reload(None, None) {
+                        let why = e["error"]["message"].as_str().unwrap_or("");
+                        tracing::warn!("HUP ignored: {why}");
+                        self.notifier.reloaded();
+                    }
                 }
             }
             Signal::Ttin | Signal::Ttou if self.awaiting_startup_migrations() => {
@@ -325,6 +417,12 @@ impl Supervisor {
             }
             Signal::Ttin => self.scale_all_by(1),
             Signal::Ttou => self.scale_all_by(-1),
+            Signal::Usr2 => {
+                if let Err(e) = self.begin_upgrade(None) {
+                    let why = e["error"]["message"].as_str().unwrap_or("");
+                    tracing::warn!("USR2 ignored: {why}");
+                }
+            }
             Signal::Usr1 => match &self.opts.logs {
                 Some(logs) if self.opts.config.server.log_file.is_some() => logs.reopen(),
                 _ => tracing::info!("USR1 reopens the log file; there is none (server.log_file)"),
@@ -454,6 +552,29 @@ impl Supervisor {
 /// Every group's sockets: the ones systemd passed (socket activation),
 /// else bound here. With sockets passed, a group that gets none is an
 /// error: the master then binds nothing itself.
+fn take_listeners(
+    opts: &mut ServeOptions,
+    takeover: &mut crate::upgrade::Takeover,
+) -> Result<Vec<Group>, MasterError> {
+    let mut groups = Vec::new();
+    for (name, cfg) in opts.config.groups.iter_mut() {
+        let sockets = takeover.take_listeners(name);
+        if sockets.is_empty() {
+            // A group the new configuration adds: bound here.
+            groups.push(bind_group(name, cfg)?);
+            continue;
+        }
+        groups.push(table::passed_group(name, cfg, sockets).map_err(|source| {
+            MasterError::Bind {
+                group: name.clone(),
+                addr: cfg.listen,
+                source,
+            }
+        })?);
+    }
+    Ok(groups)
+}
+
 fn listen(opts: &mut ServeOptions) -> Result<Vec<Group>, MasterError> {
     let activation = crate::systemd::activation::Activation::from_env(std::process::id())
         .map_err(MasterError::Activation)?;

@@ -75,12 +75,16 @@ impl Supervisor {
         if let Some(at) = self.drain_at {
             wake = wake.min(at);
         }
+        if let Some(at) = self.upgrade_deadline() {
+            wake = wake.min(at);
+        }
         wake
     }
 
     /// Enforces deadlines, starts scheduled restarts and moves a reload on.
     pub(super) fn tick(&mut self, now: Instant) {
         self.service_tick(now);
+        self.upgrade_tick(now);
         if crate::reaper::needed() {
             // An orphan behind one of our own exiting children is reaped
             // here, a moment later.
@@ -351,6 +355,11 @@ impl Supervisor {
                 slot.restart_at = None;
             }
         }
+        if self.handed_over {
+            // The new master serves: no readiness to fail, no delay.
+            self.stop_workers(how);
+            return;
+        }
         // Cached readiness answers are stale now: `/readyz` fails at once.
         let serials: Vec<u64> = self.workers.keys().copied().collect();
         for &serial in &serials {
@@ -427,6 +436,7 @@ impl Supervisor {
     /// final line, and up to a second to receive it before the master
     /// exits (a connection's task drops its end once it wrote the line).
     pub(super) async fn stopped(&mut self) {
+        self.say_done();
         let line = crate::control::request::ok(json!({"master_pid": self.master_pid}));
         let events: Vec<_> = self.stop_events.drain(..).collect();
         for tx in &events {
@@ -458,6 +468,12 @@ impl Supervisor {
     /// nobody accepts) and away from removed slots whose sockets still
     /// close; the kernel's own spread when every slot is ready (or none).
     pub(super) fn update_steering(&mut self, g: usize) {
+        if self.handed_over {
+            // The sockets serve the new master's workers now: steering
+            // or moving queued connections by this master's view of its
+            // own draining workers would take them from the new ones.
+            return;
+        }
         let group = &self.groups[g];
         let serving: Vec<usize> = (0..group.slots.len())
             .filter(|s| {

@@ -223,6 +223,7 @@ impl Supervisor {
         };
         ClusterStatus {
             master_pid: self.master_pid,
+            version: self.opts.version.clone(),
             uptime_ms: millis(self.started.elapsed()),
             state: state.to_string(),
             reload: self.reload.as_ref().map(|r| ReloadProgress {

@@ -250,6 +250,30 @@ pub(super) fn inherit_group(
     )
 }
 
+/// A group on the sockets the old master of an upgrade passed: `cfg` is
+/// changed to say what they are (their address, and shared mode unless
+/// they are one reuseport socket per slot).
+pub(super) fn passed_group(
+    name: &str,
+    cfg: &mut GroupConfig,
+    sockets: Vec<std::os::fd::OwnedFd>,
+) -> std::io::Result<Group> {
+    let reuseport = sockets.len() > 1
+        || (cfg.listen_mode == ListenMode::Reuseport
+            && SockRef::from(&sockets[0]).reuse_port().unwrap_or(false));
+    let mode = if reuseport {
+        ListenMode::Reuseport
+    } else {
+        ListenMode::Shared
+    };
+    let listeners = GroupListeners::passed(sockets, mode, cfg.backlog, cfg.count)?;
+    // Sockets systemd bound for the old master stay what they are.
+    let inherited = listeners.addr() != cfg.listen || mode != cfg.listen_mode;
+    cfg.listen = listeners.addr();
+    cfg.listen_mode = mode;
+    Ok(new_group(name, cfg, listeners, inherited))
+}
+
 fn new_group(name: &str, cfg: &GroupConfig, listeners: GroupListeners, inherited: bool) -> Group {
     Group {
         name: name.to_string(),

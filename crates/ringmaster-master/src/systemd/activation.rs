@@ -116,7 +116,9 @@ impl Activation {
         }
         Err(format!(
             "socket activation: none of the {} socket(s) systemd passed is for group \"{group}\" \
-             (left: {}); add `ListenStream={listen}` with `FileDescriptorName={group}` to the .socket unit",
+             (left: {}); set groups.{group}.listen to the address of one the .socket unit passes, \
+             or add a .socket unit of its own for the group (`ListenStream={listen}`, \
+             `FileDescriptorName={group}`: the name applies to every socket of a unit)",
             self.count,
             self.describe_left()
         ))
@@ -194,6 +196,7 @@ mod tests {
         assert!(err.contains("group \"admin\""), "{err}");
         assert!(err.contains("none of the 2 socket(s)"), "{err}");
         assert!(err.contains("FileDescriptorName=admin"), "{err}");
+        assert!(err.contains("set groups.admin.listen"), "{err}");
     }
 
     #[test]

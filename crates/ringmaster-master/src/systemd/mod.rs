@@ -46,6 +46,8 @@ pub(crate) struct Notifier {
     status: RefCell<String>,
     /// A send failed and was logged; later failures are not.
     failed: Cell<bool>,
+    /// Another process is the service now (an upgrade): say nothing more.
+    handed_over: Cell<bool>,
 }
 
 impl Notifier {
@@ -78,6 +80,7 @@ impl Notifier {
             stopping: Cell::new(false),
             status: RefCell::new(String::new()),
             failed: Cell::new(false),
+            handed_over: Cell::new(false),
         }
     }
 
@@ -95,6 +98,9 @@ impl Notifier {
         let Some((socket, addr)) = &self.socket else {
             return;
         };
+        if self.handed_over.get() {
+            return;
+        }
         if let Err(e) = socket.send_to_addr(message.as_bytes(), addr)
             && !self.failed.replace(true)
         {
@@ -133,9 +139,10 @@ impl Notifier {
     }
 
     /// A reload started: `RELOADING=1` with the monotonic clock (once per
-    /// reload, whatever number of events announce it).
+    /// reload, whatever number of events announce it). Only once the
+    /// service is up: before `READY=1` systemd is still starting it.
     pub(crate) fn reloading(&self) {
-        if self.stopping.get() || self.reloading.replace(true) {
+        if self.stopping.get() || !self.ready_sent.get() || self.reloading.replace(true) {
             return;
         }
         self.send(&format!(
@@ -159,6 +166,28 @@ impl Notifier {
         if !self.stopping.replace(true) {
             self.send("STOPPING=1\n");
         }
+    }
+
+    /// An upgrade's new master `pid` serves: it is the service's main
+    /// process from now on (`MAINPID=`, which systemd takes from the main
+    /// process even with `NotifyAccess=main`); this master says nothing
+    /// more.
+    pub(crate) fn hand_over(&self, pid: u32) {
+        self.send(&format!(
+            "MAINPID={pid}\nSTATUS=handed over to the new master {pid}; draining\n"
+        ));
+        self.handed_over.set(true);
+    }
+
+    /// Says nothing until [`Notifier::release`]: a new master of an
+    /// upgrade is not the service's main process yet.
+    pub(crate) fn hold(&self) {
+        self.handed_over.set(true);
+    }
+
+    /// Ends [`Notifier::hold`].
+    pub(crate) fn release(&self) {
+        self.handed_over.set(false);
     }
 
     /// When the next `WATCHDOG=1` is due, if systemd asked for them.

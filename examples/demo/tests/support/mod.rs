@@ -3,7 +3,10 @@
 
 #![allow(dead_code)]
 
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 pub use ringmaster_testkit::*;
 
@@ -142,4 +145,66 @@ pub fn settled(status: &serde_json::Value, name: &str, n: usize) -> bool {
         && g["ready"] == n
         && workers.len() == n
         && workers.iter().all(|w| w["state"] == "ready")
+}
+
+/// The test's end of `NOTIFY_SOCKET`: every datagram the master sends,
+/// with when it arrived.
+pub struct NotifySocket {
+    /// Its path, for `NOTIFY_SOCKET`.
+    pub path: String,
+    got: Arc<Mutex<Vec<(Instant, String)>>>,
+}
+
+impl NotifySocket {
+    /// Binds it in `dir` and starts collecting.
+    pub fn bind(dir: &Path) -> NotifySocket {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        // Ends with the test process; a read timeout keeps it from holding
+        // anything else.
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                if let Ok(n) = socket.recv(&mut buf) {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    sink.lock().unwrap().push((Instant::now(), text));
+                }
+            }
+        });
+        NotifySocket {
+            path: path.to_str().unwrap().to_string(),
+            got,
+        }
+    }
+
+    /// Every datagram so far.
+    pub fn messages(&self) -> Vec<(Instant, String)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// Waits for a datagram with the line `line` after the first `skip`
+    /// datagrams; returns its index.
+    pub fn wait_line(&self, skip: usize, line: &str, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.messages();
+            if let Some(i) = got
+                .iter()
+                .skip(skip)
+                .position(|(_, m)| m.lines().any(|l| l == line))
+            {
+                return skip + i;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {line:?} within {timeout:?}; the master sent:\n{got:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
