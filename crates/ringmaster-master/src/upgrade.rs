@@ -137,7 +137,7 @@ pub(crate) async fn preflight(
     for var in handoff::ALL_ENV.iter().chain(&handoff::SERVICE_MANAGER_ENV) {
         cmd.env_remove(var);
     }
-    let out = match tokio::time::timeout(PREFLIGHT_TIMEOUT, cmd.output()).await {
+    let out = match tokio::time::timeout(PREFLIGHT_TIMEOUT, output_once_written(&mut cmd)).await {
         Ok(Ok(out)) => out,
         Ok(Err(e)) => return Err(format!("cannot run {}: {e}", exe.display())),
         Err(_) => {
@@ -183,6 +183,24 @@ pub(crate) async fn preflight(
         ));
     }
     Ok(report)
+}
+
+/// Runs `cmd` for its output; while the kernel says the binary is still
+/// open for writing (`ETXTBSY`: a deploy that has just put it there), a
+/// few more times.
+async fn output_once_written(
+    cmd: &mut tokio::process::Command,
+) -> io::Result<std::process::Output> {
+    let mut tries = 0;
+    loop {
+        match cmd.output().await {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 20 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 fn last_line(text: &str) -> Option<&str> {

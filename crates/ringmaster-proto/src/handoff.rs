@@ -98,6 +98,10 @@ pub enum Handover {
         /// Why, as the new master would print it.
         error: String,
     },
+    /// Old to new: systemd was told the new master is the service's main
+    /// process (`MAINPID=`), so the new master speaks to systemd from now
+    /// on (before, systemd would refuse its messages).
+    Announced,
     /// Old to new: every old worker has exited; the old master exits now
     /// (its counters are final).
     Done,

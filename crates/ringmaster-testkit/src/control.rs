@@ -67,7 +67,7 @@ impl ClusterProc {
 
     /// The status, or `None` while the control socket does not answer
     /// (the master is starting) or the answer is an error.
-    pub(crate) fn try_status(&self) -> Option<ClusterStatus> {
+    pub fn try_status(&self) -> Option<ClusterStatus> {
         let lines = self.try_ask(json!({"cmd": "status"})).ok()?;
         serde_json::from_value(lines.last()?["result"].clone()).ok()
     }

@@ -156,9 +156,7 @@ impl ClusterProc {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        let mut child = spawn_retrying_busy(&mut cmd);
         let log = Arc::new(Mutex::new(String::new()));
         let mut readers = Vec::new();
         for stream in [
@@ -391,6 +389,23 @@ impl Drop for ClusterProc {
             );
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Spawns `cmd`, again while the kernel says the binary is busy
+/// (`ETXTBSY`): another test thread's fork can hold a copy of a write fd
+/// of a binary a test just wrote, until that child's exec.
+pub fn spawn_retrying_busy(cmd: &mut Command) -> Child {
+    let mut tries = 0;
+    loop {
+        match cmd.spawn() {
+            Ok(child) => return child,
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => panic!("cannot start {:?}: {e}", cmd.get_program()),
+        }
     }
 }
 

@@ -96,7 +96,7 @@ impl Supervisor {
                 "no worker runs until the start-up migrations pass (see the master's log); retry then".into(),
             ));
         }
-        Ok(())
+        self.refuse_while_upgrading()
     }
 
     fn scale_command(&mut self, name: &str, to: ScaleTo) -> Value {

@@ -299,7 +299,13 @@ impl Supervisor {
                 }
                 step = upgrade::next(&mut self.upgrading) => self.on_upgrade(step),
                 msg = upgrade::old_master_said(&mut self.takeover) => match msg {
-                    Some(ringmaster_proto::handoff::Handover::Done) | None => self.old_master_done(),
+                    Some(ringmaster_proto::handoff::Handover::Announced) => self.announced(),
+                    Some(ringmaster_proto::handoff::Handover::Done) | None => {
+                        // Gone without a word: announced or not, this one
+                        // is the service now.
+                        self.announced();
+                        self.old_master_done();
+                    }
                     Some(other) => tracing::warn!(message = ?other, "upgrade: the old master said something out of turn; ignored"),
                 },
                 () = tokio::time::sleep_until(wake) => {}

@@ -236,6 +236,11 @@ impl Supervisor {
         if self.stopping.is_some() {
             return;
         }
+        if let Err(e) = self.refuse_while_upgrading() {
+            let why = e["error"]["message"].as_str().unwrap_or("");
+            tracing::warn!("TTIN/TTOU ignored: {why}");
+            return;
+        }
         let mut config = self.opts.config.clone();
         for group in self.groups.iter().filter(|g| !g.is_admin()) {
             let count = (group.slots.len() as i64 + delta).clamp(1, 1024) as usize;

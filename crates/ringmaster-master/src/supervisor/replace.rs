@@ -209,6 +209,7 @@ impl Supervisor {
         if self.stopping.is_some() {
             return Err(error("stopping", "the master is stopping".into()));
         }
+        self.refuse_while_upgrading()?;
         if self.reload.is_some() || self.migrating.is_some() {
             return Err(error(
                 "busy",

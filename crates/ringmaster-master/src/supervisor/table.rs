@@ -266,6 +266,16 @@ pub(super) fn passed_group(
     } else {
         ListenMode::Shared
     };
+    if reuseport && sockets.len() > cfg.count {
+        // Fewer slots than sockets would leave a socket whose queue no
+        // worker accepts from; a reload scales down the usual way.
+        tracing::warn!(
+            group = %name,
+            "groups.{name}.count = {} applies at the next reload: the old master had {} slots, and each keeps its socket",
+            cfg.count, sockets.len()
+        );
+        cfg.count = sockets.len();
+    }
     let listeners = GroupListeners::passed(sockets, mode, cfg.backlog, cfg.count)?;
     // Sockets systemd bound for the old master stay what they are.
     let inherited = listeners.addr() != cfg.listen || mode != cfg.listen_mode;

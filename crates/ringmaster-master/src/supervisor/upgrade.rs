@@ -143,6 +143,18 @@ impl Takeover {
 }
 
 impl Supervisor {
+    /// Refuses what would change the sockets or the workers while an
+    /// upgrade runs (the new master was handed the sockets as they were).
+    pub(super) fn refuse_while_upgrading(&self) -> Result<(), Value> {
+        if self.upgrading.is_some() || self.takeover.as_ref().is_some_and(|t| !t.ready_sent) {
+            return Err(error(
+                "busy",
+                "an upgrade is in progress; retry once it is done (`events` shows it)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Starts an upgrade to the binary on disk (USR2, `upgrade`); an error
     /// is the reply line for the client: nothing was started.
     pub(super) fn begin_upgrade(&mut self, events: Option<Events>) -> Result<(), Value> {
@@ -194,7 +206,7 @@ impl Supervisor {
             Step::Message(Some(Handover::Failed { error })) => {
                 self.fail_upgrade(&format!("the new master cannot start: {error}"));
             }
-            Step::Message(Some(Handover::Done)) => {}
+            Step::Message(Some(Handover::Done | Handover::Announced)) => {}
             Step::Message(None) => {
                 self.fail_upgrade("the new master closed the hand-over before it was ready");
             }
@@ -266,12 +278,17 @@ impl Supervisor {
             _child: new.child,
         };
         let events = up.events.take();
+        self.notifier.hand_over(pid);
+        if let Phase::HandedOver { socket, .. } = &mut up.phase
+            && let Err(e) = upgrade::send(socket, &Handover::Announced)
+        {
+            tracing::warn!(error = %e, "upgrade: cannot tell the new master it was announced");
+        }
         tracing::info!(
             pid,
             version,
             "upgrade: the new master is ready and serves; draining this master's workers"
         );
-        self.notifier.hand_over(pid);
         self.publish(Lifecycle::UpgradeFinished {
             pid,
             version: version.to_string(),
@@ -399,11 +416,16 @@ impl Supervisor {
         if let Err(e) = upgrade::send(&mut t.socket, &Handover::Ready { pid, version }) {
             tracing::warn!(error = %e, "upgrade: cannot tell the old master this one is ready");
         }
-        // The old master announces this one as the main process; from now
-        // on systemd hears this one (READY=1 with the next summary).
+        // systemd hears this master once the old one has announced it as
+        // the main process (`Announced`).
+        tracing::info!("upgrade: every group is ready; this master takes over");
+    }
+
+    /// The old master announced this one to systemd: it speaks from now
+    /// on (`READY=1` with the next summary).
+    pub(super) fn announced(&mut self) {
         self.notifier.release();
         self.status_dirty.set(true);
-        tracing::info!("upgrade: every group is ready; this master takes over");
     }
 
     /// The old master's workers have all exited (`Done`, or the old

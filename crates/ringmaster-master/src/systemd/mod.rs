@@ -115,7 +115,9 @@ impl Notifier {
     /// first time every group is ready, and `STATUS=` when the text
     /// differs from the last one sent.
     pub(crate) fn update(&self, status: &str, all_ready: bool) {
-        if !self.active() {
+        // Held (a new master not yet the main process): nothing is sent
+        // and nothing counts as sent, so READY=1 follows the release.
+        if !self.active() || self.handed_over.get() {
             return;
         }
         let ready_now =
@@ -142,7 +144,11 @@ impl Notifier {
     /// reload, whatever number of events announce it). Only once the
     /// service is up: before `READY=1` systemd is still starting it.
     pub(crate) fn reloading(&self) {
-        if self.stopping.get() || !self.ready_sent.get() || self.reloading.replace(true) {
+        if self.handed_over.get()
+            || self.stopping.get()
+            || !self.ready_sent.get()
+            || self.reloading.replace(true)
+        {
             return;
         }
         self.send(&format!(
@@ -163,7 +169,7 @@ impl Notifier {
 
     /// The master started to stop: `STOPPING=1`, once.
     pub(crate) fn stopping(&self) {
-        if !self.stopping.replace(true) {
+        if !self.handed_over.get() && !self.stopping.replace(true) {
             self.send("STOPPING=1\n");
         }
     }
@@ -343,6 +349,18 @@ mod tests {
         assert!(usec > 0);
         assert_eq!(got[2], "READY=1\n");
         assert_eq!(got[3], "STOPPING=1\n");
+    }
+
+    #[test]
+    fn a_held_notifier_sends_ready_once_released() {
+        let (n, rx) = pair();
+        n.hold();
+        n.update("web 1/1 ready", true);
+        n.stopping();
+        assert!(received(&rx).is_empty());
+        n.release();
+        n.update("web 1/1 ready", true);
+        assert_eq!(received(&rx), ["READY=1\nSTATUS=web 1/1 ready\n"]);
     }
 
     #[test]
