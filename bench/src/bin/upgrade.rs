@@ -133,6 +133,10 @@ fn main() {
     let addr = cluster.addr();
     let load = Load::start(addr);
     std::thread::sleep(Duration::from_millis(500));
+    // The same figures with nothing happening, for comparison.
+    let quiet = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    let (quiet_gap, quiet_slowest) = load.gap_and_slowest(quiet, Instant::now());
     let mut pid = cluster.pid();
     let mut masters = vec![pid];
     let (mut ready_ms, mut exit_ms, mut gaps, mut slowest) = (vec![], vec![], vec![], vec![]);
@@ -198,6 +202,9 @@ fn main() {
     println!(
         "upgrade (USR2, {rounds} rounds): new master serving after {ready:.1} ms (median), old one exited after {exit:.1} ms; \
          failed requests {upgrade_failed}; longest time without an answer {gap:.1} ms (median; max {gap_max:.1}); slowest request {slow:.1} ms"
+    );
+    println!(
+        "steady load (1 s, nothing happening): longest time without an answer {quiet_gap:.1} ms; slowest request {quiet_slowest:.1} ms"
     );
     println!(
         "restart (TERM, then a new master, {rounds} rounds): no answer for {down:.1} ms (median; max {down_max:.1}); failed requests {restart_failed}"
