@@ -4,10 +4,10 @@
 //! The count is the standard library's `available_parallelism`: the CPUs
 //! of the process's affinity mask, bounded by its cgroup's CPU quota
 //! (a container's `--cpus`, a Kubernetes CPU limit, systemd's
-//! `CPUQuota=`), rounded down, at least 1. This module reads the cgroup v2
-//! quota itself, the same way (`cpu.max`, the tightest on the path to the
-//! root), so that `check` can say where the number comes from; a cgroup
-//! v1 quota is applied by the standard library but only hinted at here.
+//! `CPUQuota=`), rounded down, at least 1. This module reads the quota
+//! itself, the same way (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us`
+//! over `cpu.cfs_period_us`, the tightest on the path to the root), so
+//! that `check` can say where the number comes from.
 
 use std::path::Path;
 
@@ -65,22 +65,59 @@ fn affinity() -> Option<usize> {
     Some(n)
 }
 
-/// The tightest cgroup v2 `cpu.max` quota on the path from this
-/// process's cgroup to the root, in CPUs (`None`: no quota, or cgroup v1).
+/// The tightest CPU quota on the path from this process's cgroup to the
+/// root, in CPUs: cgroup v2 (`cpu.max`), else v1 (`cpu.cfs_quota_us`);
+/// `None` without one.
 fn cgroup_quota(self_cgroup: &Path, root: &Path) -> Option<f64> {
     let text = std::fs::read_to_string(self_cgroup).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    let mut dir = root.join(path.trim_start_matches('/'));
-    let mut tightest: Option<f64> = None;
+    let v2 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .and_then(|path| {
+            tightest(&root.join(path.trim_start_matches('/')), root, |dir| {
+                parse_cpu_max(&std::fs::read_to_string(dir.join("cpu.max")).ok()?)
+            })
+        });
+    v2.or_else(|| {
+        // `N:cpu,cpuacct:/path`, mounted at `root/cpu,cpuacct` (or `cpu`).
+        let (controllers, path) = text.lines().find_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            controllers
+                .split(',')
+                .any(|c| c == "cpu")
+                .then_some((controllers, path))
+        })?;
+        let mount = [controllers, "cpu", "cpu,cpuacct", "cpuacct,cpu"]
+            .iter()
+            .map(|m| root.join(m))
+            .find(|m| m.is_dir())?;
+        tightest(&mount.join(path.trim_start_matches('/')), &mount, |dir| {
+            let quota: f64 = std::fs::read_to_string(dir.join("cpu.cfs_quota_us"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let period: f64 = std::fs::read_to_string(dir.join("cpu.cfs_period_us"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            (quota > 0.0 && period > 0.0).then(|| quota / period)
+        })
+    })
+}
+
+/// The smallest `read` of `dir` and of each of its parents up to `root`.
+fn tightest(dir: &Path, root: &Path, read: impl Fn(&Path) -> Option<f64>) -> Option<f64> {
+    let mut dir = dir.to_path_buf();
+    let mut least: Option<f64> = None;
     loop {
-        if let Some(q) = std::fs::read_to_string(dir.join("cpu.max"))
-            .ok()
-            .and_then(|t| parse_cpu_max(&t))
-        {
-            tightest = Some(tightest.map_or(q, |t| t.min(q)));
+        if let Some(q) = read(&dir) {
+            least = Some(least.map_or(q, |t| t.min(q)));
         }
         if dir == root || !dir.pop() || !dir.starts_with(root) {
-            return tightest;
+            return least;
         }
     }
 }
@@ -117,9 +154,17 @@ mod tests {
         assert_eq!(cgroup_quota(&me, &root), Some(1.5));
         std::fs::write(&me, "0::/\n").unwrap();
         assert_eq!(cgroup_quota(&me, &root), None);
-        // cgroup v1 only: no unified line.
-        std::fs::write(&me, "4:cpu,cpuacct:/docker/abc\n").unwrap();
-        assert_eq!(cgroup_quota(&me, &root), None);
+        // cgroup v1: the cpu controller's quota over its period.
+        let v1 = root.join("cpu,cpuacct/docker/abc");
+        std::fs::create_dir_all(&v1).unwrap();
+        std::fs::write(v1.join("cpu.cfs_quota_us"), "250000\n").unwrap();
+        std::fs::write(v1.join("cpu.cfs_period_us"), "100000\n").unwrap();
+        std::fs::write(root.join("cpu,cpuacct/cpu.cfs_quota_us"), "-1\n").unwrap();
+        std::fs::write(root.join("cpu,cpuacct/cpu.cfs_period_us"), "100000\n").unwrap();
+        std::fs::write(&me, "4:cpu,cpuacct:/docker/abc\n0::/\n").unwrap();
+        assert_eq!(cgroup_quota(&me, &root), Some(2.5));
+        std::fs::write(&me, "4:cpu,cpuacct:/\n").unwrap();
+        assert_eq!(cgroup_quota(&me, &root), None, "-1 is no quota");
         std::fs::remove_dir_all(&root).unwrap();
     }
 

@@ -332,6 +332,9 @@ fn check_connects_to_every_configured_backend() {
         text.contains("backend main:") && text.contains("backend cache:"),
         "{text}"
     );
+    // The default worker count, and where it comes from.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(text.contains(&format!("usable CPUs: {cpus} (")), "{text}");
 
     let bad = two_groups(
         "[backends.cache]\nurl = \"redis://127.0.0.1:1\"\nconnect_timeout = \"500ms\"\n",

@@ -5,10 +5,13 @@
 mod support;
 
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Lifecycle, LifecycleRecord, Load, children_of, demo_exe, get, scratch_dir};
+use support::{
+    ClusterProc, Lifecycle, LifecycleRecord, Load, children_of, demo_exe, get, scratch_dir,
+};
 
 /// `unshare` and the namespace it made: killed on drop (the namespace's
 /// PID 1 gets SIGKILL with it, `--kill-child`, and takes every process of
@@ -247,4 +250,93 @@ fn term_with_a_shutdown_delay_fails_readiness_at_once_serves_on_then_drains_with
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(cluster.wait_exit(Duration::from_secs(30)).success());
     cluster.assert_logged("server.shutdown_delay is over: draining every worker");
+}
+
+/// A cgroup of this test's own with a CPU quota of one CPU (v2 `cpu.max`
+/// or v1 `cpu.cfs_quota_us`), removed on drop.
+struct CpuQuota(std::path::PathBuf);
+
+impl CpuQuota {
+    fn one_cpu() -> CpuQuota {
+        let name = format!("ringmaster-test-{}", std::process::id());
+        let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let dir = if v2 {
+            Path::new("/sys/fs/cgroup").join(&name)
+        } else {
+            Path::new("/sys/fs/cgroup/cpu").join(&name)
+        };
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot create the cgroup {}: {e}; the test needs root and a writable cgroup tree",
+                dir.display()
+            )
+        });
+        let quota = CpuQuota(dir);
+        if v2 {
+            std::fs::write(quota.0.join("cpu.max"), "100000 100000").unwrap();
+        } else {
+            std::fs::write(quota.0.join("cpu.cfs_period_us"), "100000").unwrap();
+            std::fs::write(quota.0.join("cpu.cfs_quota_us"), "100000").unwrap();
+        }
+        quota
+    }
+
+    /// A launcher that moves itself into the cgroup, then execs the rest.
+    fn launcher(&self) -> Vec<String> {
+        vec![
+            "sh".into(),
+            "-c".into(),
+            format!(
+                "echo $$ > {}/cgroup.procs && exec \"$0\" \"$@\"",
+                self.0.display()
+            ),
+        ]
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        // Empty once its processes are gone, a moment after their kill.
+        for _ in 0..200 {
+            if std::fs::remove_dir(&self.0).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+#[test]
+fn the_default_worker_count_is_the_cpus_the_cgroup_quota_allows_and_check_says_so() {
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(
+        cpus >= 2,
+        "this machine has {cpus} CPU: a one-CPU quota would change nothing to see"
+    );
+    let quota = CpuQuota::one_cpu();
+    let launcher = quota.launcher();
+    let launcher: Vec<&str> = launcher.iter().map(String::as_str).collect();
+    // No `count`: one worker per usable CPU.
+    let config = "[groups.web]\nlisten = \"127.0.0.1:0\"\n";
+    let cluster =
+        ClusterProc::spawn_via(&launcher, demo_exe(), scratch_dir(), config, &[]).wait_for_addrs(1);
+    cluster.wait_workers(1);
+    assert_eq!(cluster.status().group("web").unwrap().count, 1);
+    let dir = cluster.dir().to_path_buf();
+    let mut check = Command::new(launcher[0]);
+    check
+        .args(&launcher[1..])
+        .arg(demo_exe())
+        .args(["check", "--config"])
+        .arg(dir.join("ringmaster.toml"))
+        .current_dir(&dir);
+    let out = support::output_within(check, Duration::from_secs(20));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("usable CPUs: 1 (the cgroup's CPU quota is 1.00 CPUs, rounded down"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("group web: 1 worker on"), "{text}");
+    drop(cluster);
 }
