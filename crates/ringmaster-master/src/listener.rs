@@ -120,6 +120,12 @@ impl GroupListeners {
         self.addr
     }
 
+    /// Whether the kernel's order of the reuseport sockets is slot order
+    /// (what steering, and an upgrade's hand-over in slot order, rely on).
+    pub(crate) fn order_known(&self) -> bool {
+        self.order_known
+    }
+
     /// The listen mode.
     pub(crate) fn mode(&self) -> ListenMode {
         self.mode

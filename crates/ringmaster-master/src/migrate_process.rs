@@ -150,7 +150,11 @@ fn last_error(hub: &LogHub, pid: u32) -> Option<String> {
 /// killed if the master drops it (a timeout).
 fn migrate_command(exe: &Path, config_toml: &str) -> Command {
     let mut cmd = Command::new(exe);
-    for var in handoff::ALL_ENV.iter().chain(&handoff::SERVICE_MANAGER_ENV) {
+    for var in handoff::ALL_ENV
+        .iter()
+        .chain(&handoff::SERVICE_MANAGER_ENV)
+        .chain(&handoff::UPGRADE_ENV)
+    {
         cmd.env_remove(var);
     }
     cmd.env(handoff::ENV_ROLE, handoff::ROLE_MIGRATE)
@@ -209,6 +213,8 @@ async fn wait(child: &mut Child, timeout: Duration) -> Result<ExitStatus, String
         Ok(Err(e)) => Err(format!("waiting for the migrate process failed: {e}")),
         Err(_) => {
             let _ = child.start_kill();
+            // Reaped here, while the reaper still leaves it to us.
+            let _ = child.wait().await;
             Err(format!(
                 "migrations did not finish within {}s; the process was killed",
                 timeout.as_secs()

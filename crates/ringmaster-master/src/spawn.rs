@@ -171,7 +171,11 @@ fn worker_command(spec: &SpawnSpec<'_>) -> Command {
         .unwrap_or(spec.exe.as_os_str())
         .to_string_lossy();
     cmd.arg0(format!("{name} worker {}/{}", spec.group, spec.slot));
-    for var in handoff::ALL_ENV.iter().chain(&handoff::SERVICE_MANAGER_ENV) {
+    for var in handoff::ALL_ENV
+        .iter()
+        .chain(&handoff::SERVICE_MANAGER_ENV)
+        .chain(&handoff::UPGRADE_ENV)
+    {
         cmd.env_remove(var);
     }
     cmd.env(handoff::ENV_ROLE, handoff::ROLE_WORKER)

@@ -134,7 +134,11 @@ pub(crate) async fn preflight(
         .args(config_args(args))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true);
-    for var in handoff::ALL_ENV.iter().chain(&handoff::SERVICE_MANAGER_ENV) {
+    for var in handoff::ALL_ENV
+        .iter()
+        .chain(&handoff::SERVICE_MANAGER_ENV)
+        .chain(&handoff::UPGRADE_ENV)
+    {
         cmd.env_remove(var);
     }
     let out = match tokio::time::timeout(PREFLIGHT_TIMEOUT, output_once_written(&mut cmd)).await {
@@ -260,7 +264,10 @@ pub(crate) fn start(
         .kill_on_drop(false);
     // Systemd's sockets of this master are passed as ours; its watchdog
     // is for whoever is the main process (the new master, once ready).
-    for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_PID"] {
+    for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_PID"]
+        .iter()
+        .chain(&handoff::UPGRADE_ENV)
+    {
         cmd.env_remove(var);
     }
     cmd.env(handoff::ENV_UPGRADE_FD, socket_at.to_string())

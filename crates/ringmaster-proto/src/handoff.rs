@@ -75,6 +75,15 @@ pub const ENV_UPGRADE_LISTEN_NAMES: &str = "RINGMASTER_UPGRADE_LISTEN_NAMES";
 /// In an upgrade: the fd of the old master's registry segment, read to
 /// carry every counter's value over.
 pub const ENV_UPGRADE_REGISTRY_FD: &str = "RINGMASTER_UPGRADE_REGISTRY_FD";
+/// The upgrade's variables: set in a new master only, so removed from
+/// every process a master starts.
+pub const UPGRADE_ENV: [&str; 4] = [
+    ENV_UPGRADE_FD,
+    ENV_UPGRADE_LISTEN_FDS,
+    ENV_UPGRADE_LISTEN_NAMES,
+    ENV_UPGRADE_REGISTRY_FD,
+];
+
 /// The version of the upgrade hand-over (these variables and the
 /// [`Handover`] lines): an old master upgrades only to a binary whose
 /// preflight reports the same.

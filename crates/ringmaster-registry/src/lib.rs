@@ -557,8 +557,10 @@ impl Segment {
     ///
     /// This is how an upgraded master keeps every counter's value: once
     /// when it starts, and once more when the old master's last worker has
-    /// exited.
-    pub fn absorb(&self, old: &Segment, since: &Totals) -> Result<Totals, RegistryError> {
+    /// exited. A series this segment refuses (full, or registered here
+    /// with another kind or other buckets) is skipped and returned in the
+    /// errors; the totals hold only what was copied.
+    pub fn absorb(&self, old: &Segment, since: &Totals) -> (Totals, Vec<RegistryError>) {
         let retired = self.retired_row();
         let mut totals = Totals::default();
         let read: Vec<(Desc, Vec<u64>)> = old.consistent(|| {
@@ -587,10 +589,17 @@ impl Segment {
                 })
                 .collect()
         });
+        let mut errors = Vec::new();
         for (d, sum) in read {
             let key = (d.name.clone(), d.labels.clone());
             let before = since.0.get(&key);
-            let i = self.register(&d.name, &d.help, d.kind, &d.labels, &d.buckets)?;
+            let i = match self.register(&d.name, &d.help, d.kind, &d.labels, &d.buckets) {
+                Ok(i) => i,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
             let to = self.cells(i, retired);
             if to.len() == sum.len() {
                 for (k, (cell, v)) in to.iter().zip(&sum).enumerate() {
@@ -604,7 +613,7 @@ impl Segment {
             }
             totals.0.insert(key, sum);
         }
-        Ok(totals)
+        (totals, errors)
     }
 }
 

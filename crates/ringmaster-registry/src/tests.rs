@@ -339,7 +339,8 @@ fn absorb_copies_counters_and_histograms_once_then_only_what_was_added() {
     old.cells(inflight, 0)[0].store(3, Ordering::Relaxed);
 
     let new = Segment::create(MIN_SIZE, 2).unwrap();
-    let first = new.absorb(&old, &Totals::default()).unwrap();
+    let (first, errors) = new.absorb(&old, &Totals::default());
+    assert!(errors.is_empty(), "{errors:?}");
     let idx = |name: &str| {
         (0..new.series_count())
             .find(|i| new.desc(*i).name == name)
@@ -357,8 +358,35 @@ fn absorb_copies_counters_and_histograms_once_then_only_what_was_added() {
     // The old master's workers go on counting until they exit.
     old.cells(hits, 0)[0].fetch_add(4, Ordering::Relaxed);
     observe(old.cells(lat, 1), &[0.1, 1.0], 0.25);
-    new.absorb(&old, &first).unwrap();
+    let (_, errors) = new.absorb(&old, &first);
+    assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(new.sum(idx("hits_total")), 21, "17 once, plus the 4 added");
     let cells = new.cells(idx("lat_seconds"), new.retired_row());
     assert_eq!(f64::from_bits(cells[3].load(Ordering::Relaxed)), 0.75);
+}
+
+#[test]
+fn absorb_skips_a_series_registered_here_otherwise_and_copies_the_rest_once() {
+    let old = Segment::create(MIN_SIZE, 2).unwrap();
+    let a = old
+        .register("a_total", "a", Kind::Counter, &[], &[])
+        .unwrap();
+    let lat = old
+        .register("lat_seconds", "latency", Kind::Histogram, &[], &[0.1])
+        .unwrap();
+    old.cells(a, 0)[0].fetch_add(3, Ordering::Relaxed);
+    observe(old.cells(lat, 0), &[0.1], 0.05);
+    let new = Segment::create(MIN_SIZE, 2).unwrap();
+    // The new release changed the histogram's buckets.
+    new.register("lat_seconds", "latency", Kind::Histogram, &[], &[0.5, 1.0])
+        .unwrap();
+    let (first, errors) = new.absorb(&old, &Totals::default());
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let ia = (0..new.series_count())
+        .find(|i| new.desc(*i).name == "a_total")
+        .unwrap();
+    assert_eq!(new.sum(ia), 3);
+    old.cells(a, 0)[0].fetch_add(1, Ordering::Relaxed);
+    let _ = new.absorb(&old, &first);
+    assert_eq!(new.sum(ia), 4, "copied once, then only the one added");
 }

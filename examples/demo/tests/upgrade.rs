@@ -100,6 +100,9 @@ fn usr2_under_load_replaces_the_master_and_every_worker_failing_no_request() {
     let counted = Load::start(web, "/counter");
     let other = Load::start(api, "/healthz");
     plain.wait_ok(50);
+    // The master's own counters (written by the master, not by workers).
+    let lines_before = support::series_sum(&cluster, "ringmaster_log_lines_written_total");
+    assert!(lines_before > 0);
     let started = Instant::now();
 
     deploy(next_exe(), &exe);
@@ -167,6 +170,11 @@ fn usr2_under_load_replaces_the_master_and_every_worker_failing_no_request() {
     // value across masters.
     let after: u64 = get(web, "/counter").unwrap().body.trim().parse().unwrap();
     assert_eq!(after, 5 + hits_sent + 1);
+    let lines_after = support::series_sum(&cluster, "ringmaster_log_lines_written_total");
+    assert!(
+        lines_after >= lines_before,
+        "the master's own counter went back: {lines_before} -> {lines_after}"
+    );
     // The pid file and the control socket are the new master's.
     let pid_file = std::fs::read_to_string(dir.join("ringmaster.pid")).unwrap();
     assert_eq!(pid_file.trim(), new_pid.to_string());
@@ -212,6 +220,44 @@ fn a_new_binary_that_exits_at_once_leaves_the_old_master_serving() {
     assert_eq!(status.master_pid, cluster.pid());
     assert_eq!(cluster.wait_workers(3), workers, "nothing was replaced");
     assert_eq!(get(cluster.addr(), "/plaintext").unwrap().status, 200);
+}
+
+#[test]
+fn a_stop_during_an_upgrade_ends_the_new_master_too() {
+    let dir = scratch_dir();
+    let exe = app_in(&dir);
+    // Slow boots, so the stop comes while the new master's workers boot.
+    let env = [("RINGMASTER_DEMO_SLOW_BOOT_MS", "1500")];
+    let mut cluster = ClusterProc::start(&exe, dir.clone(), CONFIG, &env);
+    cluster.wait_workers(3);
+    deploy(next_exe(), &exe);
+    let mut events = cluster.events();
+    cluster.signal(libc::SIGUSR2);
+    let started = events.wait(Duration::from_secs(10), "the new master started", |e| {
+        matches!(e, Lifecycle::UpgradeStarted { .. })
+    });
+    let Lifecycle::UpgradeStarted { pid: new_pid, .. } = started else {
+        unreachable!("the wait matched a start")
+    };
+    let _new = KillOnDrop(new_pid);
+    cluster.signal(libc::SIGTERM);
+    let failed = events.wait(Duration::from_secs(10), "the upgrade given up", |e| {
+        matches!(e, Lifecycle::UpgradeFailed { .. })
+    });
+    assert!(
+        failed.to_string().contains("the master is stopping"),
+        "{failed}"
+    );
+    assert!(cluster.wait_exit(Duration::from_secs(30)).success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while alive(new_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the new master outlived the stop\n{}",
+            cluster.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]

@@ -196,6 +196,11 @@ impl Control {
         path.with_file_name(name)
     }
 
+    /// Where the socket is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Moves the socket to `path` (an atomic rename over the old master's:
     /// every client from now on reaches this one).
     pub(crate) fn move_to(&mut self, path: &Path) -> std::io::Result<()> {

@@ -25,6 +25,10 @@ pub(super) struct Registry {
     free: Vec<u32>,
     /// The master's own series, by name and labels.
     own: HashMap<(String, Vec<(String, String)>), u32>,
+    /// The last value set of each of the master's own counters: a set
+    /// adds the difference, so what the cell held before (an upgraded
+    /// master's copy of the old one's counts) is kept.
+    last_set: HashMap<u32, u64>,
     refreshed: Option<Instant>,
     /// Workers already warned about a refused registration.
     warned: std::collections::HashSet<u64>,
@@ -38,6 +42,7 @@ impl Registry {
             rows: HashMap::new(),
             free,
             own: HashMap::new(),
+            last_set: HashMap::new(),
             refreshed: None,
             warned: std::collections::HashSet::new(),
         }
@@ -94,6 +99,9 @@ impl Registry {
         {
             if add {
                 cell.fetch_add(v, Ordering::Relaxed);
+            } else if kind == Kind::Counter {
+                let last = self.last_set.insert(index, v).unwrap_or(0);
+                cell.fetch_add(v.saturating_sub(last), Ordering::Relaxed);
             } else {
                 cell.store(v, Ordering::Relaxed);
             }

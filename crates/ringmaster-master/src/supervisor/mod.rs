@@ -129,7 +129,7 @@ impl Supervisor {
     /// Binds every group's listeners (or takes them from systemd, or from
     /// the old master of an upgrade); no process is started yet.
     pub(crate) fn new(opts: ServeOptions, exe: PathBuf) -> Result<Self, MasterError> {
-        let mut takeover = crate::upgrade::Takeover::from_env().map_err(MasterError::Activation)?;
+        let mut takeover = crate::upgrade::Takeover::from_env().map_err(MasterError::Upgrade)?;
         match Self::build(opts, exe, takeover.as_mut()) {
             Ok(mut sup) => {
                 if let Some(t) = takeover {

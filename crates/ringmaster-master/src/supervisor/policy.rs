@@ -339,6 +339,7 @@ impl Supervisor {
             return;
         }
         self.stopping = Some(how);
+        self.cancel_upgrade();
         self.publish(Lifecycle::Stopping {
             graceful: how == Stop::Graceful,
         });
@@ -473,10 +474,10 @@ impl Supervisor {
     /// nobody accepts) and away from removed slots whose sockets still
     /// close; the kernel's own spread when every slot is ready (or none).
     pub(super) fn update_steering(&mut self, g: usize) {
-        if self.handed_over {
-            // The sockets serve the new master's workers now: steering
-            // or moving queued connections by this master's view of its
-            // own draining workers would take them from the new ones.
+        if self.handed_over || self.upgrading.is_some() {
+            // The sockets serve the new master's workers too (or soon):
+            // steering or moving queued connections by this master's view
+            // of its own workers would take them from the new ones.
             return;
         }
         let group = &self.groups[g];

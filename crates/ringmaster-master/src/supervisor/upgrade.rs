@@ -116,10 +116,11 @@ impl Takeover {
         let (tx, rx) = mpsc::unbounded_channel();
         upgrade::read_lines(&takeover.socket, tx);
         let copied = match &takeover.old_registry {
-            Some(old) => segment.absorb(old, &Totals::default()).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "upgrade: the old master's counters cannot all be carried over");
-                Totals::default()
-            }),
+            Some(old) => {
+                let (copied, refused) = segment.absorb(old, &Totals::default());
+                warn_refused(&refused);
+                copied
+            }
             None => Totals::default(),
         };
         Takeover {
@@ -142,11 +143,20 @@ impl Takeover {
     }
 }
 
+/// Says which old series could not be carried over (a new release that
+/// registers one with another kind or other buckets keeps its own).
+fn warn_refused(refused: &[ringmaster_registry::RegistryError]) {
+    for e in refused {
+        tracing::warn!(error = %e, "upgrade: a series of the old master is not carried over");
+    }
+}
+
 impl Supervisor {
     /// Refuses what would change the sockets or the workers while an
-    /// upgrade runs (the new master was handed the sockets as they were).
+    /// upgrade runs, on either master, until the old one is done (the new
+    /// master was handed the sockets as they were).
     pub(super) fn refuse_while_upgrading(&self) -> Result<(), Value> {
-        if self.upgrading.is_some() || self.takeover.as_ref().is_some_and(|t| !t.ready_sent) {
+        if self.upgrading.is_some() || self.takeover.is_some() {
             return Err(error(
                 "busy",
                 "an upgrade is in progress; retry once it is done (`events` shows it)".into(),
@@ -169,8 +179,19 @@ impl Supervisor {
         if self.stopping.is_some() {
             return refuse("stopping", "the master is stopping");
         }
-        if self.upgrading.is_some() || self.takeover.as_ref().is_some_and(|t| !t.ready_sent) {
+        if self.upgrading.is_some() || self.takeover.is_some() {
             return refuse("busy", "an upgrade is in progress");
+        }
+        if let Some(g) = self
+            .groups
+            .iter()
+            .find(|g| !g.closing.is_empty() || !g.listeners.order_known())
+        {
+            let why = format!(
+                "group {} is still closing sockets of a scale-down; upgrade once its workers have drained",
+                g.name
+            );
+            return Err(error("busy", why));
         }
         if self.reload.is_some() || self.migrating.is_some() || self.awaiting_startup_migrations() {
             return refuse(
@@ -201,22 +222,33 @@ impl Supervisor {
     pub(super) fn on_upgrade(&mut self, step: Step) {
         match step {
             Step::Preflight(Ok(report)) => self.start_new_master(&report),
-            Step::Preflight(Err(why)) => self.fail_upgrade(&why),
+            Step::Preflight(Err(why)) => self.fail_upgrade(&why, Ending::Term),
             Step::Message(Some(Handover::Ready { pid, version })) => self.hand_over(pid, &version),
             Step::Message(Some(Handover::Failed { error })) => {
-                self.fail_upgrade(&format!("the new master cannot start: {error}"));
+                // It stops by itself, draining its workers.
+                self.fail_upgrade(
+                    &format!("the new master cannot start: {error}"),
+                    Ending::Wait,
+                );
             }
             Step::Message(Some(Handover::Done | Handover::Announced)) => {}
-            Step::Message(None) => {
-                self.fail_upgrade("the new master closed the hand-over before it was ready");
-            }
-            Step::Exited(how) => self.fail_upgrade(&format!(
-                "the new master exited ({how}) before it was ready; its lines are in the log"
-            )),
+            Step::Message(None) => self.fail_upgrade(
+                "the new master closed the hand-over before it was ready; its lines are in the log",
+                Ending::Term,
+            ),
+            Step::Exited(how) => self.fail_upgrade(
+                &format!(
+                    "the new master exited ({how}) before it was ready; its lines are in the log"
+                ),
+                Ending::Term,
+            ),
         }
     }
 
     fn start_new_master(&mut self, report: &Preflight) {
+        if self.stopping.is_some() {
+            return self.fail_upgrade("the master is stopping", Ending::Term);
+        }
         let Some(up) = self.upgrading.as_mut() else {
             return;
         };
@@ -258,7 +290,7 @@ impl Supervisor {
             }
             Err(e) => {
                 let why = format!("cannot start {}: {e}", up.exe.display());
-                self.fail_upgrade(&why);
+                self.fail_upgrade(&why, Ending::Term);
             }
         }
     }
@@ -301,19 +333,35 @@ impl Supervisor {
         self.stop(super::Stop::Graceful);
     }
 
+    /// An upgrade not handed over yet ends because this master stops.
+    pub(super) fn cancel_upgrade(&mut self) {
+        if !self.handed_over && self.upgrading.is_some() {
+            self.fail_upgrade("the master is stopping", Ending::Term);
+        }
+    }
+
     /// The upgrade failed: said, and the new master (if any) stopped.
-    fn fail_upgrade(&mut self, why: &str) {
+    fn fail_upgrade(&mut self, why: &str, ending: Ending) {
         let Some(up) = self.upgrading.take() else {
             return;
         };
+        // Steering was left to the sockets' state while the new master
+        // booted: this master's view applies again.
+        for g in 0..self.groups.len() {
+            self.update_steering(g);
+        }
         tracing::error!(reason = why, "upgrade failed; this master serves on");
         self.publish(Lifecycle::UpgradeFailed {
             reason: why.to_string(),
         });
         notify(up.events.as_ref(), error("upgrade_failed", why.to_string()));
         if let Phase::Starting { mut new, .. } = up.phase {
-            // TERM: its workers, which may already serve, drain first.
-            if let Some(pid) = new.child.id() {
+            // TERM: its workers, which may already serve, drain first (a
+            // new master that said `Failed` is stopping by itself: a
+            // second TERM would kill its workers at once).
+            if ending == Ending::Term
+                && let Some(pid) = new.child.id()
+            {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(pid as i32),
                     nix::sys::signal::Signal::SIGTERM,
@@ -339,9 +387,10 @@ impl Supervisor {
         }) = &self.upgrading
             && now >= *deadline
         {
-            self.fail_upgrade(&format!(
-                "the new master was not ready within {READY_TIMEOUT:?}"
-            ));
+            self.fail_upgrade(
+                &format!("the new master was not ready within {READY_TIMEOUT:?}"),
+                Ending::Term,
+            );
         }
         if self.takeover.as_ref().is_some_and(|t| !t.ready_sent) {
             if let Some(why) = self.first_boot_failure() {
@@ -391,22 +440,9 @@ impl Supervisor {
         }
     }
 
-    /// The new master's every group is ready: the control socket and pid
-    /// file become this master's, and the old master is told.
+    /// The new master's every group is ready: the old master is told
+    /// (it answers with `Announced`, see [`Supervisor::announced`]).
     fn take_over(&mut self) {
-        let path = self.opts.config.server.control_socket.clone();
-        if let Some(control) = &mut self.control
-            && let Err(e) = control.move_to(&path)
-        {
-            tracing::warn!(error = %e, path = %path.display(), "upgrade: cannot move the control socket into place");
-        }
-        match crate::pid_file::PidFile::write(
-            self.opts.config.server.pid_file.clone(),
-            self.master_pid,
-        ) {
-            Ok(pid_file) => self.pid_file = Some(pid_file),
-            Err(e) => tracing::warn!(error = %e, "upgrade: cannot write the pid file"),
-        }
         let version = self.opts.version.clone();
         let pid = self.master_pid;
         let Some(t) = &mut self.takeover else {
@@ -421,9 +457,37 @@ impl Supervisor {
         tracing::info!("upgrade: every group is ready; this master takes over");
     }
 
-    /// The old master announced this one to systemd: it speaks from now
-    /// on (`READY=1` with the next summary).
+    /// The old master accepted the hand-over and announced this one to
+    /// systemd: the control socket and the pid file become this master's,
+    /// and it speaks to systemd from now on (`READY=1` with the next
+    /// summary, a `WATCHDOG=1` at once).
     pub(super) fn announced(&mut self) {
+        if self
+            .control
+            .as_ref()
+            .is_some_and(|c| c.path() != self.opts.config.server.control_socket)
+        {
+            let path = self.opts.config.server.control_socket.clone();
+            if let Some(control) = &mut self.control
+                && let Err(e) = control.move_to(&path)
+            {
+                tracing::error!(
+                    error = %e, path = %path.display(), at = %control.path().display(),
+                    "upgrade: cannot move the control socket into place; the commands reach this master at the path it has"
+                );
+            }
+        }
+        if self.pid_file.is_none() {
+            match crate::pid_file::PidFile::write(
+                self.opts.config.server.pid_file.clone(),
+                self.master_pid,
+            ) {
+                Ok(pid_file) => self.pid_file = Some(pid_file),
+                Err(e) => {
+                    tracing::error!(error = %e, "upgrade: cannot write the pid file (server.pid_file)")
+                }
+            }
+        }
         self.notifier.release();
         self.status_dirty.set(true);
     }
@@ -436,10 +500,9 @@ impl Supervisor {
         let Some(t) = self.takeover.take() else {
             return;
         };
-        if let Some(old) = &t.old_registry
-            && let Err(e) = self.registry.segment.absorb(old, &t.copied)
-        {
-            tracing::warn!(error = %e, "upgrade: the old master's last counts cannot all be carried over");
+        if let Some(old) = &t.old_registry {
+            let (_, refused) = self.registry.segment.absorb(old, &t.copied);
+            warn_refused(&refused);
         }
         tracing::info!(
             "upgrade: the old master has drained and exited; its counters are carried over"
@@ -458,6 +521,16 @@ impl Supervisor {
             tracing::warn!(error = %e, "upgrade: cannot tell the new master this one is done");
         }
     }
+}
+
+/// How a failed upgrade's new master is ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// TERM: it drains its workers and exits (killed if it has not after
+    /// [`FAILED_DRAIN`]).
+    Term,
+    /// It is stopping by itself: wait, then kill it if it has not exited.
+    Wait,
 }
 
 /// The master's own arguments (`serve --config PATH`), for the new one.

@@ -191,9 +191,11 @@ impl Notifier {
         self.handed_over.set(true);
     }
 
-    /// Ends [`Notifier::hold`].
+    /// Ends [`Notifier::hold`]; the watchdog's keep-alive is due at once
+    /// (the old master's last one may be almost an interval old).
     pub(crate) fn release(&self) {
         self.handed_over.set(false);
+        self.next_watchdog.set(None);
     }
 
     /// When the next `WATCHDOG=1` is due, if systemd asked for them.
