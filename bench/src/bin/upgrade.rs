@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use ringmaster_bench::{ClusterProc, demo_exe, get, scratch_dir, summary};
 
+const ENV: [(&str, &str); 1] = [("RINGMASTER_LOG", "warn")];
+
 const CONFIG: &str =
     "[groups.web]\nlisten = \"127.0.0.1:0\"\ncount = 2\nlisten_mode = \"reuseport\"\n";
 
@@ -110,6 +112,19 @@ fn wait_until(timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// What the upgrade rounds measured.
+struct Upgrades {
+    ready_ms: Vec<f64>,
+    exit_ms: Vec<f64>,
+    gaps: Vec<f64>,
+    slowest: Vec<f64>,
+    failed: u64,
+    quiet_gap: f64,
+    quiet_slowest: f64,
+    /// The address served (the restart rounds use the same port).
+    addr: std::net::SocketAddr,
+}
+
 fn main() {
     let rounds: usize = std::env::args()
         .nth(2)
@@ -122,13 +137,33 @@ fn main() {
         "{} is missing: cargo build --release -p ringmaster-demo",
         next.display()
     );
+    let mut up = upgrades(&demo, &next, rounds);
+    let (mut downtime, restart_failed) = restarts(&demo, up.addr, rounds);
+    let (ready, _, _, _) = summary(&mut up.ready_ms);
+    let (exit, _, _, _) = summary(&mut up.exit_ms);
+    let (gap, _, _, gap_max) = summary(&mut up.gaps);
+    let (slow, _, _, _) = summary(&mut up.slowest);
+    let (down, _, _, down_max) = summary(&mut downtime);
+    println!(
+        "upgrade (USR2, {rounds} rounds): new master serving after {ready:.1} ms (median), old one exited after {exit:.1} ms; \
+         failed requests {}; longest time without an answer {gap:.1} ms (median; max {gap_max:.1}); slowest request {slow:.1} ms",
+        up.failed
+    );
+    println!(
+        "steady load (1 s, nothing happening): longest time without an answer {:.1} ms; slowest request {:.1} ms",
+        up.quiet_gap, up.quiet_slowest
+    );
+    println!(
+        "restart (TERM, then a new master, {rounds} rounds): no answer for {down:.1} ms (median; max {down_max:.1}); failed requests {restart_failed}"
+    );
+}
 
-    // Upgrades: one cluster, USR2 after USR2.
+/// One cluster, USR2 after USR2, the demo and its `-next` build in turn.
+fn upgrades(demo: &Path, next: &Path, rounds: usize) -> Upgrades {
     let dir = scratch_dir();
     let exe = dir.join("app");
-    std::fs::copy(&demo, &exe).unwrap();
-    let env = [("RINGMASTER_LOG", "warn")];
-    let cluster = ClusterProc::start(&exe, dir.clone(), CONFIG, &env);
+    std::fs::copy(demo, &exe).unwrap();
+    let cluster = ClusterProc::start(&exe, dir.clone(), CONFIG, &ENV);
     cluster.wait_workers(2);
     let addr = cluster.addr();
     let load = Load::start(addr);
@@ -142,7 +177,7 @@ fn main() {
     let (mut ready_ms, mut exit_ms, mut gaps, mut slowest) = (vec![], vec![], vec![], vec![]);
     let failed_before = load.failed();
     for round in 0..rounds {
-        deploy(if round % 2 == 0 { &next } else { &demo }, &exe);
+        deploy(if round % 2 == 0 { next } else { demo }, &exe);
         let t0 = Instant::now();
         // SAFETY: a signal to the master this benchmark started.
         unsafe { libc::kill(pid as i32, libc::SIGUSR2) };
@@ -161,20 +196,30 @@ fn main() {
         slowest.push(slow);
         pid = new;
     }
-    let upgrade_failed = load.failed() - failed_before;
+    let failed = load.failed() - failed_before;
     load.finish();
     for m in &masters {
         // SAFETY: masters this benchmark started.
         unsafe { libc::kill(*m as i32, libc::SIGKILL) };
     }
-    drop(cluster);
+    Upgrades {
+        ready_ms,
+        exit_ms,
+        gaps,
+        slowest,
+        failed,
+        quiet_gap,
+        quiet_slowest,
+        addr,
+    }
+}
 
-    // Restarts: stop the master, start a new one on the same port.
-    let (mut downtime, mut restart_failed) = (vec![], 0);
-    let dir = scratch_dir();
-    let port = addr.port();
-    let config = CONFIG.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-    let mut cluster = ClusterProc::start(&demo, dir.clone(), &config, &env);
+/// Stop the master, start a new one on the same port: the time without
+/// an answer of each round, and the requests that failed in all.
+fn restarts(demo: &Path, addr: std::net::SocketAddr, rounds: usize) -> (Vec<f64>, u64) {
+    let (mut downtime, mut failed) = (vec![], 0);
+    let config = CONFIG.replace("127.0.0.1:0", &addr.to_string());
+    let mut cluster = ClusterProc::start(demo, scratch_dir(), &config, &ENV);
     cluster.wait_workers(2);
     let load = Load::start(addr);
     std::thread::sleep(Duration::from_millis(500));
@@ -184,29 +229,12 @@ fn main() {
         cluster.signal(libc::SIGTERM);
         assert!(cluster.wait_exit(Duration::from_secs(30)).success());
         drop(cluster);
-        let fresh = scratch_dir();
-        cluster = ClusterProc::start(&demo, fresh, &config, &env);
+        cluster = ClusterProc::start(demo, scratch_dir(), &config, &ENV);
         cluster.wait_workers(2);
         std::thread::sleep(Duration::from_millis(300));
         downtime.push(load.gap_and_slowest(t0, Instant::now()).0);
-        restart_failed += load.failed() - before;
+        failed += load.failed() - before;
     }
     load.finish();
-    drop(cluster);
-
-    let (ready, _, _, _) = summary(&mut ready_ms);
-    let (exit, _, _, _) = summary(&mut exit_ms);
-    let (gap, _, _, gap_max) = summary(&mut gaps);
-    let (slow, _, _, _) = summary(&mut slowest);
-    let (down, _, _, down_max) = summary(&mut downtime);
-    println!(
-        "upgrade (USR2, {rounds} rounds): new master serving after {ready:.1} ms (median), old one exited after {exit:.1} ms; \
-         failed requests {upgrade_failed}; longest time without an answer {gap:.1} ms (median; max {gap_max:.1}); slowest request {slow:.1} ms"
-    );
-    println!(
-        "steady load (1 s, nothing happening): longest time without an answer {quiet_gap:.1} ms; slowest request {quiet_slowest:.1} ms"
-    );
-    println!(
-        "restart (TERM, then a new master, {rounds} rounds): no answer for {down:.1} ms (median; max {down_max:.1}); failed requests {restart_failed}"
-    );
+    (downtime, failed)
 }

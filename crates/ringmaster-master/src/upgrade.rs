@@ -171,6 +171,11 @@ pub(crate) async fn preflight(
                 exe.display()
             )
         })?;
+    compatible(report)
+}
+
+/// The report, if this master can hand over to the binary that made it.
+fn compatible(report: Preflight) -> Result<Preflight, String> {
     if report.handover != handoff::HANDOVER_VERSION {
         return Err(format!(
             "the new binary speaks hand-over version {}, this master {}: stop and start the service instead",
@@ -257,11 +262,36 @@ pub(crate) fn start(
     if let Some(fd) = registry {
         map.push((fd, registry_at));
     }
-    let names: Vec<&str> = listeners.iter().map(|(g, _)| g.as_str()).collect();
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(false);
+    hand_over_env(
+        &mut cmd,
+        listeners,
+        socket_at,
+        registry.map(|_| registry_at),
+    );
+    place_fds(&mut cmd, map);
+    let child = cmd.spawn()?;
+    drop(theirs);
+    let pid = child.id().unwrap_or(0);
+    Ok(NewMaster {
+        child,
+        pid,
+        socket: ours,
+    })
+}
+
+/// The new master's environment: the master's own, with the hand-over's
+/// variables.
+fn hand_over_env(
+    cmd: &mut tokio::process::Command,
+    listeners: &[(String, RawFd)],
+    socket_at: RawFd,
+    registry_at: Option<RawFd>,
+) {
+    let names: Vec<&str> = listeners.iter().map(|(g, _)| g.as_str()).collect();
     // Systemd's sockets of this master are passed as ours; its watchdog
     // is for whoever is the main process (the new master, once ready).
     for var in ["LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_PID"]
@@ -273,9 +303,15 @@ pub(crate) fn start(
     cmd.env(handoff::ENV_UPGRADE_FD, socket_at.to_string())
         .env(handoff::ENV_UPGRADE_LISTEN_FDS, listeners.len().to_string())
         .env(handoff::ENV_UPGRADE_LISTEN_NAMES, names.join(":"));
-    if registry.is_some() {
-        cmd.env(handoff::ENV_UPGRADE_REGISTRY_FD, registry_at.to_string());
+    if let Some(at) = registry_at {
+        cmd.env(handoff::ENV_UPGRADE_REGISTRY_FD, at.to_string());
     }
+}
+
+/// Has the child place each `(from, to)` fd at its number, between fork
+/// and exec: first above every target (close-on-exec copies), then each
+/// into place, so that no source is overwritten by another's target.
+fn place_fds(cmd: &mut tokio::process::Command, map: Vec<(RawFd, RawFd)>) {
     let mut high = vec![-1; map.len()];
     let above = map.iter().map(|(_, to)| *to).max().unwrap_or(0) + 1;
     // SAFETY: the closure runs between fork and exec and makes only
@@ -298,14 +334,6 @@ pub(crate) fn start(
             Ok(())
         });
     }
-    let child = cmd.spawn()?;
-    drop(theirs);
-    let pid = child.id().unwrap_or(0);
-    Ok(NewMaster {
-        child,
-        pid,
-        socket: ours,
-    })
 }
 
 /// Reads hand-over lines from `socket` on a blocking thread of its own

@@ -181,9 +181,18 @@ fn usr2_under_load_replaces_the_master_and_every_worker_failing_no_request() {
     cluster.assert_logged("upgrade: the old master has drained and exited");
     // SAFETY: stop the new master this test started, gracefully.
     unsafe { libc::kill(new_pid as i32, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while alive(new_pid) {
-        assert!(Instant::now() < deadline, "the new master did not stop");
+    wait_gone(
+        new_pid,
+        Duration::from_secs(30),
+        "the new master did not stop",
+    );
+}
+
+/// Waits until process `pid` is gone; fails saying `what` after `timeout`.
+fn wait_gone(pid: u32, timeout: Duration, what: &str) {
+    let deadline = Instant::now() + timeout;
+    while alive(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid})");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -249,15 +258,11 @@ fn a_stop_during_an_upgrade_ends_the_new_master_too() {
         "{failed}"
     );
     assert!(cluster.wait_exit(Duration::from_secs(30)).success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while alive(new_pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the new master outlived the stop\n{}",
-            cluster.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_gone(
+        new_pid,
+        Duration::from_secs(15),
+        "the new master outlived the stop",
+    );
 }
 
 #[test]
@@ -296,14 +301,11 @@ fn a_new_binary_whose_workers_cannot_boot_is_stopped_and_the_old_master_serves_o
         unreachable!("the wait matched a start")
     };
     let _new = KillOnDrop(new_pid);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while alive(new_pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the failed new master was not stopped"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_gone(
+        new_pid,
+        Duration::from_secs(15),
+        "the failed new master was not stopped",
+    );
     load.finish_without_failures();
     assert_eq!(cluster.status().master_pid, cluster.pid());
     assert_eq!(cluster.wait_workers(3), workers);

@@ -298,16 +298,7 @@ impl Supervisor {
                     self.after_migration(result);
                 }
                 step = upgrade::next(&mut self.upgrading) => self.on_upgrade(step),
-                msg = upgrade::old_master_said(&mut self.takeover) => match msg {
-                    Some(ringmaster_proto::handoff::Handover::Announced) => self.announced(),
-                    Some(ringmaster_proto::handoff::Handover::Done) | None => {
-                        // Gone without a word: announced or not, this one
-                        // is the service now.
-                        self.announced();
-                        self.old_master_done();
-                    }
-                    Some(other) => tracing::warn!(message = ?other, "upgrade: the old master said something out of turn; ignored"),
-                },
+                msg = upgrade::old_master_said(&mut self.takeover) => self.on_old_master(msg),
                 () = tokio::time::sleep_until(wake) => {}
             }
             self.tick(Instant::now());

@@ -81,8 +81,9 @@ impl Supervisor {
         wake
     }
 
-    /// Enforces deadlines, starts scheduled restarts and moves a reload on.
-    pub(super) fn tick(&mut self, now: Instant) {
+    /// The master's own duties each turn: what systemd hears, the
+    /// upgrade's steps, orphans (as PID 1), the end of a shutdown delay.
+    fn process_tick(&mut self, now: Instant) {
         self.service_tick(now);
         self.upgrade_tick(now);
         if crate::reaper::needed() {
@@ -95,6 +96,11 @@ impl Supervisor {
             tracing::info!("server.shutdown_delay is over: draining every worker");
             self.stop_workers(Stop::Graceful);
         }
+    }
+
+    /// Enforces deadlines, starts scheduled restarts and moves a reload on.
+    pub(super) fn tick(&mut self, now: Instant) {
+        self.process_tick(now);
         self.ipc_tick(now);
         self.registry_tick(now);
         let mut overdue = Vec::new();

@@ -457,6 +457,23 @@ impl Supervisor {
         tracing::info!("upgrade: every group is ready; this master takes over");
     }
 
+    /// What the old master said after this (new) master's `Ready`.
+    pub(super) fn on_old_master(&mut self, msg: Option<Handover>) {
+        match msg {
+            Some(Handover::Announced) => self.announced(),
+            Some(Handover::Done) | None => {
+                // `None`: gone without a word; announced or not, this one
+                // is the service now.
+                self.announced();
+                self.old_master_done();
+            }
+            Some(other) => tracing::warn!(
+                message = ?other,
+                "upgrade: the old master said something out of turn; ignored"
+            ),
+        }
+    }
+
     /// The old master accepted the hand-over and announced this one to
     /// systemd: the control socket and the pid file become this master's,
     /// and it speaks to systemd from now on (`READY=1` with the next
