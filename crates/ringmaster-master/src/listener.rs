@@ -73,6 +73,7 @@ impl GroupListeners {
         mode: ListenMode,
         backlog: u32,
         count: usize,
+        order_known: bool,
     ) -> io::Result<Self> {
         let addr = socket2::SockRef::from(&sockets[0])
             .local_addr()?
@@ -90,7 +91,7 @@ impl GroupListeners {
             backlog,
             addr,
             sockets,
-            order_known: true,
+            order_known,
             steering: None,
         };
         listeners.ensure_slots(count, 0)?;

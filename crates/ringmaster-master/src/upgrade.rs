@@ -39,6 +39,8 @@ pub(crate) struct Takeover {
     pub(crate) listeners: Vec<(String, OwnedFd)>,
     /// The old master's registry segment, read-only.
     pub(crate) old_registry: Option<Segment>,
+    /// The groups whose sockets are not in slot order in the kernel.
+    pub(crate) unordered: Vec<String>,
 }
 
 impl std::fmt::Debug for Takeover {
@@ -96,20 +98,29 @@ impl Takeover {
             ),
             None => None,
         };
+        let unordered = std::env::var(handoff::ENV_UPGRADE_UNORDERED)
+            .unwrap_or_default()
+            .split(',')
+            .filter(|g| !g.is_empty())
+            .map(str::to_string)
+            .collect();
         Ok(Some(Takeover {
             socket,
             listeners,
             old_registry,
+            unordered,
         }))
     }
 
-    /// The sockets of `group`, in slot order; none if it got none.
-    pub(crate) fn take_listeners(&mut self, group: &str) -> Vec<OwnedFd> {
+    /// The sockets of `group`, in slot order (none if it got none), and
+    /// whether the kernel still holds them in that order.
+    pub(crate) fn take_listeners(&mut self, group: &str) -> (Vec<OwnedFd>, bool) {
         let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.listeners)
             .into_iter()
             .partition(|(name, _)| name == group);
         self.listeners = rest;
-        mine.into_iter().map(|(_, fd)| fd).collect()
+        let ordered = !self.unordered.iter().any(|g| g == group);
+        (mine.into_iter().map(|(_, fd)| fd).collect(), ordered)
     }
 }
 
@@ -249,6 +260,7 @@ pub(crate) fn start(
     exe: &Path,
     args: &[std::ffi::OsString],
     listeners: &[(String, RawFd)],
+    unordered: &[String],
     registry: Option<RawFd>,
 ) -> io::Result<NewMaster> {
     let (ours, theirs) = UnixStream::pair()?;
@@ -272,6 +284,7 @@ pub(crate) fn start(
         socket_at,
         registry.map(|_| registry_at),
     );
+    cmd.env(handoff::ENV_UPGRADE_UNORDERED, unordered.join(","));
     place_fds(&mut cmd, map);
     let child = cmd.spawn()?;
     drop(theirs);

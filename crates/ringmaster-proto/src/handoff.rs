@@ -75,13 +75,19 @@ pub const ENV_UPGRADE_LISTEN_NAMES: &str = "RINGMASTER_UPGRADE_LISTEN_NAMES";
 /// In an upgrade: the fd of the old master's registry segment, read to
 /// carry every counter's value over.
 pub const ENV_UPGRADE_REGISTRY_FD: &str = "RINGMASTER_UPGRADE_REGISTRY_FD";
+/// In an upgrade: the reuseport groups (`,`-separated) whose sockets the
+/// kernel no longer holds in slot order (sockets were added while others
+/// closed): the new master does not steer them either.
+pub const ENV_UPGRADE_UNORDERED: &str = "RINGMASTER_UPGRADE_UNORDERED";
+
 /// The upgrade's variables: set in a new master only, so removed from
 /// every process a master starts.
-pub const UPGRADE_ENV: [&str; 4] = [
+pub const UPGRADE_ENV: [&str; 5] = [
     ENV_UPGRADE_FD,
     ENV_UPGRADE_LISTEN_FDS,
     ENV_UPGRADE_LISTEN_NAMES,
     ENV_UPGRADE_REGISTRY_FD,
+    ENV_UPGRADE_UNORDERED,
 ];
 
 /// The version of the upgrade hand-over (these variables and the

@@ -555,19 +555,21 @@ fn take_listeners(
 ) -> Result<Vec<Group>, MasterError> {
     let mut groups = Vec::new();
     for (name, cfg) in opts.config.groups.iter_mut() {
-        let sockets = takeover.take_listeners(name);
+        let (sockets, ordered) = takeover.take_listeners(name);
         if sockets.is_empty() {
             // A group the new configuration adds: bound here.
             groups.push(bind_group(name, cfg)?);
             continue;
         }
-        groups.push(table::passed_group(name, cfg, sockets).map_err(|source| {
-            MasterError::Bind {
-                group: name.clone(),
-                addr: cfg.listen,
-                source,
-            }
-        })?);
+        groups.push(
+            table::passed_group(name, cfg, sockets, ordered).map_err(|source| {
+                MasterError::Bind {
+                    group: name.clone(),
+                    addr: cfg.listen,
+                    source,
+                }
+            })?,
+        );
     }
     Ok(groups)
 }

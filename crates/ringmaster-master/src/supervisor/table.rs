@@ -257,6 +257,7 @@ pub(super) fn passed_group(
     name: &str,
     cfg: &mut GroupConfig,
     sockets: Vec<std::os::fd::OwnedFd>,
+    ordered: bool,
 ) -> std::io::Result<Group> {
     let reuseport = sockets.len() > 1
         || (cfg.listen_mode == ListenMode::Reuseport
@@ -276,7 +277,7 @@ pub(super) fn passed_group(
         );
         cfg.count = sockets.len();
     }
-    let listeners = GroupListeners::passed(sockets, mode, cfg.backlog, cfg.count)?;
+    let listeners = GroupListeners::passed(sockets, mode, cfg.backlog, cfg.count, ordered)?;
     // Sockets systemd bound for the old master stay what they are.
     let inherited = listeners.addr() != cfg.listen || mode != cfg.listen_mode;
     cfg.listen = listeners.addr();

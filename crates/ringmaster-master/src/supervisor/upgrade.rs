@@ -182,11 +182,7 @@ impl Supervisor {
         if self.upgrading.is_some() || self.takeover.is_some() {
             return refuse("busy", "an upgrade is in progress");
         }
-        if let Some(g) = self
-            .groups
-            .iter()
-            .find(|g| !g.closing.is_empty() || !g.listeners.order_known())
-        {
+        if let Some(g) = self.groups.iter().find(|g| !g.closing.is_empty()) {
             let why = format!(
                 "group {} is still closing sockets of a scale-down; upgrade once its workers have drained",
                 g.name
@@ -267,7 +263,13 @@ impl Supervisor {
             .segment
             .fd()
             .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&fd));
-        match upgrade::start(&up.exe, &master_args(), &listeners, registry) {
+        let unordered: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|g| !g.listeners.order_known())
+            .map(|g| g.name.clone())
+            .collect();
+        match upgrade::start(&up.exe, &master_args(), &listeners, &unordered, registry) {
             Ok(new) => {
                 tracing::info!(
                     pid = new.pid, version = %report.version, exe = %up.exe.display(),
