@@ -2,7 +2,7 @@
 //! multi-threaded tokio runtime: the baseline `bench/http.sh` and
 //! `bench/db.sh` measure the cluster against.
 //!
-//! Usage: `baseline ADDR [DB_URL] [--bare | --no-metrics]`
+//! Usage: `baseline ADDR [DB_URL] [--bare | --no-metrics | --tower-http]`
 //!
 //! - `DB_URL` (`sqlite://...` or `postgres://...`, already migrated with
 //!   `ringmaster-demo migrate`): also serve `/db`, the same query through
@@ -12,7 +12,14 @@
 //!   which the baseline has by default so that both sides do the same work;
 //! - `--no-metrics`: the common middleware without the built-in HTTP
 //!   metrics (recorded by default in a registry of this process, as a
-//!   worker records them in the cluster's), to measure what they cost.
+//!   worker records them in the cluster's), to measure what they cost;
+//! - `--tower-http`: no ringmaster middleware, but the tower-http layers a
+//!   user adds by hand to an axum app for the same features (a trace
+//!   span, request ids set and propagated, gzip, a panic catcher, a
+//!   timeout): what ringmaster's stack is compared with (`bench/run.sh`).
+//!
+//! Without `DB_URL`, `/counter` is an atomic counter of this process (the
+//! single-process form of the demo's cluster-wide counter).
 
 use std::sync::Arc;
 
@@ -21,6 +28,7 @@ use ringmaster::{Config, GroupConfig, WorkerIdentity};
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let bare = args.iter().any(|a| a == "--bare");
+    let tower = args.iter().any(|a| a == "--tower-http");
     let no_metrics = args.iter().any(|a| a == "--no-metrics");
     let mut positional = args.iter().filter(|a| !a.starts_with("--"));
     let addr = positional
@@ -49,15 +57,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 booted.app
             }
-            None if bare => ringmaster_demo::bench_routes(),
+            None if bare => with_counter(ringmaster_demo::bench_routes()),
+            None if tower => tower_http_stack(with_counter(ringmaster_demo::bench_routes())),
             None if no_metrics => ringmaster::middleware::common(
-                ringmaster_demo::bench_routes(),
+                with_counter(ringmaster_demo::bench_routes()),
                 &GroupConfig::default(),
             ),
             None => {
                 let registry = ringmaster::Registry::local()?;
                 ringmaster::middleware::common_with_metrics(
-                    ringmaster_demo::bench_routes(),
+                    with_counter(ringmaster_demo::bench_routes()),
                     &GroupConfig::default(),
                     Some(ringmaster::middleware::HttpMetrics::new(&registry, "web")),
                 )
@@ -71,4 +80,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ringmaster::axum::serve(listener, app).await?;
         Ok::<(), Box<dyn std::error::Error>>(())
     })
+}
+
+/// `/counter`: one atomic add per request, the count as text.
+fn with_counter(router: ringmaster::axum::Router) -> ringmaster::axum::Router {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static HITS: AtomicU64 = AtomicU64::new(0);
+    router.route(
+        "/counter",
+        ringmaster::axum::routing::get(|| async {
+            (HITS.fetch_add(1, Ordering::Relaxed) + 1).to_string()
+        }),
+    )
+}
+
+/// The tower-http layers a user would put on an axum app by hand for what
+/// ringmaster's common middleware does: request ids (set, then copied to
+/// the response), a trace span per request, gzip when the client accepts
+/// it, panics as 500s, and a request timeout.
+fn tower_http_stack(router: ringmaster::axum::Router) -> ringmaster::axum::Router {
+    use tower_http::ServiceBuilderExt;
+    let layers = tower::ServiceBuilder::new()
+        .set_x_request_id(tower_http::request_id::MakeRequestUuid)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .propagate_x_request_id()
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            ringmaster::axum::http::StatusCode::REQUEST_TIMEOUT,
+            std::time::Duration::from_secs(30),
+        ))
+        .layer(tower_http::compression::CompressionLayer::new());
+    router.layer(layers)
 }
