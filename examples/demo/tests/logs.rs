@@ -357,3 +357,25 @@ fn logs_prints_recent_lines_filters_them_and_follows() {
     let _ = follower.wait();
     drop(cluster);
 }
+
+#[test]
+fn at_debug_a_handlers_lines_carry_the_request_span_with_its_id() {
+    use std::io::{Read, Write};
+    let env = [(
+        "RINGMASTER_LOG",
+        "info,ringmaster_worker::middleware::span=debug",
+    )];
+    let cluster = support::start(&support::web_config("count = 1"), &env);
+    cluster.wait_workers(1);
+    let mut c = std::net::TcpStream::connect(cluster.addr()).unwrap();
+    c.write_all(
+        b"GET /__test/log?n=1&size=4 HTTP/1.1\r\nHost: t\r\nx-request-id: span-test-7\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut out = String::new();
+    c.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    cluster.assert_logged(
+        "request{method=GET path=/__test/log request_id=\"span-test-7\"}: test log line i=0",
+    );
+}

@@ -28,6 +28,7 @@
 //!
 //! - `essentials`: the [`Essentials`] layer and its future;
 //! - `request_id`: taking or generating the request id;
+//! - `span`: the request span;
 //! - `metrics`: [`HttpMetrics`] and the timer of one request;
 //! - `access_log`: the access log line;
 //! - `error_page`: rendering error responses as JSON or HTML.
@@ -37,19 +38,18 @@ mod error_page;
 mod essentials;
 mod metrics;
 mod request_id;
+mod span;
 
 use std::any::Any;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::Response;
 use ringmaster_config::GroupConfig;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 
 pub use essentials::{Essentials, EssentialsFuture, EssentialsLayer};
 pub use metrics::{HttpMetrics, LATENCY_BUCKETS};
@@ -74,15 +74,7 @@ pub fn common_with_metrics<S: Clone + Send + Sync + 'static>(
     // One `layer` call: axum boxes the route once per call, so one stack
     // costs one box per request instead of one per layer.
     let stack = tower::ServiceBuilder::new()
-        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
-            // `Essentials`, inside, records the id it takes or generates.
-            tracing::debug_span!(
-                "request",
-                method = %req.method(),
-                path = %req.uri().path(),
-                request_id = tracing::field::Empty
-            )
-        }))
+        .layer(span::RequestSpanLayer)
         .layer(CompressionLayer::new())
         .layer(EssentialsLayer {
             timeout: cfg.request_timeout,
