@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ringmaster_bench::{ClusterProc, demo_exe, get, scratch_dir, summary};
+use ringmaster_testkit::alive;
 
 const ENV: [(&str, &str); 1] = [("RINGMASTER_LOG", "warn")];
 
@@ -92,10 +93,6 @@ impl Load {
             let _ = t.join();
         }
     }
-}
-
-fn alive(pid: u32) -> bool {
-    ringmaster_testkit::alive(pid)
 }
 
 fn deploy(from: &Path, to: &Path) {

@@ -124,6 +124,17 @@ impl Takeover {
     }
 }
 
+/// Tells the old master this new one cannot start (best effort: it also
+/// sees the exit).
+pub(crate) fn send_failed(socket: &mut UnixStream, why: &str) {
+    let _ = send(
+        socket,
+        &Handover::Failed {
+            error: why.to_string(),
+        },
+    );
+}
+
 /// Sends one hand-over line on a blocking socket (a few bytes: the
 /// socket's buffer takes them at once).
 pub(crate) fn send(socket: &mut UnixStream, msg: &Handover) -> io::Result<()> {

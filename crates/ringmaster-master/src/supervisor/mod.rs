@@ -107,6 +107,8 @@ pub(crate) struct Supervisor {
     status_dirty: std::cell::Cell<bool>,
     /// When the summary for systemd was last looked at.
     summarized_at: Option<Instant>,
+    /// When a PID 1 master last looked for orphans outside a SIGCHLD.
+    reaped_at: Option<Instant>,
     /// A graceful stop waits for `server.shutdown_delay` before it drains:
     /// until then `/readyz` answers 503 and the workers serve on.
     drain_at: Option<Instant>,
@@ -140,12 +142,7 @@ impl Supervisor {
             }
             Err(e) => {
                 if let Some(t) = &mut takeover {
-                    let _ = crate::upgrade::send(
-                        &mut t.socket,
-                        &ringmaster_proto::handoff::Handover::Failed {
-                            error: e.to_string(),
-                        },
-                    );
+                    crate::upgrade::send_failed(&mut t.socket, &e.to_string());
                 }
                 Err(e)
             }
@@ -203,6 +200,7 @@ impl Supervisor {
             notifier: Notifier::from_env(std::process::id()),
             status_dirty: std::cell::Cell::new(true),
             summarized_at: None,
+            reaped_at: None,
             drain_at: None,
             upgrading: None,
             takeover: None,

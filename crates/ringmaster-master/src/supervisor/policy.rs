@@ -16,6 +16,8 @@ use crate::spawn::WorkerCommand;
 
 /// The loop wakes at least this often, whatever the deadlines.
 const MAX_SLEEP: Duration = Duration::from_secs(1);
+/// How often a PID 1 master looks for orphans besides at each SIGCHLD.
+const REAP_EVERY: Duration = Duration::from_secs(1);
 /// A killed worker not reaped after this long is sent the kill again.
 const KILL_RETRY: Duration = Duration::from_secs(1);
 /// A worker found past its heartbeat or boot deadline is killed only if it
@@ -86,9 +88,10 @@ impl Supervisor {
     fn process_tick(&mut self, now: Instant) {
         self.service_tick(now);
         self.upgrade_tick(now);
-        if crate::reaper::needed() {
-            // An orphan behind one of our own exiting children is reaped
-            // here, a moment later.
+        if crate::reaper::needed() && self.reaped_at.is_none_or(|at| now >= at + REAP_EVERY) {
+            // An orphan that waited behind one of our own exiting children
+            // at its SIGCHLD is reaped here, within a second.
+            self.reaped_at = Some(now);
             crate::reaper::reap_orphans();
         }
         if self.drain_at.is_some_and(|at| now >= at) {

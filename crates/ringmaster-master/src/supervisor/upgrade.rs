@@ -134,12 +134,7 @@ impl Takeover {
 
     /// Tells the old master this one cannot start.
     pub(super) fn fail(&mut self, why: &str) {
-        let _ = upgrade::send(
-            &mut self.socket,
-            &Handover::Failed {
-                error: why.to_string(),
-            },
-        );
+        upgrade::send_failed(&mut self.socket, why);
     }
 }
 

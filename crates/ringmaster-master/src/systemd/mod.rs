@@ -46,8 +46,9 @@ pub(crate) struct Notifier {
     status: RefCell<String>,
     /// A send failed and was logged; later failures are not.
     failed: Cell<bool>,
-    /// Another process is the service now (an upgrade): say nothing more.
-    handed_over: Cell<bool>,
+    /// Say nothing: another process is the service now (an old master
+    /// after an upgrade), or not yet (a new master before it is announced).
+    silent: Cell<bool>,
 }
 
 impl Notifier {
@@ -80,7 +81,7 @@ impl Notifier {
             stopping: Cell::new(false),
             status: RefCell::new(String::new()),
             failed: Cell::new(false),
-            handed_over: Cell::new(false),
+            silent: Cell::new(false),
         }
     }
 
@@ -98,7 +99,7 @@ impl Notifier {
         let Some((socket, addr)) = &self.socket else {
             return;
         };
-        if self.handed_over.get() {
+        if self.silent.get() {
             return;
         }
         if let Err(e) = socket.send_to_addr(message.as_bytes(), addr)
@@ -117,7 +118,7 @@ impl Notifier {
     pub(crate) fn update(&self, status: &str, all_ready: bool) {
         // Held (a new master not yet the main process): nothing is sent
         // and nothing counts as sent, so READY=1 follows the release.
-        if !self.active() || self.handed_over.get() {
+        if !self.active() || self.silent.get() {
             return;
         }
         let ready_now =
@@ -144,7 +145,7 @@ impl Notifier {
     /// reload, whatever number of events announce it). Only once the
     /// service is up: before `READY=1` systemd is still starting it.
     pub(crate) fn reloading(&self) {
-        if self.handed_over.get()
+        if self.silent.get()
             || self.stopping.get()
             || !self.ready_sent.get()
             || self.reloading.replace(true)
@@ -169,7 +170,7 @@ impl Notifier {
 
     /// The master started to stop: `STOPPING=1`, once.
     pub(crate) fn stopping(&self) {
-        if !self.handed_over.get() && !self.stopping.replace(true) {
+        if !self.silent.get() && !self.stopping.replace(true) {
             self.send("STOPPING=1\n");
         }
     }
@@ -182,19 +183,19 @@ impl Notifier {
         self.send(&format!(
             "MAINPID={pid}\nSTATUS=handed over to the new master {pid}; draining\n"
         ));
-        self.handed_over.set(true);
+        self.silent.set(true);
     }
 
     /// Says nothing until [`Notifier::release`]: a new master of an
     /// upgrade is not the service's main process yet.
     pub(crate) fn hold(&self) {
-        self.handed_over.set(true);
+        self.silent.set(true);
     }
 
     /// Ends [`Notifier::hold`]; the watchdog's keep-alive is due at once
     /// (the old master's last one may be almost an interval old).
     pub(crate) fn release(&self) {
-        self.handed_over.set(false);
+        self.silent.set(false);
         self.next_watchdog.set(None);
     }
 
