@@ -21,7 +21,10 @@ requests() { # PORT COUNT
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
 for _ in range(int(sys.argv[2])):
-    c.request("GET", "/" + sys.argv[3])
+    # What wrk sends: a Host header and nothing else (http.client would
+    # add Accept-Encoding: identity).
+    c.putrequest("GET", "/" + sys.argv[3], skip_accept_encoding=True)
+    c.endheaders()
     c.getresponse().read()
 PY
 }

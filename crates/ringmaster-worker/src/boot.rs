@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
+use axum::http::{HeaderName, HeaderValue};
 use axum::routing::MethodRouter;
 use ringmaster_config::Config;
 use ringmaster_proto::{BootPhase, BootStep};
@@ -138,7 +139,8 @@ pub(crate) async fn boot_with(
     let app = guard("configure", || worker.run_steps(app, &ctx))?;
     phases.done(BootStep::Configure);
 
-    let app = serveable(app, &ctx, &registry, &identity);
+    let headers = guard("response_header", || response_headers(worker, &ctx))?;
+    let app = serveable(app, &ctx, &registry, &identity, headers);
     Ok(Booted {
         app,
         ctx,
@@ -190,9 +192,42 @@ fn serveable(
     ctx: &AppContext,
     registry: &Registry,
     identity: &WorkerIdentity,
+    headers: Vec<(HeaderName, HeaderValue)>,
 ) -> Router {
     let metrics = middleware::HttpMetrics::new(registry, &identity.group);
-    middleware::common_with_metrics(app.with_state(ctx.clone()), &identity.config, Some(metrics))
+    middleware::stack(
+        app.with_state(ctx.clone()),
+        &identity.config,
+        Some(metrics),
+        headers,
+    )
+}
+
+/// The worker's [`Worker::response_header`]s, their values made from `ctx`.
+fn response_headers(
+    worker: &Worker,
+    ctx: &AppContext,
+) -> Result<Vec<(HeaderName, HeaderValue)>, BootError> {
+    worker
+        .headers
+        .iter()
+        .map(|h| {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
+                format!(
+                    "response_header {:?} is not a valid header name (letters, digits and -)",
+                    h.name
+                )
+            })?;
+            let text = (h.value)(ctx);
+            let value = HeaderValue::from_str(&text).map_err(|_| {
+                format!(
+                    "response_header {}'s value {text:?} is not a valid header value (visible ASCII)",
+                    h.name
+                )
+            })?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// Runs user code of the boot; a panic becomes a boot error with its
@@ -343,4 +378,28 @@ fn mount(
         app = app.route(&path, router);
     }
     Ok((app, table))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_headers_are_made_at_boot_and_checked() {
+        let ctx = AppContext::for_tests();
+        let ok =
+            Worker::new("w").response_header("x-served-by", |ctx| ctx.worker().group.to_string());
+        let made = response_headers(&ok, &ctx).unwrap();
+        assert_eq!(made.len(), 1);
+        assert_eq!(made[0].0, "x-served-by");
+        assert_eq!(made[0].1, ctx.worker().group.as_ref() as &str);
+
+        let bad_name = Worker::new("w").response_header("x bad", |_| "v".into());
+        let e = response_headers(&bad_name, &ctx).unwrap_err().to_string();
+        assert!(e.contains("\"x bad\" is not a valid header name"), "{e}");
+
+        let bad_value = Worker::new("w").response_header("x-ok", |_| "line\nbreak".into());
+        let e = response_headers(&bad_value, &ctx).unwrap_err().to_string();
+        assert!(e.contains("x-ok's value \"line\\nbreak\""), "{e}");
+    }
 }

@@ -194,6 +194,12 @@ impl<M: Module> ErasedModule for M {
     }
 }
 
+/// A header every response of a worker carries, its value made at boot.
+pub(crate) struct ResponseHeader {
+    pub(crate) name: &'static str,
+    pub(crate) value: Box<dyn Fn(&AppContext) -> String + Send + Sync>,
+}
+
 /// A step of a worker's own set-up, after the modules' routes are mounted.
 type Configure =
     dyn Fn(Router<AppContext>, &AppContext) -> Result<Router<AppContext>, BootError> + Send + Sync;
@@ -226,6 +232,7 @@ pub struct Worker {
     name: Arc<str>,
     pub(crate) modules: Vec<Arc<dyn ErasedModule>>,
     steps: Vec<Arc<Configure>>,
+    pub(crate) headers: Vec<Arc<ResponseHeader>>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -247,6 +254,7 @@ impl Worker {
             name: name.into(),
             modules: Vec::new(),
             steps: Vec::new(),
+            headers: Vec::new(),
         }
     }
 
@@ -307,6 +315,35 @@ impl Worker {
             + 'static,
     {
         self.steps.push(Arc::new(step));
+        self
+    }
+
+    /// Adds header `name` to every response (a handler's own value for it
+    /// wins), its value made once at boot from the worker's context: its
+    /// identity, its configuration. The common middleware sets it, which
+    /// costs a header insert per response, where a
+    /// [`layer`](Self::layer) such as axum's `map_response` costs a boxed
+    /// service and a boxed future per request.
+    ///
+    /// ```
+    /// use ringmaster_worker::Worker;
+    ///
+    /// let web = Worker::new("web").response_header("x-served-by", |ctx| {
+    ///     let w = ctx.worker();
+    ///     format!("{}/{} {}", w.group, w.slot, w.pid)
+    /// });
+    /// ```
+    ///
+    /// A name or a value that is not a valid header fails the boot with
+    /// both in the message.
+    pub fn response_header<F>(mut self, name: &'static str, value: F) -> Self
+    where
+        F: Fn(&AppContext) -> String + Send + Sync + 'static,
+    {
+        self.headers.push(Arc::new(ResponseHeader {
+            name,
+            value: Box::new(value),
+        }));
         self
     }
 

@@ -41,7 +41,7 @@ pub fn web() -> Worker {
     } else {
         web
     };
-    web.configure(tag_responses)
+    web.response_header(WORKER_HEADER, worker_tag)
 }
 
 /// The `api` worker: the JSON API, health and metrics.
@@ -51,33 +51,18 @@ pub fn api() -> Worker {
         .module(Health)
         .module(Metrics)
         .module(ops::Ops::from_env())
-        .configure(tag_responses)
+        .response_header(WORKER_HEADER, worker_tag)
 }
 
 /// The response header naming the worker that answered: `web/1 4242`
 /// (group/slot pid), handy to see the cluster spread requests.
 pub const WORKER_HEADER: &str = "x-ringmaster-worker";
 
-/// Adds [`WORKER_HEADER`] to every response (a set-up step both workers
-/// share).
-fn tag_responses(
-    router: Router<AppContext>,
-    ctx: &AppContext,
-) -> Result<Router<AppContext>, BootError> {
-    use ringmaster::axum::http::HeaderValue;
-    use ringmaster::axum::response::Response;
+/// The value of [`WORKER_HEADER`] (a set-up both workers share): the
+/// framework's `response_header` sets it, a header insert per response.
+fn worker_tag(ctx: &AppContext) -> String {
     let w = ctx.worker();
-    let value = format!("{}/{} {}", w.group, w.slot, w.pid);
-    let value = HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("unknown"));
-    Ok(router.layer(ringmaster::axum::middleware::map_response(
-        move |mut res: Response| {
-            let value = value.clone();
-            async move {
-                res.headers_mut().insert(WORKER_HEADER, value);
-                res
-            }
-        },
-    )))
+    format!("{}/{} {}", w.group, w.slot, w.pid)
 }
 
 /// The benchmark routes alone (`/plaintext`, `/json`), for the

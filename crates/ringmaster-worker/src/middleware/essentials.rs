@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use axum::BoxError;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
@@ -34,6 +35,7 @@ pub struct Essentials<S> {
     ids: RequestIds,
     metrics: Option<Arc<HttpMetrics>>,
     access_log: bool,
+    headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
 /// The [`Layer`] of [`Essentials`].
@@ -43,6 +45,7 @@ pub struct EssentialsLayer {
     pub(super) ids: RequestIds,
     pub(super) metrics: Option<Arc<HttpMetrics>>,
     pub(super) access_log: bool,
+    pub(super) headers: Arc<[(HeaderName, HeaderValue)]>,
 }
 
 impl Essentials<()> {
@@ -53,6 +56,7 @@ impl Essentials<()> {
             ids: RequestIds::new(),
             metrics: None,
             access_log: false,
+            headers: Arc::new([]),
         }
     }
 }
@@ -67,6 +71,7 @@ impl<S> Layer<S> for EssentialsLayer {
             ids: self.ids.clone(),
             metrics: self.metrics.clone(),
             access_log: self.access_log,
+            headers: self.headers.clone(),
         }
     }
 }
@@ -92,15 +97,27 @@ where
         let start = std::time::Instant::now();
         let timer = self.metrics.as_ref().map(|m| m.start(&req, start));
         let access = self.access_log.then(|| Access::new(&req, start));
+        // A handler that panics (here, or when its future is polled) gets
+        // 500 and the worker goes on: what tower-http's CatchPanic does,
+        // without a layer of its own.
+        let (inner, panicked) =
+            match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(req))) {
+                Ok(inner) => (Some(inner), None),
+                Err(payload) => (None, Some(super::on_panic(payload))),
+            };
         EssentialsFuture {
-            access,
-            inner: self.inner.call(req),
+            inner,
+            panicked,
             sleep: None,
             timeout: self.timeout,
-            id: Some(id),
             html,
             rendering: None,
-            timer,
+            finish: Some(Finish {
+                id,
+                timer,
+                access,
+                headers: (!self.headers.is_empty()).then(|| self.headers.clone()),
+            }),
         }
     }
 }
@@ -108,19 +125,28 @@ where
 pin_project_lite::pin_project! {
     /// The future of [`Essentials`].
     pub struct EssentialsFuture<F> {
+        // None once the handler panicked.
         #[pin]
-        inner: F,
+        inner: Option<F>,
+        panicked: Option<Response>,
         // Armed only when the handler did not answer on its first poll:
         // most requests never touch the timer wheel.
         sleep: Option<Pin<Box<Sleep>>>,
         timeout: Duration,
-        id: Option<HeaderValue>,
         html: bool,
         // Error responses that need their body read to be rendered.
         rendering: Option<Pin<Box<dyn Future<Output = Response> + Send>>>,
-        timer: Option<RequestTimer>,
-        access: Option<Access>,
+        // Taken when the response is ready.
+        finish: Option<Finish>,
     }
+}
+
+/// What is done to a response once it is ready.
+struct Finish {
+    id: HeaderValue,
+    timer: Option<RequestTimer>,
+    access: Option<Access>,
+    headers: Option<Arc<[(HeaderName, HeaderValue)]>>,
 }
 
 impl<F, B> Future for EssentialsFuture<F>
@@ -135,48 +161,41 @@ where
         let this = self.project();
         if let Some(rendering) = this.rendering {
             let response = std::task::ready!(rendering.as_mut().poll(cx));
-            return Poll::Ready(Ok(done(
-                response,
-                this.id.take(),
-                this.timer.take(),
-                this.access.take(),
-            )));
+            return Poll::Ready(Ok(done(response, this.finish.take())));
         }
-        let response = match this.inner.poll(cx) {
-            Poll::Ready(Ok(response)) => response.map(Body::new),
-            Poll::Ready(Err(never)) => match never {},
-            Poll::Pending => {
-                let timeout = *this.timeout;
-                let sleep = this
-                    .sleep
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+        let response = match this.inner.as_pin_mut() {
+            // The handler panicked in `call`.
+            None => this.panicked.take().unwrap_or_else(|| {
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+            }),
+            Some(inner) => match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+                // Never polled again: this future is done.
+                Err(payload) => super::on_panic(payload),
+                Ok(Poll::Ready(Ok(response))) => response.map(Body::new),
+                Ok(Poll::Ready(Err(never))) => match never {},
+                Ok(Poll::Pending) => {
+                    let timeout = *this.timeout;
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    json_error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the request took longer than request_timeout",
+                    )
                 }
-                json_error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the request took longer than request_timeout",
-                )
-            }
+            },
         };
         let finished = response.status().as_u16() < 400
             || (!*this.html && response.extensions().get::<ErrorInfo>().is_some());
         if finished {
-            return Poll::Ready(Ok(done(
-                response,
-                this.id.take(),
-                this.timer.take(),
-                this.access.take(),
-            )));
+            return Poll::Ready(Ok(done(response, this.finish.take())));
         }
         let mut rendering = Box::pin(render_error(response, *this.html));
         match rendering.as_mut().poll(cx) {
-            Poll::Ready(response) => Poll::Ready(Ok(done(
-                response,
-                this.id.take(),
-                this.timer.take(),
-                this.access.take(),
-            ))),
+            Poll::Ready(response) => Poll::Ready(Ok(done(response, this.finish.take()))),
             Poll::Pending => {
                 *this.rendering = Some(rendering);
                 Poll::Pending
@@ -185,15 +204,19 @@ where
     }
 }
 
-/// The finished response: its request id, its metrics recorded, its
-/// access log line written (the group, slot and pid are added by the
-/// master).
-fn done(
-    mut response: Response,
-    id: Option<HeaderValue>,
-    timer: Option<RequestTimer>,
-    access: Option<Access>,
-) -> Response {
+/// The finished response: its request id and the worker's headers set,
+/// its metrics recorded, its access log line written (the group, slot and
+/// pid are added by the master).
+fn done(mut response: Response, finish: Option<Finish>) -> Response {
+    let Some(Finish {
+        id,
+        timer,
+        access,
+        headers,
+    }) = finish
+    else {
+        return response;
+    };
     let took = match (&timer, &access) {
         (Some(t), _) => t.start.elapsed(),
         (None, Some(a)) => a.start.elapsed(),
@@ -203,10 +226,14 @@ fn done(
         t.finish(response.status(), took);
     }
     if let Some(a) = access {
-        a.write(response.status(), took, id.as_ref());
+        a.write(response.status(), took, Some(&id));
     }
-    if let Some(id) = id {
-        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    let map = response.headers_mut();
+    for (name, value) in headers.iter().flat_map(|h| h.iter()) {
+        if !map.contains_key(name) {
+            map.insert(name.clone(), value.clone());
+        }
     }
+    map.insert(X_REQUEST_ID.clone(), id);
     response
 }

@@ -4,7 +4,6 @@
 //! `http_requests_in_flight{group}`; a [`RequestTimer`] measures one
 //! request.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -20,7 +19,9 @@ pub struct HttpMetrics {
     registry: Registry,
     group: String,
     in_flight: Gauge,
-    routes: RwLock<HashMap<Arc<str>, Arc<RouteMetrics>>>,
+    // A handful of routes per app: a scan of short strings costs less
+    // than hashing the path with SipHash on every request.
+    routes: RwLock<Vec<Arc<RouteMetrics>>>,
 }
 
 /// Bucket bounds of `http_request_duration_seconds`: from 100 µs, since a
@@ -81,7 +82,7 @@ impl HttpMetrics {
                 "Requests being handled now.",
                 &[("group", group)],
             ),
-            routes: RwLock::new(HashMap::new()),
+            routes: RwLock::new(Vec::new()),
         })
     }
 
@@ -107,25 +108,27 @@ impl HttpMetrics {
 
     /// The series of `route` (the matched path pattern, so a handful per app).
     fn route(&self, route: &str) -> Arc<RouteMetrics> {
-        if let Some(r) = read(&self.routes).get(route) {
-            return r.clone();
+        let find =
+            |routes: &[Arc<RouteMetrics>]| routes.iter().find(|r| &*r.route == route).cloned();
+        if let Some(r) = find(&read(&self.routes)) {
+            return r;
         }
         let mut routes = write(&self.routes);
-        routes
-            .entry(route.into())
-            .or_insert_with(|| {
-                Arc::new(RouteMetrics {
-                    route: route.into(),
-                    duration: self.registry.histogram_with(
-                        series::HTTP_DURATION,
-                        "Time from the request to its response head, in seconds.",
-                        &[("group", &self.group), ("route", route)],
-                        &LATENCY_BUCKETS,
-                    ),
-                    counts: RwLock::new(Vec::new()),
-                })
-            })
-            .clone()
+        if let Some(r) = find(&routes) {
+            return r;
+        }
+        let r = Arc::new(RouteMetrics {
+            route: route.into(),
+            duration: self.registry.histogram_with(
+                series::HTTP_DURATION,
+                "Time from the request to its response head, in seconds.",
+                &[("group", &self.group), ("route", route)],
+                &LATENCY_BUCKETS,
+            ),
+            counts: RwLock::new(Vec::new()),
+        });
+        routes.push(r.clone());
+        r
     }
 
     fn count(&self, route: &RouteMetrics, method: &'static str, status: u16) {

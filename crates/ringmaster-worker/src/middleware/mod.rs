@@ -2,7 +2,8 @@
 //!
 //! 1. a tracing span per request (method, path, request id), at `debug`
 //!    level: free when the log level is `info`, on with `RINGMASTER_LOG=debug`;
-//! 2. compression of responses (gzip) for clients that accept it;
+//! 2. compression of responses (gzip) for clients that accept it, skipped
+//!    without work for a request with no `Accept-Encoding`;
 //! 3. [`Essentials`], one layer for the jobs that every request pays for:
 //!    the request id (`x-request-id` taken from the request or generated,
 //!    and echoed, and recorded in the request span), error rendering (every
@@ -16,10 +17,15 @@
 //!    `http_requests_in_flight{group}`, in the cluster's registry, and the
 //!    access log line (target `access`: method, path with its query
 //!    string, status, duration, request id; `groups.NAME.access_log =
-//!    false` turns it off);
-//! 4. a panic catcher: a panicking handler gives 500, is logged, and the
-//!    worker keeps serving;
-//! 5. a body size limit (`groups.NAME.body_limit`, then 413).
+//!    false` turns it off), the panic catcher (a panicking handler gives
+//!    500, is logged, and the worker keeps serving) and the worker's
+//!    [`response_header`](crate::Worker::response_header)s;
+//! 4. a body size limit (`groups.NAME.body_limit`, then 413), which
+//!    watches only the bodies whose length is unknown.
+//!
+//! Each layer is a concrete service and future (no box, no per-request
+//! allocation of its own); `bench/instructions.sh` counts what a request
+//! costs, layer by layer, in `docs/performance.md`.
 //!
 //! Graceful drain is the accept loop's (`serve`). `bench/http.sh` measures
 //! the stack against a bare axum server.
@@ -29,11 +35,15 @@
 //! - `essentials`: the [`Essentials`] layer and its future;
 //! - `request_id`: taking or generating the request id;
 //! - `span`: the request span;
+//! - `compress`: compression, skipped for clients that name no encoding;
+//! - `body_limit`: the body size limit;
 //! - `metrics`: [`HttpMetrics`] and the timer of one request;
 //! - `access_log`: the access log line;
 //! - `error_page`: rendering error responses as JSON or HTML.
 
 mod access_log;
+mod body_limit;
+mod compress;
 mod error_page;
 mod essentials;
 mod metrics;
@@ -44,12 +54,9 @@ use std::any::Any;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::http::StatusCode;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::Response;
 use ringmaster_config::GroupConfig;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::compression::CompressionLayer;
-use tower_http::limit::RequestBodyLimitLayer;
 
 pub use essentials::{Essentials, EssentialsFuture, EssentialsLayer};
 pub use metrics::{HttpMetrics, LATENCY_BUCKETS};
@@ -70,25 +77,37 @@ pub fn common_with_metrics<S: Clone + Send + Sync + 'static>(
     cfg: &GroupConfig,
     metrics: Option<Arc<HttpMetrics>>,
 ) -> Router<S> {
-    let limit = usize::try_from(cfg.body_limit).unwrap_or(usize::MAX);
+    stack(router, cfg, metrics, Vec::new())
+}
+
+/// The common middleware around `router`, adding `headers` to every
+/// response that does not set them itself.
+pub(crate) fn stack<S: Clone + Send + Sync + 'static>(
+    router: Router<S>,
+    cfg: &GroupConfig,
+    metrics: Option<Arc<HttpMetrics>>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+) -> Router<S> {
     // One `layer` call: axum boxes the route once per call, so one stack
     // costs one box per request instead of one per layer.
     let stack = tower::ServiceBuilder::new()
         .layer(span::RequestSpanLayer)
-        .layer(CompressionLayer::new())
+        .layer(compress::CompressLayer)
         .layer(EssentialsLayer {
             timeout: cfg.request_timeout,
             ids: RequestIds::new(),
             metrics,
             access_log: cfg.access_log,
+            headers: headers.into(),
         })
-        .layer(CatchPanicLayer::custom(on_panic))
-        .layer(RequestBodyLimitLayer::new(limit));
+        .layer(body_limit::BodyLimitLayer {
+            limit: cfg.body_limit,
+        });
     router.layer(stack)
 }
 
 /// The panic catcher's answer: the panic is logged, the client gets 500.
-fn on_panic(payload: Box<dyn Any + Send + 'static>) -> Response {
+pub(super) fn on_panic(payload: Box<dyn Any + Send + 'static>) -> Response {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())

@@ -86,7 +86,7 @@ impl Open {
                 } else {
                     (1, head)
                 };
-                (tier, c.born + Duration::from_millis(since))
+                (tier, since)
             });
         match best {
             Some(c) => {

@@ -12,15 +12,32 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio::time::Instant;
 
 /// No head in progress (`ConnState::head_started`).
 pub(super) const NO_HEAD: u64 = u64::MAX;
 
+/// Milliseconds on the coarse monotonic clock (`CLOCK_MONOTONIC_COARSE`:
+/// the kernel's last tick, read from the vDSO without a counter read, a
+/// few milliseconds behind at most). The stream notes the time of every
+/// read and write: at the precision of the timeouts (seconds), the coarse
+/// clock is exact enough and a fraction of the cost.
+pub(super) fn coarse_ms() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) } != 0 {
+        // Not on this kernel: the precise clock, on the same base.
+        // SAFETY: as above.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    }
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// What a connection's stream, service and watchdog share, in
-/// milliseconds since the connection began.
+/// milliseconds of [`coarse_ms`].
 pub(super) struct ConnState {
-    pub(super) born: Instant,
     /// When a byte last moved either way.
     pub(super) last_io: AtomicU64,
     /// When the first byte of a request head in progress arrived (the
@@ -36,11 +53,11 @@ pub(super) struct ConnState {
 
 impl ConnState {
     pub(super) fn new() -> ConnState {
+        let now = coarse_ms();
         ConnState {
-            born: Instant::now(),
-            last_io: AtomicU64::new(0),
+            last_io: AtomicU64::new(now),
             // A new connection owes its first head from the start.
-            head_started: AtomicU64::new(0),
+            head_started: AtomicU64::new(now),
             busy: AtomicU64::new(0),
             evicted: AtomicBool::new(false),
             evict: tokio::sync::Notify::new(),
@@ -48,7 +65,7 @@ impl ConnState {
     }
 
     fn now_ms(&self) -> u64 {
-        self.born.elapsed().as_millis() as u64
+        coarse_ms()
     }
 
     /// Bytes came in: the time, and the start of a head if none is being
@@ -113,7 +130,9 @@ pub(super) async fn watchdog(
             return Expired::Idle;
         }
         let next = head_at.map_or(idle_at, |h| h.min(idle_at));
-        tokio::time::sleep_until(state.born + Duration::from_millis(next)).await;
+        // One tick early at most (the coarse clock lags): the loop looks
+        // again.
+        tokio::time::sleep(Duration::from_millis(next.saturating_sub(now).max(1))).await;
     }
 }
 
