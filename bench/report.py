@@ -57,6 +57,7 @@ def summarize(lines):
     return {
         "http": cells,
         "memory": [r for r in lines if r["kind"] == "memory"],
+        "processes": [r for r in lines if r["kind"] == "process"],
         "restart": [r for r in lines if r["kind"] == "restart"],
         "reload": [r for r in lines if r["kind"] == "reload"],
     }
@@ -138,6 +139,14 @@ def table(report, duration, rounds):
               "| server | when | processes | RSS | own |", "|---|---|---|---|---|"]
     for r in report["memory"]:
         lines.append(f"| {r['server']} | {r['when']} | {r['processes']} | {r['rss_kib'] / 1024:.1f} MiB | {r['own_kib'] / 1024:.1f} MiB |")
+    lines += ["", "#### Each ringmaster process", "",
+              "*Own* = *clean* (pages of the binary that only this process has touched: file-backed, "
+              "the kernel drops and rereads them under pressure) + *dirty* (heap, stacks, relocated data).", "",
+              "| when | process | RSS | own | clean | dirty |", "|---|---|---|---|---|---|"]
+    for r in report.get("processes", []):
+        mib = lambda k: f"{r[k] / 1024:.1f} MiB"
+        own = (r["clean_kib"] + r["dirty_kib"]) / 1024
+        lines.append(f"| {r['when']} | {r['process']} | {mib('rss_kib')} | {own:.1f} MiB | {mib('clean_kib')} | {mib('dirty_kib')} |")
     lines += ["", "#### Restart after `kill -9` and a rolling reload under load", "",
               "| server | restart median | p90 | max | reload (HUP) under `wrk -c16 -d10s`: failed / requests |",
               "|---|---|---|---|---|"]

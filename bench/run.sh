@@ -102,7 +102,24 @@ memory() { # SERVER: "rss_kib own_kib" of the process tree
   echo "$rss $own"
 }
 
+# Each process of ringmaster's tree: the master and each worker, its own
+# memory split into clean (pages of the binary only it has touched, which
+# the kernel can drop and read again) and dirty (heap, stacks, relocated
+# data). After `sync`: pages of a binary just built are dirty in the page
+# cache until written back, and would count as dirty here.
+process_memory() { # SERVER WHEN
+  local p name
+  for p in $(tree "${pid[$1]}"); do
+    name=$(tr '\0' ' ' < "/proc/$p/cmdline" 2>/dev/null | awk '{print ($2 == "worker") ? "worker " $3 : "master"}')
+    awk -v s="$1" -v w="$2" -v n="$name" '/^Rss:/ {r=$2} /^Private_Clean:/ {c=$2} /^Private_Dirty:/ {d=$2}
+      END {printf "{\"kind\":\"process\",\"server\":\"%s\",\"when\":\"%s\",\"process\":\"%s\",\"rss_kib\":%d,\"clean_kib\":%d,\"dirty_kib\":%d}\n", s, w, n, r, c, d}' \
+      "/proc/$p/smaps_rollup" 2>/dev/null || true
+  done
+}
+
 results=$work/results.jsonl
+sync
+process_memory ringmaster idle >> "$results"
 for s in $servers; do
   read -r rss own < <(memory "$s")
   echo "{\"kind\":\"memory\",\"when\":\"idle\",\"server\":\"$s\",\"rss_kib\":$rss,\"own_kib\":$own,\"processes\":$(tree "${pid[$s]}" | wc -l)}" >> "$results"
@@ -130,6 +147,7 @@ for pinned in 0 1; do
     done
   done
 done
+process_memory ringmaster "after load" >> "$results"
 for s in $servers; do
   pin "$s" 0,1
   read -r rss own < <(memory "$s")

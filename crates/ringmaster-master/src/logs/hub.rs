@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::{SendError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +19,12 @@ use tokio::sync::broadcast;
 use super::sink::{Chunk, Msg, Out, Sink};
 use super::tag::{Source, tag};
 
-/// Chunks queued to the sink at most (besides the byte bound).
-const QUEUE_CHUNKS: usize = 16 * 1024;
+/// What a queued chunk costs besides its bytes (its entry, its source
+/// handle, its allocation), counted against `log_buffer` with them: the
+/// queue grows on demand (a bounded channel preallocated 640 KiB for
+/// 16,384 chunks, a third of an idle master's own memory), and the byte
+/// bound also bounds a flood of tiny chunks.
+pub(super) const CHUNK_OVERHEAD: usize = 64;
 
 /// One tagged line, as kept for `logs`.
 #[derive(Debug, Clone)]
@@ -100,7 +104,7 @@ impl Ring {
 /// The handle on the log: cheap to clone.
 #[derive(Clone)]
 pub struct LogHub {
-    tx: SyncSender<Msg>,
+    tx: Sender<Msg>,
     /// Pipe readers still running.
     pub(super) readers: Arc<AtomicUsize>,
     pub(super) queued: Arc<AtomicUsize>,
@@ -125,7 +129,7 @@ impl LogHub {
     /// error at start, not a silent loss.
     pub fn start(cfg: &ServerConfig) -> io::Result<LogHub> {
         let out = Out::open(cfg.log_file.as_deref())?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE_CHUNKS);
+        let (tx, rx) = std::sync::mpsc::channel();
         // Blocks of up to ~64 KiB: a follower that does not read holds at
         // most this many.
         let (follow, _) = broadcast::channel(256);
@@ -238,7 +242,7 @@ impl LogHub {
     /// Queues whole lines (`bytes` ends with a newline) from `source`;
     /// drops and counts them if the sink is too far behind.
     pub fn push(&self, source: &Arc<Source>, bytes: Vec<u8>) {
-        let len = bytes.len();
+        let len = bytes.len() + CHUNK_OVERHEAD;
         let queued = self.queued.load(Ordering::Relaxed);
         if queued > 0 && queued + len > self.limit {
             self.drop_lines(&bytes);
@@ -249,9 +253,7 @@ impl LogHub {
             source: source.clone(),
             bytes,
         };
-        if let Err(TrySendError::Full(msg) | TrySendError::Disconnected(msg)) =
-            self.tx.try_send(Msg::Lines(chunk))
-        {
+        if let Err(SendError(msg)) = self.tx.send(Msg::Lines(chunk)) {
             self.queued.fetch_sub(len, Ordering::Relaxed);
             if let Msg::Lines(c) = msg {
                 self.drop_lines(&c.bytes);
@@ -279,17 +281,10 @@ impl LogHub {
     /// and in the ring, so that [`tail`](Self::tail) sees it.
     pub async fn settled(&self, deadline: tokio::time::Instant) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let mut flush = Msg::Flush(tx);
-        // Never a blocking send on the runtime: the queue may be full.
-        loop {
-            match self.tx.try_send(flush) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if tokio::time::Instant::now() < deadline => {
-                    flush = m;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err(_) => return,
-            }
+        // The queue is unbounded (bounded in bytes by `push`): the send
+        // never blocks.
+        if self.tx.send(Msg::Flush(tx)).is_err() {
+            return;
         }
         while rx.try_recv().is_err() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;

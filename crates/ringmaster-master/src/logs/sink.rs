@@ -141,9 +141,10 @@ impl Sink {
                 self.flush();
                 continue;
             };
-            self.hub
-                .queued
-                .fetch_sub(chunk.bytes.len(), Ordering::Relaxed);
+            self.hub.queued.fetch_sub(
+                chunk.bytes.len() + super::hub::CHUNK_OVERHEAD,
+                Ordering::Relaxed,
+            );
             self.write_chunk(chunk);
             // Flush when the queue is empty: batches under load, prompt
             // lines when quiet.
