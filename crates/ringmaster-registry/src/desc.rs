@@ -1,7 +1,7 @@
 //! Series descriptors: kind, name, labels and bucket bounds, their
 //! validation, and their fixed-size encoding in the segment's table.
 
-use crate::{DESC_LEN, Desc, RegistryError};
+use crate::{DESC_LEN, Desc, Layout, RegistryError};
 
 /// The kind of a metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -220,6 +220,18 @@ pub(crate) fn encode(
 
 /// Decodes a descriptor; corrupt bytes give a harmless descriptor (lossy
 /// text, lengths clamped), never a panic.
+/// The cells' place of the descriptor in `bytes`, from its fixed fields
+/// (what [`decode`] gives as `kind`, `buckets`, `offset` and `stride`).
+pub(crate) fn layout(bytes: &[u8]) -> Layout {
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+    let nb = (bytes[1] as usize).min(MAX_BUCKETS);
+    Layout {
+        cells: Kind::from_code(bytes[0]).cells(nb),
+        offset: usize::try_from(u64_at(AT_OFFSET)).unwrap_or(usize::MAX),
+        stride: usize::try_from(u64_at(AT_STRIDE)).unwrap_or(usize::MAX),
+    }
+}
+
 pub(crate) fn decode(bytes: &[u8]) -> Desc {
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
     let nb = (bytes[1] as usize).min(MAX_BUCKETS);

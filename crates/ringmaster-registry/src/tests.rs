@@ -273,6 +273,28 @@ fn a_worker_maps_it_from_the_fd_and_sees_the_masters_series() {
     assert_eq!(w.series_count(), 1);
     w.cells(i, 1)[0].fetch_add(3, Ordering::Relaxed);
     assert_eq!(s.sum(i), 3);
+    assert_eq!(
+        w.sum(i),
+        3,
+        "the worker's sum reads the layout from the table"
+    );
+    let h = s
+        .register(
+            "h_seconds",
+            "help",
+            Kind::Histogram,
+            &labels(&[("a", "b")]),
+            &[0.5, 1.0],
+        )
+        .unwrap();
+    let w = Segment::open(s.fd().unwrap().try_clone_to_owned().unwrap(), true).unwrap();
+    for (mine, theirs) in [(s.layout(h), w.layout(h)), (s.layout(i), w.layout(i))] {
+        assert_eq!(
+            (mine.cells, mine.offset, mine.stride),
+            (theirs.cells, theirs.offset, theirs.stride)
+        );
+    }
+    assert_eq!(w.layout(h).cells, 4, "two buckets, +Inf and the sum");
     assert!(matches!(
         w.register("x", "help", Kind::Counter, &[], &[]),
         Err(RegistryError::ReadOnly)
