@@ -218,8 +218,6 @@ pub(crate) fn encode(
     out
 }
 
-/// Decodes a descriptor; corrupt bytes give a harmless descriptor (lossy
-/// text, lengths clamped), never a panic.
 /// The cells' place of the descriptor in `bytes`, from its fixed fields
 /// (what [`decode`] gives as `kind`, `buckets`, `offset` and `stride`).
 pub(crate) fn layout(bytes: &[u8]) -> Layout {
@@ -232,6 +230,8 @@ pub(crate) fn layout(bytes: &[u8]) -> Layout {
     }
 }
 
+/// Decodes a descriptor; corrupt bytes give a harmless descriptor (lossy
+/// text, lengths clamped), never a panic.
 pub(crate) fn decode(bytes: &[u8]) -> Desc {
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
     let nb = (bytes[1] as usize).min(MAX_BUCKETS);

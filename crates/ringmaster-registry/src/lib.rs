@@ -468,16 +468,18 @@ impl Segment {
 
     /// Where series `i`'s cells are, read from its descriptor's fixed
     /// fields only.
+    /// An index that is not a registered series has no cells.
     fn layout(&self, i: u32) -> Layout {
+        const NONE: Layout = Layout {
+            cells: 0,
+            offset: 0,
+            stride: 0,
+        };
         if let Some(own) = &self.owner {
-            return lock(own).get(i as usize).map_or(
-                Layout {
-                    cells: 0,
-                    offset: 0,
-                    stride: 0,
-                },
-                Layout::of,
-            );
+            return lock(own).get(i as usize).map_or(NONE, Layout::of);
+        }
+        if i >= self.series_count() {
+            return NONE;
         }
         let at = HEADER_LEN + i as usize * DESC_LEN;
         // SAFETY: as in `desc`.

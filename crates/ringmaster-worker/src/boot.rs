@@ -203,6 +203,23 @@ fn serveable(
     )
 }
 
+/// Headers a [`Worker::response_header`] may not name: set per response by
+/// hyper (framing, the connection), by compression, or by `Essentials`
+/// (the request id); the same value on every response would break them.
+const RESERVED_HEADERS: [&str; 11] = [
+    "connection",
+    "content-encoding",
+    "content-length",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "x-request-id",
+    "content-range",
+];
+
 /// The worker's [`Worker::response_header`]s, their values made from `ctx`.
 fn response_headers(
     worker: &Worker,
@@ -214,10 +231,16 @@ fn response_headers(
         .map(|h| {
             let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| {
                 format!(
-                    "response_header {:?} is not a valid header name (letters, digits and -)",
+                    "response_header {:?} is not a valid header name (a token: letters, digits and !#$%&'*+-.^_`|~)",
                     h.name
                 )
             })?;
+            if RESERVED_HEADERS.contains(&name.as_str()) {
+                return Err(format!(
+                    "response_header {name} is not one a worker may set on every response: the framework or hyper sets it per response (framing, connection, the request id)"
+                )
+                .into());
+            }
             let text = (h.value)(ctx);
             let value = HeaderValue::from_str(&text).map_err(|_| {
                 format!(
@@ -397,6 +420,13 @@ mod tests {
         let bad_name = Worker::new("w").response_header("x bad", |_| "v".into());
         let e = response_headers(&bad_name, &ctx).unwrap_err().to_string();
         assert!(e.contains("\"x bad\" is not a valid header name"), "{e}");
+
+        let reserved = Worker::new("w").response_header("Content-Length", |_| "1".into());
+        let e = response_headers(&reserved, &ctx).unwrap_err().to_string();
+        assert!(
+            e.contains("content-length is not one a worker may set"),
+            "{e}"
+        );
 
         let bad_value = Worker::new("w").response_header("x-ok", |_| "line\nbreak".into());
         let e = response_headers(&bad_value, &ctx).unwrap_err().to_string();

@@ -335,7 +335,9 @@ impl Worker {
     /// ```
     ///
     /// A name or a value that is not a valid header fails the boot with
-    /// both in the message.
+    /// both in the message, as does a header set per response by the
+    /// framework or hyper (`content-length`, `transfer-encoding`,
+    /// `connection`, `x-request-id` and the like).
     pub fn response_header<F>(mut self, name: &'static str, value: F) -> Self
     where
         F: Fn(&AppContext) -> String + Send + Sync + 'static,

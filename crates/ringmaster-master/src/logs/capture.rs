@@ -83,6 +83,14 @@ impl LineCutter {
         };
         let whole = last + 1;
         if !self.skipping && longest_line(&self.buf[..whole]) <= self.max {
+            // A few lines in a large buffer: hand over a copy of just
+            // them, so that what is queued holds about its bytes (the
+            // queue is bounded in bytes), and keep the buffer.
+            if whole.saturating_mul(4) < self.buf.capacity() {
+                let out = self.buf[..whole].to_vec();
+                self.buf.drain(..whole);
+                return Some(out);
+            }
             // Hand over the whole lines, keep the partial one.
             let rest = self.buf[whole..].to_vec();
             self.buf.truncate(whole);
@@ -172,5 +180,26 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.starts_with(&"a".repeat(256)));
         assert!(s.ends_with(" [line cut: longer than 256 bytes]\n"), "{s}");
+    }
+
+    #[test]
+    fn a_few_lines_go_out_as_a_small_copy_and_the_partial_one_stays() {
+        let mut cut = LineCutter::new(16 * 1024);
+        cut.buf.extend_from_slice(b"one\ntwo\npart");
+        let out = cut.take_whole().unwrap();
+        assert_eq!(out, b"one\ntwo\n");
+        assert!(out.capacity() < 1024, "a copy sized to its lines, not the 64 KiB buffer");
+        assert_eq!(cut.buf, b"part");
+        assert!(cut.buf.capacity() >= 64 * 1024, "the read buffer is kept");
+        // A buffer mostly full of lines is handed over as it is.
+        cut.buf.clear();
+        let line = [b'x'; 99];
+        while cut.buf.len() < 60 * 1024 {
+            cut.buf.extend_from_slice(&line);
+            cut.buf.push(b'\n');
+        }
+        let full = cut.take_whole().unwrap();
+        assert!(full.capacity() >= 60 * 1024);
+        assert!(cut.buf.is_empty());
     }
 }

@@ -19,11 +19,12 @@ use tokio::sync::broadcast;
 use super::sink::{Chunk, Msg, Out, Sink};
 use super::tag::{Source, tag};
 
-/// What a queued chunk costs besides its bytes (its entry, its source
-/// handle, its allocation), counted against `log_buffer` with them: the
-/// queue grows on demand (a bounded channel preallocated 640 KiB for
-/// 16,384 chunks, a third of an idle master's own memory), and the byte
-/// bound also bounds a flood of tiny chunks.
+/// What a queued chunk costs besides its allocation (its entry, its
+/// source handle), counted against `log_buffer` with the allocation's
+/// capacity: the queue grows on demand (a bounded channel preallocated
+/// 640 KiB for 16,384 chunks, a third of an idle master's own memory),
+/// and the bound in bytes is a bound on what the queue holds, a flood of
+/// tiny chunks included.
 pub(super) const CHUNK_OVERHEAD: usize = 64;
 
 /// One tagged line, as kept for `logs`.
@@ -242,7 +243,8 @@ impl LogHub {
     /// Queues whole lines (`bytes` ends with a newline) from `source`;
     /// drops and counts them if the sink is too far behind.
     pub fn push(&self, source: &Arc<Source>, bytes: Vec<u8>) {
-        let len = bytes.len() + CHUNK_OVERHEAD;
+        // What the chunk holds, not only its bytes: its allocation.
+        let len = bytes.capacity() + CHUNK_OVERHEAD;
         let queued = self.queued.load(Ordering::Relaxed);
         if queued > 0 && queued + len > self.limit {
             self.drop_lines(&bytes);

@@ -142,7 +142,7 @@ impl Sink {
                 continue;
             };
             self.hub.queued.fetch_sub(
-                chunk.bytes.len() + super::hub::CHUNK_OVERHEAD,
+                chunk.bytes.capacity() + super::hub::CHUNK_OVERHEAD,
                 Ordering::Relaxed,
             );
             self.write_chunk(chunk);

@@ -13,7 +13,7 @@ use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::header::{ACCEPT_ENCODING, VARY};
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_RANGE, VARY};
 use axum::http::{HeaderValue, Response};
 use tower::{Layer, Service};
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
@@ -106,7 +106,12 @@ where
                 // As tower-http does: a response that could have been
                 // compressed varies with Accept-Encoding, so that a cache
                 // does not hand this one to a client that takes gzip.
-                if WORTH_COMPRESSING.should_compress(&response) && !varies(&response) {
+                let headers = response.headers();
+                if !headers.contains_key(CONTENT_ENCODING)
+                    && !headers.contains_key(CONTENT_RANGE)
+                    && WORTH_COMPRESSING.should_compress(&response)
+                    && !varies(&response)
+                {
                     response
                         .headers_mut()
                         .append(VARY, HeaderValue::from_static("accept-encoding"));

@@ -23,9 +23,11 @@
 //! 4. a body size limit (`groups.NAME.body_limit`, then 413), which
 //!    watches only the bodies whose length is unknown.
 //!
-//! Each layer is a concrete service and future (no box, no per-request
-//! allocation of its own); `bench/instructions.sh` counts what a request
-//! costs, layer by layer, in `docs/performance.md`.
+//! Each layer is a concrete service and future, with no box on the common
+//! path (a compressed body, a chunked request body under the limit, a
+//! slow handler's timer and an error page to render are boxed);
+//! `bench/instructions.sh` counts what a request costs, in
+//! `docs/performance.md`.
 //!
 //! Graceful drain is the accept loop's (`serve`). `bench/http.sh` measures
 //! the stack against a bare axum server.

@@ -20,7 +20,9 @@ pub(super) const NO_HEAD: u64 = u64::MAX;
 /// the kernel's last tick, read from the vDSO without a counter read, a
 /// few milliseconds behind at most). The stream notes the time of every
 /// read and write: at the precision of the timeouts (seconds), the coarse
-/// clock is exact enough and a fraction of the cost.
+/// clock is exact enough and a fraction of the cost. It is the real
+/// clock: a test that pauses tokio's time does not move it (no test of
+/// the timeouts does).
 pub(super) fn coarse_ms() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
