@@ -188,7 +188,10 @@ mod tests {
         cut.buf.extend_from_slice(b"one\ntwo\npart");
         let out = cut.take_whole().unwrap();
         assert_eq!(out, b"one\ntwo\n");
-        assert!(out.capacity() < 1024, "a copy sized to its lines, not the 64 KiB buffer");
+        assert!(
+            out.capacity() < 1024,
+            "a copy sized to its lines, not the 64 KiB buffer"
+        );
         assert_eq!(cut.buf, b"part");
         assert!(cut.buf.capacity() >= 64 * 1024, "the read buffer is kept");
         // A buffer mostly full of lines is handed over as it is.

@@ -106,10 +106,11 @@ where
                 // As tower-http does: a response that could have been
                 // compressed varies with Accept-Encoding, so that a cache
                 // does not hand this one to a client that takes gzip.
+                // The predicate first: a short body stops it at its size.
                 let headers = response.headers();
-                if !headers.contains_key(CONTENT_ENCODING)
+                if WORTH_COMPRESSING.should_compress(&response)
+                    && !headers.contains_key(CONTENT_ENCODING)
                     && !headers.contains_key(CONTENT_RANGE)
-                    && WORTH_COMPRESSING.should_compress(&response)
                     && !varies(&response)
                 {
                     response
