@@ -180,7 +180,11 @@ fn a_token_guards_everything_but_the_probes() {
         &admin_config("count = 1", &format!("token = \"{token}\"")),
         &[],
     );
-    wait_status(&cluster, "ready", |s| settled(s, "admin", 1));
+    // Both groups: `/readyz` below is 200 only once every group is ready,
+    // and under load `web` can settle after `admin`.
+    wait_status(&cluster, "web and admin ready", |s| {
+        settled(s, "admin", 1) && settled(s, "web", 1)
+    });
     let admin = cluster.addr_of("admin");
     for path in ["/status", "/metrics", "/", "/events"] {
         let r = get_with(admin, path, None);
