@@ -59,7 +59,9 @@ where
         if hint.lower() > self.limit {
             return BodyLimitFuture::TooLarge;
         }
-        let watched = !body.is_end_stream() && hint.exact().is_none_or(|n| n > self.limit);
+        // A declared length over the limit was refused above: what is left
+        // to watch is a body of unknown length.
+        let watched = !body.is_end_stream() && hint.exact().is_none();
         let req = if watched {
             let limit = usize::try_from(self.limit).unwrap_or(usize::MAX);
             req.map(|b| Body::new(http_body_util::Limited::new(b, limit)))
