@@ -7,8 +7,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ADMIN_GROUP, ADMIN_WORKER, AdminConfig, BackendConfig, ConfigError, DEFAULT_GROUP, GroupConfig,
-    NO_FILE_ORIGIN, ServerConfig,
+    ADMIN_GROUP, ADMIN_WORKER, AdminConfig, BRIDGE_GROUP, BRIDGE_WORKER, BackendConfig, BridgeConfig,
+    ConfigError, DEFAULT_GROUP, GroupConfig, NO_FILE_ORIGIN, ServerConfig,
 };
 
 /// The whole resolved configuration.
@@ -32,6 +32,10 @@ pub struct Config {
     /// When on, [`Config::groups`] holds its group, [`ADMIN_GROUP`].
     #[serde(default, skip_serializing_if = "AdminConfig::is_off")]
     pub admin: AdminConfig,
+    /// The bridge to other hosts over NATS (`[bridge]`): off unless `url`
+    /// is set. When on, [`Config::groups`] holds its group, [`BRIDGE_GROUP`].
+    #[serde(default, skip_serializing_if = "BridgeConfig::is_off")]
+    pub bridge: BridgeConfig,
 }
 
 impl Default for Config {
@@ -45,6 +49,7 @@ impl Default for Config {
             groups,
             backends: IndexMap::new(),
             admin: AdminConfig::default(),
+            bridge: BridgeConfig::default(),
         }
     }
 }
@@ -67,15 +72,17 @@ impl Config {
     /// only implementation, else the one named like the group. Writes the
     /// choice into `groups.NAME.worker`; the error says which key to set.
     pub fn resolve_workers(&mut self, known: &[String]) -> Result<(), String> {
-        // The built-in admin worker is chosen only by name: a binary with one
-        // worker of its own still runs that one by default.
-        let known: Vec<String> = known
-            .iter()
-            .filter(|k| *k != ADMIN_WORKER)
-            .cloned()
-            .collect();
+        // The built-in admin and bridge workers are chosen only by name: a
+        // binary with one worker of its own still runs that one by default.
+        let builtin = |k: &str| k == ADMIN_WORKER || k == BRIDGE_WORKER;
+        if self.bridge.is_on() && !known.iter().any(|k| k == BRIDGE_WORKER) {
+            return Err(format!(
+                "[bridge] is set, but this binary has no bridge worker: build it with ringmaster's \"nats\" feature (ringmaster = {{ version = \"...\", features = [\"nats\"] }}), or remove [bridge]"
+            ));
+        }
+        let known: Vec<String> = known.iter().filter(|k| !builtin(k)).cloned().collect();
         for (name, group) in self.groups.iter_mut() {
-            if group.worker.as_deref() == Some(ADMIN_WORKER) && name == ADMIN_GROUP {
+            if is_builtin_group(name, group) {
                 continue;
             }
             let chosen = match &group.worker {
@@ -141,16 +148,23 @@ impl Config {
     }
 }
 
+/// Whether `name` is the group of the built-in admin or bridge worker
+/// (derived from `[admin]` or `[bridge]`, not from a `[groups]` table).
+pub(crate) fn is_builtin_group(name: &str, group: &GroupConfig) -> bool {
+    let worker = group.worker.as_deref();
+    (name == ADMIN_GROUP && worker == Some(ADMIN_WORKER))
+        || (name == BRIDGE_GROUP && worker == Some(BRIDGE_WORKER))
+}
+
 /// Serializes the groups the file or environment defined, not the admin
-/// worker's: it is derived from `[admin]` again when the text is read back.
+/// or bridge worker's: they are derived from `[admin]` and `[bridge]`
+/// again when the text is read back.
 fn serialize_user_groups<S: serde::Serializer>(
     groups: &IndexMap<String, GroupConfig>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeMap;
-    let user = groups
-        .iter()
-        .filter(|(name, g)| !(*name == ADMIN_GROUP && g.worker.as_deref() == Some(ADMIN_WORKER)));
+    let user = groups.iter().filter(|(name, g)| !is_builtin_group(name, g));
     let mut map = serializer.serialize_map(None)?;
     for (name, group) in user {
         map.serialize_entry(name, group)?;

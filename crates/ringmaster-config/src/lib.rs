@@ -53,6 +53,8 @@
 //! - `group.rs`: [`GroupConfig`] (`[groups.NAME]`) and [`ListenMode`].
 //! - `admin.rs`: [`AdminConfig`] (`[admin]`), [`ADMIN_GROUP`] and
 //!   [`ADMIN_WORKER`].
+//! - `bridge.rs`: [`BridgeConfig`] (`[bridge]`), [`BRIDGE_GROUP`] and
+//!   [`BRIDGE_WORKER`].
 //! - `load.rs`: loading ([`Config::load`] and its siblings) and the error
 //!   attribution that ties a bad value to its file or variable.
 //! - `backend.rs`: [`BackendConfig`] and [`BackendKind`] (`[backends.NAME]`)
@@ -69,6 +71,7 @@
 
 mod admin;
 mod backend;
+mod bridge;
 mod config;
 mod cpus;
 mod duration;
@@ -86,6 +89,7 @@ use std::time::Duration;
 
 pub use admin::{ADMIN_GROUP, ADMIN_WORKER, AdminConfig};
 pub use backend::{BackendConfig, BackendKind};
+pub use bridge::{BRIDGE_GROUP, BRIDGE_WORKER, BridgeConfig, DEFAULT_SUBJECT_PREFIX};
 pub use config::Config;
 pub use cpus::CpuBudget;
 pub use error::ConfigError;

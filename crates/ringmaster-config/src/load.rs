@@ -10,7 +10,9 @@ use toml::Table;
 
 use crate::env::{self, Override};
 use crate::validate::{self, Violation};
-use crate::{ADMIN_GROUP, Config, ConfigError, DEFAULT_GROUP, GroupConfig, NO_FILE_ORIGIN};
+use crate::{
+    ADMIN_GROUP, BRIDGE_GROUP, Config, ConfigError, DEFAULT_GROUP, GroupConfig, NO_FILE_ORIGIN,
+};
 
 impl Config {
     /// Loads the configuration: the TOML file at `path` if given (`None`
@@ -246,8 +248,9 @@ fn apply_override(table: &Table, over: &Override) -> Result<(Table, Config), Con
     }
 }
 
-/// Inserts the default group if none is configured and the admin
-/// worker's group if `[admin]` asks for it, then validates.
+/// Inserts the default group if none is configured and the admin and
+/// bridge workers' groups if `[admin]` and `[bridge]` ask for them, then
+/// validates.
 fn finish(mut config: Config, origin: &str, overrides: &[Override]) -> Result<Config, ConfigError> {
     if config.groups.is_empty() {
         config
@@ -258,6 +261,11 @@ fn finish(mut config: Config, origin: &str, overrides: &[Override]) -> Result<Co
     if let Some(listen) = admin {
         let group = config.admin.group(listen);
         config.groups.insert(ADMIN_GROUP.to_owned(), group);
+    }
+    validate::validate_bridge(&config).map_err(|v| attribute(v, origin, overrides))?;
+    if config.bridge.is_on() {
+        let group = config.bridge.group();
+        config.groups.insert(BRIDGE_GROUP.to_owned(), group);
     }
     validate::validate(&config).map_err(|v| attribute(v, origin, overrides))?;
     Ok(config)

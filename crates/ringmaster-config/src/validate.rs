@@ -22,8 +22,8 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
 
 use crate::backend::MAX_POOL_SIZE;
 use crate::{
-    ADMIN_GROUP, ADMIN_WORKER, BackendConfig, Config, GroupConfig, MAX_WORKERS, ServerConfig,
-    duration,
+    ADMIN_GROUP, ADMIN_WORKER, BRIDGE_GROUP, BRIDGE_WORKER, BackendConfig, Config, GroupConfig,
+    MAX_WORKERS, ServerConfig, bridge, duration,
 };
 
 /// A failed check: the key at fault, other keys involved, and the message.
@@ -581,4 +581,122 @@ mod tests {
         assert!(!collides(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
         assert!(!collides(addr("0.0.0.0:80"), addr("[::1]:80")));
     }
+}
+
+/// The longest IPC topic name (the master's limit).
+const MAX_TOPIC_LEN: usize = 256;
+
+/// Checks `[bridge]` before its group is added: a URL the NATS client
+/// reads, topics that are NATS subjects, one way to log in, and no group
+/// of the file taking the bridge's name or implementation.
+pub(crate) fn validate_bridge(config: &Config) -> Result<(), Violation> {
+    let key = |field: &str| vec!["bridge".to_owned(), field.to_owned()];
+    let b = &config.bridge;
+    for (name, group) in &config.groups {
+        if group.worker.as_deref() == Some(BRIDGE_WORKER) {
+            return Err(violation(
+                group_key(name, "worker"),
+                format!(
+                    "{BRIDGE_WORKER:?} is the built-in bridge worker; turn it on with [bridge] url = \"nats://127.0.0.1:4222\" instead of a group"
+                ),
+            ));
+        }
+    }
+    let Some(url) = &b.url else {
+        if b.is_off() {
+            return Ok(());
+        }
+        return Err(violation(
+            key("url"),
+            "required: [bridge] has settings but no url; set bridge.url = \"nats://127.0.0.1:4222\" (or remove [bridge])".to_owned(),
+        ));
+    };
+    if config.groups.contains_key(BRIDGE_GROUP) {
+        return Err(Violation {
+            key: vec!["groups".to_owned(), BRIDGE_GROUP.to_owned()],
+            related: vec![key("url")],
+            message: format!(
+                "the group name {BRIDGE_GROUP:?} is the bridge worker's when [bridge] url is set; rename this group"
+            ),
+        });
+    }
+    for server in url.split(',').map(str::trim) {
+        let scheme = server.split_once("://").map(|(s, _)| s);
+        let host = server.split_once("://").map_or("", |(_, h)| h);
+        if !matches!(scheme, Some("nats" | "tls")) || host.is_empty() {
+            return Err(violation(
+                key("url"),
+                format!(
+                    "expected nats://HOST:PORT or tls://HOST:PORT (several separated by commas), got {:?}",
+                    crate::backend::redact_url(server)
+                ),
+            ));
+        }
+    }
+    if b.topics.is_empty() {
+        return Err(violation(
+            key("topics"),
+            "expected the IPC topics to carry between hosts, e.g. topics = [\"links.invalidate\"]; got none".to_owned(),
+        ));
+    }
+    for (i, topic) in b.topics.iter().enumerate() {
+        if !bridge::is_subject(topic) || topic.len() > MAX_TOPIC_LEN {
+            return Err(violation(
+                key("topics"),
+                format!(
+                    "topic {topic:?} cannot be a NATS subject: expected dot-separated words of at most {MAX_TOPIC_LEN} bytes in all, without spaces, empty words or the wildcards * and >"
+                ),
+            ));
+        }
+        if b.topics[..i].contains(topic) {
+            return Err(violation(
+                key("topics"),
+                format!("topic {topic:?} is listed twice"),
+            ));
+        }
+    }
+    if !b.subject_prefix.is_empty() && !bridge::is_subject(&b.subject_prefix) {
+        return Err(violation(
+            key("subject_prefix"),
+            format!(
+                "expected dot-separated words without spaces or wildcards, such as \"myapp.prod\" (or \"\" for none), got {:?}",
+                b.subject_prefix
+            ),
+        ));
+    }
+    let logins = [
+        b.user.is_some() || b.password.is_some(),
+        b.token.is_some(),
+        b.credentials.is_some(),
+    ];
+    if logins.iter().filter(|on| **on).count() > 1 {
+        return Err(violation(
+            key("token"),
+            "set one way to log in: user and password, token, or credentials".to_owned(),
+        ));
+    }
+    if b.user.is_some() != b.password.is_some() {
+        let (at, missing) = if b.user.is_some() {
+            ("user", "password")
+        } else {
+            ("password", "user")
+        };
+        return Err(Violation {
+            key: key(missing),
+            related: vec![key(at)],
+            message: format!("required with bridge.{at}"),
+        });
+    }
+    if b.tls_cert.is_some() != b.tls_key.is_some() {
+        let missing = if b.tls_cert.is_some() {
+            "tls_key"
+        } else {
+            "tls_cert"
+        };
+        return Err(violation(
+            key(missing),
+            "a client certificate needs both bridge.tls_cert and bridge.tls_key".to_owned(),
+        ));
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod backends;
+mod bridge;
 mod loading;
 mod messages;
 mod overrides;
