@@ -7,8 +7,8 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ADMIN_GROUP, ADMIN_WORKER, AdminConfig, BRIDGE_GROUP, BRIDGE_WORKER, BackendConfig, BridgeConfig,
-    ConfigError, DEFAULT_GROUP, GroupConfig, NO_FILE_ORIGIN, ServerConfig,
+    ADMIN_GROUP, ADMIN_WORKER, AdminConfig, BRIDGE_GROUP, BRIDGE_WORKER, BackendConfig,
+    BridgeConfig, ConfigError, DEFAULT_GROUP, GroupConfig, NO_FILE_ORIGIN, ServerConfig,
 };
 
 /// The whole resolved configuration.
@@ -76,9 +76,12 @@ impl Config {
         // binary with one worker of its own still runs that one by default.
         let builtin = |k: &str| k == ADMIN_WORKER || k == BRIDGE_WORKER;
         if self.bridge.is_on() && !known.iter().any(|k| k == BRIDGE_WORKER) {
-            return Err(format!(
-                "[bridge] is set, but this binary has no bridge worker: build it with ringmaster's \"nats\" feature (ringmaster = {{ version = \"...\", features = [\"nats\"] }}), or remove [bridge]"
-            ));
+            return Err(
+                "[bridge] is set, but this binary has no bridge worker: build it with \
+                 ringmaster's \"nats\" feature (ringmaster = { version = \"...\", features = \
+                 [\"nats\"] }), or remove [bridge]"
+                    .to_string(),
+            );
         }
         let known: Vec<String> = known.iter().filter(|k| !builtin(k)).cloned().collect();
         for (name, group) in self.groups.iter_mut() {

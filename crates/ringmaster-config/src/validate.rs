@@ -556,33 +556,6 @@ fn check_listen_conflicts(config: &Config) -> Result<(), Violation> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn group_names() {
-        for ok in ["web", "api-v2", "jobs_1", "0"] {
-            assert!(is_valid_name(ok), "{ok}");
-        }
-        for bad in ["", "Web", "a.b", "a b", "héllo", "a/b"] {
-            assert!(!is_valid_name(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn collisions() {
-        let addr = |s: &str| s.parse::<SocketAddr>().expect(s);
-        assert!(collides(addr("127.0.0.1:80"), addr("127.0.0.1:80")));
-        assert!(collides(addr("0.0.0.0:80"), addr("127.0.0.1:80")));
-        assert!(collides(addr("[::]:80"), addr("127.0.0.1:80")));
-        assert!(!collides(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
-        assert!(!collides(addr("127.0.0.1:80"), addr("127.0.0.1:81")));
-        assert!(!collides(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
-        assert!(!collides(addr("0.0.0.0:80"), addr("[::1]:80")));
-    }
-}
-
 /// The longest IPC topic name (the master's limit).
 const MAX_TOPIC_LEN: usize = 256;
 
@@ -699,4 +672,31 @@ pub(crate) fn validate_bridge(config: &Config) -> Result<(), Violation> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_names() {
+        for ok in ["web", "api-v2", "jobs_1", "0"] {
+            assert!(is_valid_name(ok), "{ok}");
+        }
+        for bad in ["", "Web", "a.b", "a b", "héllo", "a/b"] {
+            assert!(!is_valid_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn collisions() {
+        let addr = |s: &str| s.parse::<SocketAddr>().expect(s);
+        assert!(collides(addr("127.0.0.1:80"), addr("127.0.0.1:80")));
+        assert!(collides(addr("0.0.0.0:80"), addr("127.0.0.1:80")));
+        assert!(collides(addr("[::]:80"), addr("127.0.0.1:80")));
+        assert!(!collides(addr("127.0.0.1:0"), addr("127.0.0.1:0")));
+        assert!(!collides(addr("127.0.0.1:80"), addr("127.0.0.1:81")));
+        assert!(!collides(addr("127.0.0.1:80"), addr("127.0.0.2:80")));
+        assert!(!collides(addr("0.0.0.0:80"), addr("[::1]:80")));
+    }
 }

@@ -41,6 +41,27 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// How long to wait, after a worker exited, for the messages it sent last.
 const LAST_WORDS: Duration = Duration::from_millis(100);
 
+/// This master's [`handoff::ENV_INSTANCE`]: 16 random hex digits, drawn
+/// once (from the pid and the clock if the kernel has no randomness to
+/// give, which only a very old kernel lacks).
+fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // SAFETY: the buffer is valid for writes of its length.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        let id = if n == bytes.len() as isize {
+            u64::from_ne_bytes(bytes)
+        } else {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            (u64::from(std::process::id()) << 40) ^ now.as_nanos() as u64
+        };
+        format!("{id:016x}")
+    })
+}
+
 /// What the master needs to start one worker.
 pub(crate) struct SpawnSpec<'a> {
     pub(crate) exe: &'a Path,
@@ -183,6 +204,7 @@ fn worker_command(spec: &SpawnSpec<'_>) -> Command {
         .env(handoff::ENV_SLOT, spec.slot.to_string())
         .env(handoff::ENV_GENERATION, spec.generation.to_string())
         .env(handoff::ENV_MASTER_PID, spec.master_pid.to_string())
+        .env(handoff::ENV_INSTANCE, instance())
         .env(handoff::ENV_CONFIG, spec.config_toml)
         .env(handoff::ENV_ADOPT, "1")
         .stdin(Stdio::null())

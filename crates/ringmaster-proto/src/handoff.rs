@@ -37,6 +37,10 @@ pub const ENV_SLOT: &str = "RINGMASTER_SLOT";
 pub const ENV_GENERATION: &str = "RINGMASTER_GENERATION";
 /// Pid of the master; the worker exits at once if its parent is another one.
 pub const ENV_MASTER_PID: &str = "RINGMASTER_MASTER_PID";
+/// A random id of the master process (hex), the same for every worker it
+/// starts and new with every master: what tells one host's bridge from
+/// another's, whatever their host names and pids.
+pub const ENV_INSTANCE: &str = "RINGMASTER_INSTANCE";
 /// The master's resolved configuration, as TOML text.
 pub const ENV_CONFIG: &str = "RINGMASTER_CONFIG";
 /// Set to `1` when the master reads the worker's log lines on [`LOG_FD`].
@@ -50,13 +54,14 @@ pub const ENV_ADOPT: &str = "RINGMASTER_ADOPT";
 
 /// Every variable of the hand-over, so that a master can scrub inherited
 /// values before it sets its own.
-pub const ALL_ENV: [&str; 9] = [
+pub const ALL_ENV: [&str; 10] = [
     ENV_ADOPT,
     ENV_ROLE,
     ENV_GROUP,
     ENV_SLOT,
     ENV_GENERATION,
     ENV_MASTER_PID,
+    ENV_INSTANCE,
     ENV_CONFIG,
     ENV_REGISTRY_ROW,
     ENV_LOG_PIPE,

@@ -54,7 +54,7 @@ pub use message::{
 };
 #[doc(inline)]
 pub use status::{
-    ClusterStatus, ExitInfo, GroupState, GroupStatus, LogLine, LogLines, ReloadProgress,
-    WorkerStatus,
+    BridgeState, BridgeStatus, ClusterStatus, ExitInfo, GroupState, GroupStatus, LogLine, LogLines,
+    ReloadProgress, WorkerStatus,
 };
 pub use writer::{Batch, FrameSink, Outbound, write_batches};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::status::{ClusterStatus, LogLines};
 
 /// Version of the message catalogue. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// A message from a worker to its master.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,8 +192,9 @@ pub enum Service {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub enum Answer {
-    /// Answer to [`Service::Status`].
-    Status(ClusterStatus),
+    /// Answer to [`Service::Status`] (boxed: a status is far larger than
+    /// the other answers, and it is asked for a few times a second at most).
+    Status(Box<ClusterStatus>),
     /// Answer to [`Service::Workers`].
     Workers(Vec<WorkerInfo>),
     /// Answer to [`Service::Logs`].

@@ -33,6 +33,45 @@ pub struct ClusterStatus {
     pub groups: Vec<GroupStatus>,
     /// Counters of the IPC pool.
     pub ipc: IpcStats,
+    /// The bridge to other hosts, when `[bridge]` is on.
+    pub bridge: Option<BridgeStatus>,
+}
+
+/// The bridge to other hosts over NATS, as the master reads it from the
+/// bridge worker's registry row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeStatus {
+    /// The NATS server(s), passwords replaced by `***`.
+    pub url: String,
+    /// The topics it carries.
+    pub topics: Vec<String>,
+    /// `connected`, `disconnected` (the bridge worker runs and reconnects)
+    /// or `down` (no ready bridge worker) ([`BridgeState`]).
+    pub state: String,
+    /// Whether the cluster is unready while the bridge is not connected
+    /// (`bridge.required`).
+    pub required: bool,
+    /// Local publications sent to NATS.
+    pub sent: u64,
+    /// Publications from other hosts delivered here.
+    pub received: u64,
+    /// Messages lost on the way in or out (NATS down, a slow consumer,
+    /// a publish that failed).
+    pub dropped: u64,
+}
+
+/// The names of the bridge's states, as [`BridgeStatus::state`] holds them.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BridgeState;
+
+impl BridgeState {
+    /// Connected to a NATS server.
+    pub const CONNECTED: &'static str = "connected";
+    /// The bridge worker runs but has no NATS connection; it reconnects.
+    pub const DISCONNECTED: &'static str = "disconnected";
+    /// No bridge worker is ready (booting, restarting, or crash-looping).
+    pub const DOWN: &'static str = "down";
 }
 
 impl ClusterStatus {
@@ -44,6 +83,14 @@ impl ClusterStatus {
             .iter()
             .filter(|g| g.ready < g.count || g.state == GroupState::CRASH_LOOPING)
             .collect()
+    }
+
+    /// Whether a required bridge (`bridge.required`) is not connected,
+    /// which keeps the cluster from being ready.
+    pub fn bridge_blocks_readiness(&self) -> bool {
+        self.bridge
+            .as_ref()
+            .is_some_and(|b| b.required && b.state != BridgeState::CONNECTED)
     }
 
     /// The group named `name`.

@@ -5,9 +5,9 @@
 
 use proptest::prelude::*;
 use ringmaster_proto::{
-    Answer, BootPhase, BootStep, ClusterStatus, ExitInfo, GroupStatus, IpcStats, LogLevel, LogLine,
-    LogLines, MasterMsg, MetricKind, Origin, ReloadProgress, ReplyError, Service, Target,
-    WorkerInfo, WorkerMsg, WorkerStatus, decode_frame, encode_frame,
+    Answer, BootPhase, BootStep, BridgeStatus, ClusterStatus, ExitInfo, GroupStatus, IpcStats,
+    LogLevel, LogLine, LogLines, MasterMsg, MetricKind, Origin, ReloadProgress, ReplyError,
+    Service, Target, WorkerInfo, WorkerMsg, WorkerStatus, decode_frame, encode_frame,
 };
 
 fn text() -> impl Strategy<Value = String> {
@@ -294,17 +294,26 @@ fn answer() -> impl Strategy<Value = Answer> {
             reload
         )
             .prop_map(
-                |(master_pid, uptime_ms, groups, ipc, state, reload)| Answer::Status(
+                |(master_pid, uptime_ms, groups, ipc, state, reload)| Answer::Status(Box::new(
                     ClusterStatus {
                         master_pid,
                         version: format!("0.{uptime_ms}"),
                         uptime_ms,
                         state,
                         reload,
+                        bridge: (uptime_ms % 2 == 0).then(|| BridgeStatus {
+                            url: format!("nats://h{master_pid}:4222"),
+                            topics: groups.iter().map(|g| g.name.clone()).collect(),
+                            state: "connected".into(),
+                            required: master_pid % 2 == 0,
+                            sent: uptime_ms,
+                            received: u64::from(master_pid),
+                            dropped: uptime_ms / 3,
+                        }),
                         groups,
                         ipc
                     }
-                )
+                ))
             ),
         proptest::collection::vec(worker, 0..4).prop_map(Answer::Workers),
         logs.prop_map(Answer::Logs),

@@ -38,6 +38,20 @@ pub const IPC_DROPPED: &str = "ringmaster_ipc_messages_dropped_total";
 /// IPC requests that got no reply (counter).
 pub const IPC_REQUESTS_FAILED: &str = "ringmaster_ipc_requests_failed_total";
 
+/// The prefix of the bridge worker's series: the one worker allowed to
+/// register names under [`RESERVED_PREFIX`] besides
+/// [`WORKER_LOG_LINES_DROPPED`].
+pub const BRIDGE_PREFIX: &str = "ringmaster_bridge_";
+/// Local publications the bridge sent to NATS (counter).
+pub const BRIDGE_SENT: &str = "ringmaster_bridge_messages_sent_total";
+/// Publications from other hosts the bridge delivered here (counter).
+pub const BRIDGE_RECEIVED: &str = "ringmaster_bridge_messages_received_total";
+/// Messages the bridge lost, by `direction` (`out`: not sent to NATS,
+/// `in`: not delivered here) and `reason` (counter).
+pub const BRIDGE_DROPPED: &str = "ringmaster_bridge_messages_dropped_total";
+/// 1 while the bridge is connected to NATS, else 0 (gauge).
+pub const BRIDGE_CONNECTED: &str = "ringmaster_bridge_connected";
+
 /// Lines the master wrote to the application log (counter).
 pub const LOG_LINES_WRITTEN: &str = "ringmaster_log_lines_written_total";
 /// Lines the master's log dropped (counter).
@@ -61,6 +75,10 @@ mod tests {
             IPC_REQUESTS_FAILED,
             LOG_LINES_WRITTEN,
             LOG_LINES_DROPPED,
+            BRIDGE_SENT,
+            BRIDGE_RECEIVED,
+            BRIDGE_DROPPED,
+            BRIDGE_CONNECTED,
         ];
         for name in masters
             .iter()
@@ -69,5 +87,6 @@ mod tests {
             crate::validate_name(name).unwrap();
         }
         assert!(masters.iter().all(|n| n.starts_with(RESERVED_PREFIX)));
+        assert!(BRIDGE_PREFIX.starts_with(RESERVED_PREFIX));
     }
 }

@@ -13,6 +13,8 @@
 //!   [`request`] (any method, with a body), [`KeepAlive`];
 //! - [`Load`]: a request loop under which a test changes the cluster;
 //! - [`pg`]: a uniquely named PostgreSQL database per test;
+//! - [`NatsServer`]: a private `nats-server` per test, stopped and started
+//!   at will;
 //! - [`Browser`]: headless Chromium over WebDriver, for the dashboard;
 //! - [`Proxy`]: a TCP forwarder a test cuts for a backend outage.
 #![warn(missing_docs)]
@@ -20,6 +22,7 @@
 mod control;
 mod http;
 mod load;
+mod nats;
 pub mod pg;
 mod procs;
 mod proxy;
@@ -28,6 +31,7 @@ mod webdriver;
 pub use control::Events;
 pub use http::{KeepAlive, Response, get, get_timeout, health_pid, request};
 pub use load::Load;
+pub use nats::NatsServer;
 pub use procs::{alive, children_of, exe_inode, ppid_of};
 pub use proxy::Proxy;
 pub use ringmaster_proto::{Lifecycle, LifecycleRecord};
@@ -100,8 +104,9 @@ impl ClusterProc {
     /// `config` (TOML) and extra environment, and waits until every group
     /// the config names (at least one) listens.
     pub fn start(exe: &Path, dir: PathBuf, config: &str, env: &[(&str, &str)]) -> ClusterProc {
-        let expected =
-            config.matches("[groups.").count().max(1) + config.matches("[admin]").count();
+        let expected = config.matches("[groups.").count().max(1)
+            + config.matches("[admin]").count()
+            + config.matches("[bridge]").count();
         Self::spawn(exe, dir, config, env).wait_for_addrs(expected)
     }
 

@@ -119,8 +119,9 @@ pub(crate) async fn metrics(State(ctx): State<AppContext>) -> Response {
 
 /// The readiness answer for `status`: 200 when every group has its
 /// desired ready count and none is crash-looping (and the master is
-/// neither starting nor stopping), else 503 naming the groups that are
-/// short.
+/// neither starting nor stopping, and a required bridge is connected),
+/// else 503 naming the groups that are short. Either way the body says
+/// the bridge's state when there is one.
 pub fn readiness(status: &ClusterStatus) -> Response {
     let short: Vec<_> = status
         .unready_groups()
@@ -132,11 +133,22 @@ pub fn readiness(status: &ClusterStatus) -> Response {
             })
         })
         .collect();
-    if status.state == "stopping" || status.state == "starting" || !short.is_empty() {
-        let body = serde_json::json!({"ready": false, "state": status.state, "groups": short});
+    let bridge = status
+        .bridge
+        .as_ref()
+        .map(|b| serde_json::json!({"state": b.state, "required": b.required}));
+    if status.state == "stopping"
+        || status.state == "starting"
+        || !short.is_empty()
+        || status.bridge_blocks_readiness()
+    {
+        let body = serde_json::json!({
+            "ready": false, "state": status.state, "groups": short, "bridge": bridge,
+        });
         return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
-    Json(serde_json::json!({"ready": true, "state": status.state})).into_response()
+    Json(serde_json::json!({"ready": true, "state": status.state, "bridge": bridge}))
+        .into_response()
 }
 
 /// The last status the master gave, and when: `/readyz` (and the admin

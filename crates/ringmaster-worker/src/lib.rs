@@ -83,7 +83,7 @@ pub use error::redis_outcome;
 #[doc(inline)]
 pub use handoff::{Handoff, HandoffError, is_migrate_process, is_worker_process};
 #[doc(inline)]
-pub use ipc::{Delivery, Ipc, IpcError, Subscription};
+pub use ipc::{Delivery, Ipc, IpcError, RawSubscription, Subscription};
 #[doc(inline)]
 pub use migrate::{MigrateError, Migration, migrate};
 #[doc(inline)]
@@ -93,11 +93,11 @@ pub use redis;
 #[doc(inline)]
 pub use registry::{Counter, Gauge, Histogram, Registry};
 #[doc(inline)]
-pub use ringmaster_proto::handoff::{ENV_CONFIG, ENV_LOG_PIPE, LOG_FD};
+pub use ringmaster_proto::handoff::{ENV_CONFIG, ENV_INSTANCE, ENV_LOG_PIPE, LOG_FD};
 #[doc(inline)]
 pub use ringmaster_proto::{
-    ClusterStatus, ExitInfo, GroupState, GroupStatus, IpcStats, LogLevel, LogLine, LogLines,
-    Origin, ReloadProgress, Target, WorkerInfo, WorkerStatus,
+    BridgeState, BridgeStatus, ClusterStatus, ExitInfo, GroupState, GroupStatus, IpcStats,
+    LogLevel, LogLine, LogLines, Origin, ReloadProgress, Target, WorkerInfo, WorkerStatus,
 };
 pub use ringmaster_registry::{DEFAULT_BUCKETS, Snapshot};
 #[doc(inline)]

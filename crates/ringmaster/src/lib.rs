@@ -132,6 +132,10 @@ impl Cluster {
         // The built-in admin worker: groups run it only when `[admin]`
         // turns it on.
         self.workers.push(ringmaster_admin::worker());
+        // The bridge worker, with the `nats` feature: only `[bridge]`
+        // turns it on.
+        #[cfg(feature = "nats")]
+        self.workers.push(ringmaster_bridge::worker());
         if ringmaster_worker::is_worker_process() {
             let format = std::env::var(ringmaster_worker::ENV_CONFIG)
                 .ok()

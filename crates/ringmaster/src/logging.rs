@@ -48,6 +48,14 @@ pub(crate) fn init(output: Output) {
         Ok(f) => (f, None),
         Err(e) => ("info".parse().unwrap_or_default(), Some(e)),
     };
+    // The NATS client logs every event and reconnect attempt; the bridge
+    // logs each change of state once itself. `RINGMASTER_LOG=async_nats=debug`
+    // shows the client's own lines.
+    let filter = if spec.contains("async_nats") {
+        filter
+    } else {
+        filter.with_target("async_nats", tracing_subscriber::filter::LevelFilter::OFF)
+    };
     let pipe = std::env::var_os(ringmaster_worker::ENV_LOG_PIPE).is_some_and(|v| v == "1");
     let (format, writer) = match output {
         Output::Stderr => (stderr_format(), Writer::Stderr),

@@ -20,6 +20,19 @@ pub(crate) fn render(s: &ClusterStatus) -> String {
     out.push_str(&table(&group_rows(s)));
     out.push('\n');
     out.push_str(&table(&worker_rows(s)));
+    if let Some(b) = &s.bridge {
+        let _ = write!(
+            out,
+            "\nbridge {}  {}{}  topics {}  sent {}  received {}  dropped {}\n",
+            b.state,
+            b.url,
+            if b.required { "  (required)" } else { "" },
+            b.topics.join(", "),
+            b.sent,
+            b.received,
+            b.dropped
+        );
+    }
     out
 }
 

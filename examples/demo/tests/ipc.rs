@@ -5,46 +5,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{Response, alive, create_link, get, request, web_config};
-
-/// The pid in the demo's `x-ringmaster-worker` header (`web/1 4242`).
-fn served_by(r: &Response) -> u32 {
-    let v = r
-        .header(ringmaster_demo::WORKER_HEADER)
-        .unwrap_or_else(|| panic!("no worker header in {r:?}"));
-    v.rsplit(' ').next().unwrap().parse().unwrap()
-}
-
-/// Follows `/l/{code}` over fresh connections until every pid in `pids`
-/// has answered; returns, per pid, each (sent at, status) it answered.
-fn follow_until_each_answered(
-    web: SocketAddr,
-    code: &str,
-    pids: &[u32],
-    status: u16,
-) -> HashMap<u32, Vec<(Instant, u16)>> {
-    let mut seen: HashMap<u32, Vec<(Instant, u16)>> = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pids.iter().all(|p| {
-        seen.get(p)
-            .is_some_and(|v| v.iter().any(|(_, s)| *s == status))
-    }) {
-        assert!(
-            Instant::now() < deadline,
-            "not every worker of {pids:?} answered {status} for /l/{code}: {seen:?}"
-        );
-        let sent = Instant::now();
-        let r = request(web, "GET", &format!("/l/{code}"), None).unwrap();
-        seen.entry(served_by(&r))
-            .or_default()
-            .push((sent, r.status));
-    }
-    seen
-}
+use support::{
+    alive, create_link, follow_until_each_answered, get, request, served_by, web_config,
+};
 
 /// Creates a link, has every worker in `pids` cache it, deletes it through
 /// one of them, and checks that every worker answers 404 from then on: no

@@ -3,7 +3,8 @@
 
 use super::*;
 
-const ON: &str = "[groups.web]\n[bridge]\nurl = \"nats://127.0.0.1:4222\"\ntopics = [\"links.invalidate\"]\n";
+const ON: &str =
+    "[groups.web]\n[bridge]\nurl = \"nats://127.0.0.1:4222\"\ntopics = [\"links.invalidate\"]\n";
 
 #[test]
 fn bridge_adds_its_group_which_the_toml_hands_over_as_bridge_again() {

@@ -107,8 +107,9 @@ impl Supervisor {
             Ok(g) => g,
             Err(e) => return e,
         };
-        if self.groups[g].is_admin() {
-            return error("bad_request", "the admin group runs one worker".into());
+        if self.groups[g].is_builtin() {
+            let name = &self.groups[g].name;
+            return error("bad_request", format!("the {name} group runs one worker"));
         }
         let from = self.groups[g].slots.len();
         let target = match to {

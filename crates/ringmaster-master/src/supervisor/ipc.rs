@@ -11,6 +11,13 @@
 //!
 //! Delivery is at most once; messages from one worker on one topic keep
 //! their order (one socket, one supervisor, one queue per receiver).
+//!
+//! The bridge group (`[bridge]`) is a subscriber with two rules of its
+//! own: what a bridge worker publishes (a message from another host) is
+//! never delivered back to a bridge worker, and anything else reaches one
+//! bridge worker only (the newest ready one, else the newest booting, else
+//! the newest draining), so that a rolling reload of the bridge never
+//! sends a message to NATS twice.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -238,15 +245,42 @@ impl Supervisor {
         let Some(receivers) = self.router.subscribers.get(&topic) else {
             return;
         };
-        let receivers: Vec<u64> = receivers
+        let from_bridge = self
+            .workers
+            .get(&serial)
+            .is_some_and(|w| self.groups[w.group].is_bridge());
+        let mut bridge: Option<(u8, u64)> = None;
+        let mut receivers: Vec<u64> = receivers
             .iter()
             .copied()
             .filter(|s| {
-                self.workers
-                    .get(s)
-                    .is_some_and(|w| to.includes(&w.origin.group, w.origin.slot))
+                let Some(w) = self.workers.get(s) else {
+                    return false;
+                };
+                if !to.includes(&w.origin.group, w.origin.slot) {
+                    return false;
+                }
+                if !self.groups[w.group].is_bridge() {
+                    return true;
+                }
+                // A ready bridge worker before a booting one (it has its
+                // NATS connection), before a draining one; then the newest
+                // (serials grow).
+                let class = match w.phase {
+                    Phase::Ready => 2,
+                    Phase::Booting => 1,
+                    Phase::Draining => 0,
+                };
+                let rank = (class, *s);
+                if !from_bridge && bridge.is_none_or(|b| rank > b) {
+                    bridge = Some(rank);
+                }
+                false
             })
             .collect();
+        if let Some((_, serial)) = bridge {
+            receivers.push(serial);
+        }
         if receivers.is_empty() {
             return;
         }
@@ -412,7 +446,7 @@ impl Supervisor {
     pub(super) fn on_call(&mut self, serial: u64, id: u64, service: Service) {
         self.router.stats.received += 1;
         let answer = match service {
-            Service::Status => Answer::Status(self.status()),
+            Service::Status => Answer::Status(Box::new(self.status())),
             Service::Workers => Answer::Workers(self.worker_infos()),
             Service::Logs { after, max } => Answer::Logs(self.log_lines(after, max)),
             _ => return,

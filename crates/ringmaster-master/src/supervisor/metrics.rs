@@ -139,8 +139,16 @@ impl Supervisor {
         };
         self.count_received();
         // `ringmaster_` series are the master's (and the one each worker
-        // keeps of its own log drops): a worker may not forge them.
-        if name.starts_with(series::RESERVED_PREFIX) && name != series::WORKER_LOG_LINES_DROPPED {
+        // keeps of its own log drops, and the bridge worker's own): a
+        // worker may not forge them.
+        let bridge = self
+            .workers
+            .get(&serial)
+            .is_some_and(|w| self.groups[w.group].is_bridge());
+        if name.starts_with(series::RESERVED_PREFIX)
+            && name != series::WORKER_LOG_LINES_DROPPED
+            && !(bridge && name.starts_with(series::BRIDGE_PREFIX))
+        {
             let result = Err(format!(
                 "metric {name:?}: names starting with `ringmaster_` are ringmaster's own; pick another prefix"
             ));

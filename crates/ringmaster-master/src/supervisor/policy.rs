@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ringmaster_config::{ADMIN_GROUP, Config};
+use ringmaster_config::{ADMIN_GROUP, BRIDGE_GROUP, Config};
 use ringmaster_proto::{Lifecycle, MasterMsg};
 use serde_json::json;
 use tokio::time::Instant;
@@ -251,7 +251,7 @@ impl Supervisor {
             return;
         }
         let mut config = self.opts.config.clone();
-        for group in self.groups.iter().filter(|g| !g.is_admin()) {
+        for group in self.groups.iter().filter(|g| !g.is_builtin()) {
             let count = (group.slots.len() as i64 + delta).clamp(1, 1024) as usize;
             if let Some(cfg) = config.groups.get_mut(&group.name) {
                 cfg.count = count;
@@ -428,6 +428,18 @@ impl super::Group {
     pub(super) fn is_admin(&self) -> bool {
         self.name == ADMIN_GROUP
             && self.cfg.worker.as_deref() == Some(ringmaster_config::ADMIN_WORKER)
+    }
+
+    /// Whether this is the built-in bridge worker's group.
+    pub(super) fn is_bridge(&self) -> bool {
+        self.name == BRIDGE_GROUP
+            && self.cfg.worker.as_deref() == Some(ringmaster_config::BRIDGE_WORKER)
+    }
+
+    /// Whether it is the admin or the bridge group: one worker each,
+    /// never scaled.
+    pub(super) fn is_builtin(&self) -> bool {
+        self.is_admin() || self.is_bridge()
     }
 }
 

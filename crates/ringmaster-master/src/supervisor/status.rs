@@ -7,7 +7,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};
 
 use ringmaster_proto::{
-    ClusterStatus, ExitInfo, GroupState, GroupStatus, ReloadProgress, WorkerStatus,
+    BridgeState, BridgeStatus, ClusterStatus, ExitInfo, GroupState, GroupStatus, ReloadProgress,
+    WorkerStatus,
 };
 use ringmaster_registry::{PerRow, quantile, series};
 use tokio::time::Instant;
@@ -179,6 +180,10 @@ impl Supervisor {
                 _ => format!("{name} {ready}/{count} ready"),
             });
         }
+        if let Some(b) = self.bridge_status() {
+            all_ready &= !(b.required && b.state != BridgeState::CONNECTED);
+            groups.push(format!("nats {}", b.state));
+        }
         let groups = groups.join(", ");
         let text = if self.stopping.is_some() {
             match self.drain_at {
@@ -239,7 +244,45 @@ impl Supervisor {
                 .map(|g| self.group_status(g, now))
                 .collect(),
             ipc: self.router_stats(),
+            bridge: self.bridge_status(),
         }
+    }
+
+    /// The bridge's state, from its worker's phase and its registry row,
+    /// when `[bridge]` is on.
+    fn bridge_status(&self) -> Option<BridgeStatus> {
+        let cfg = &self.opts.config.bridge;
+        let g = self.groups.iter().position(|g| g.is_bridge())?;
+        let seg = &self.registry.segment;
+        let total = |name: &str| -> u64 {
+            seg.per_row(name, |_| true)
+                .map_or(0, |p| p.rows.iter().filter_map(|r| r.first()).sum())
+        };
+        let ready = self.groups[g]
+            .slots
+            .first()
+            .and_then(|slot| slot.current)
+            .and_then(|c| self.workers.get(&c))
+            .is_some_and(|w| w.phase == Phase::Ready);
+        let connected = self.registry.row(g, 0).is_some_and(|row| {
+            seg.per_row(series::BRIDGE_CONNECTED, |_| true)
+                .and_then(|p| p.rows.get(row as usize).and_then(|r| r.first().copied()))
+                .is_some_and(|v| v as i64 > 0)
+        });
+        let state = match (ready, connected) {
+            (false, _) => BridgeState::DOWN,
+            (true, true) => BridgeState::CONNECTED,
+            (true, false) => BridgeState::DISCONNECTED,
+        };
+        Some(BridgeStatus {
+            url: cfg.redacted_url(),
+            topics: cfg.topics.clone(),
+            state: state.to_owned(),
+            required: cfg.required,
+            sent: total(series::BRIDGE_SENT),
+            received: total(series::BRIDGE_RECEIVED),
+            dropped: total(series::BRIDGE_DROPPED),
+        })
     }
 
     fn group_status(&self, g: usize, now: Instant) -> GroupStatus {

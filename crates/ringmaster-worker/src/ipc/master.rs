@@ -9,7 +9,7 @@ impl Ipc {
     /// The cluster's status, from the master.
     pub async fn status(&self) -> Result<ClusterStatus, IpcError> {
         match self.call(Service::Status).await? {
-            Answer::Status(status) => Ok(status),
+            Answer::Status(status) => Ok(*status),
             _ => Err(IpcError::Confused),
         }
     }

@@ -49,7 +49,7 @@ mod requests;
 mod topics;
 
 pub use error::IpcError;
-pub use topics::{Delivery, Subscription};
+pub use topics::{Delivery, RawSubscription, Subscription};
 
 /// How many deliveries wait for one subscription.
 const SUBSCRIPTION_QUEUE: usize = 1024;

@@ -74,6 +74,56 @@ impl Ipc {
     /// [`Subscription`] stops its deliveries.
     pub fn subscribe<T: DeserializeOwned>(&self, topic: Topic<T>) -> Subscription<T> {
         let topic = topic.name();
+        Subscription {
+            rx: self.subscribe_channel(topic),
+            topic: topic.into(),
+            ipc: self.clone(),
+            _msg: PhantomData,
+        }
+    }
+
+    /// Receives what is published on the topic named `topic`, as the
+    /// encoded bytes: for a bridge or a tool that forwards messages
+    /// without knowing their type. Like [`subscribe`](Self::subscribe)
+    /// otherwise.
+    pub fn subscribe_bytes(&self, topic: &str) -> RawSubscription {
+        RawSubscription {
+            rx: self.subscribe_channel(topic),
+            topic: topic.into(),
+        }
+    }
+
+    /// [`publish`](Self::publish) of a message already encoded (as
+    /// postcard, the way [`publish`](Self::publish) encodes it) on the
+    /// topic named `topic`: what a bridge injects from elsewhere.
+    pub async fn publish_bytes(
+        &self,
+        to: Target,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), IpcError> {
+        if payload.len() + topic.len() > super::MAX_FRAME_LEN - super::ENVELOPE {
+            return Err(IpcError::TooLarge {
+                topic: topic.to_string(),
+                len: payload.len() + topic.len(),
+            });
+        }
+        if self.inner.outbox.is_none() {
+            if to.includes(&self.inner.me.group, self.inner.me.slot) {
+                self.deliver(topic, self.inner.me.clone(), payload).await;
+            }
+            return Ok(());
+        }
+        self.send(WorkerMsg::Publish {
+            to,
+            topic: topic.to_string(),
+            payload,
+        })
+        .await
+    }
+
+    /// Adds a subscriber to `topic`, telling the master on the first.
+    fn subscribe_channel(&self, topic: &str) -> mpsc::Receiver<RawDelivery> {
         let (tx, rx) = mpsc::channel(SUBSCRIPTION_QUEUE);
         let first = {
             let mut subs = lock(&self.inner.subscribers);
@@ -89,12 +139,29 @@ impl Ipc {
                 topic: topic.to_string(),
             });
         }
-        Subscription {
-            rx,
-            topic: topic.into(),
-            ipc: self.clone(),
-            _msg: PhantomData,
-        }
+        rx
+    }
+}
+
+/// The messages published on one topic, still encoded: see
+/// [`Ipc::subscribe_bytes`].
+#[derive(Debug)]
+pub struct RawSubscription {
+    rx: mpsc::Receiver<RawDelivery>,
+    topic: Arc<str>,
+}
+
+impl RawSubscription {
+    /// The next message and its publisher; `None` once the worker's IPC
+    /// has stopped.
+    pub async fn recv(&mut self) -> Option<Delivery<Arc<[u8]>>> {
+        let (from, msg) = self.rx.recv().await?;
+        Some(Delivery { from, msg })
+    }
+
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 }
 
