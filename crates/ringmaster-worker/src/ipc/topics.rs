@@ -54,18 +54,7 @@ impl Ipc {
         msg: &T,
     ) -> Result<(), IpcError> {
         let payload = encode(topic, msg)?;
-        if self.inner.outbox.is_none() {
-            if to.includes(&self.inner.me.group, self.inner.me.slot) {
-                self.deliver(topic, self.inner.me.clone(), payload).await;
-            }
-            return Ok(());
-        }
-        self.send(WorkerMsg::Publish {
-            to,
-            topic: topic.to_string(),
-            payload,
-        })
-        .await
+        self.publish_encoded(to, topic, payload).await
     }
 
     /// Receives what is published on `topic` from now on. Call it in
@@ -108,6 +97,17 @@ impl Ipc {
                 len: payload.len() + topic.len(),
             });
         }
+        self.publish_encoded(to, topic, payload).await
+    }
+
+    /// Sends a payload whose size is checked to the master, or, with no
+    /// master (a test's IPC), delivers it here if `to` names this worker.
+    async fn publish_encoded(
+        &self,
+        to: Target,
+        topic: &str,
+        payload: Vec<u8>,
+    ) -> Result<(), IpcError> {
         if self.inner.outbox.is_none() {
             if to.includes(&self.inner.me.group, self.inner.me.slot) {
                 self.deliver(topic, self.inner.me.clone(), payload).await;
