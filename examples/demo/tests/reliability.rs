@@ -170,9 +170,11 @@ fn past_max_connections_the_worker_stops_accepting_and_serves_on() {
         .map(|_| std::net::TcpStream::connect(addr).unwrap())
         .collect();
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    // The worker fills up to the limit and never past it: 40 connections
-    // and at most one accepted at the limit, waiting for room.
-    while sockets() < own + 40 {
+    // The worker fills up to the limit and never past it: from 35 on (an
+    // eighth from the limit) each arrival closes a silent connection ahead
+    // of the next ones, and at most one is accepted at the limit, waiting
+    // for room.
+    while sockets() < own + 35 {
         assert!(
             std::time::Instant::now() < deadline,
             "the worker never reached its limit: {} sockets",

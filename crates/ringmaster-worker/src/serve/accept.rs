@@ -27,6 +27,23 @@ pub(super) struct Accept {
     full: FullThrottle,
 }
 
+/// How many places from the limit room starts being made ahead, and how
+/// many connections may be closing for it at once: an eighth of
+/// `max_connections`, at least one.
+fn room_ahead(max: usize) -> usize {
+    (max / 8).max(1)
+}
+
+/// Near the limit, a client that arrives (its permit taken) has room made
+/// ahead for the next ones: under a flood the loop then seldom waits, with
+/// clients queued behind it, for a closed connection's permit.
+fn make_room_ahead(server: &Server) {
+    let ahead = room_ahead(server.limits.max_connections);
+    if server.permits.available_permits() < ahead {
+        server.open.evict_ahead(ahead);
+    }
+}
+
 /// What the loop does after a wait at the limit.
 enum AtLimit {
     /// Serve the next connection with this permit.
@@ -74,13 +91,19 @@ impl Accept {
             biased;
             () = &mut self.started => return false,
             accepted = self.listener.accept() => match accepted {
-                Ok((tcp, _peer)) => server.serve_one(tcp, permit),
+                Ok((tcp, _peer)) => {
+                    make_room_ahead(server);
+                    server.serve_one(tcp, permit);
+                }
                 Err(e) => self.back_off(&e).await,
             },
             // A connection the master took from the queue of a slot of
             // this group that has no ready worker.
             adopted = handover::adopted(self.adopt.as_ref()), if self.adopt.is_some() => match adopted {
-                Ok(tcp) => server.serve_one(tcp, permit),
+                Ok(tcp) => {
+                    make_room_ahead(server);
+                    server.serve_one(tcp, permit);
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "the master's hand-over socket failed; no more adopted connections");
                     self.adopt = None;
