@@ -113,7 +113,7 @@ fn main() -> ExitCode {
         let [delivered, lost, p50, p99] = step;
         let worst_lost = lost.iter().copied().fold(0.0, f64::max);
         println!(
-            "bridged, master A -> NATS -> master B, {rate} msg/s offered for {secs} s: delivered median {:.0} msg/s = {:.2}x the baseline; lost median {:.3}% (worst round {:.3}%); publish -> delivery p50 {:.0} us, p99 {:.0} us (medians of {rounds} rounds)",
+            "bridged, master A -> NATS -> master B, {rate} msg/s offered for {secs} s: delivered median {:.0} msg/s ({:.2}x the baseline's unpaced rate); lost median {:.3}% (worst round {:.3}%); publish -> delivery p50 {:.0} us, p99 {:.0} us (medians of {rounds} rounds)",
             median(delivered),
             median(delivered) / base,
             median(lost) * 100.0,
