@@ -11,7 +11,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use ringmaster_config::BridgeConfig;
 use ringmaster_registry::series;
-use ringmaster_worker::{BootError, Counter, Gauge, Ipc, RawSubscription, Registry, Target};
+use ringmaster_worker::{
+    BootError, Counter, DrainHold, Gauge, Ipc, RawSubscription, Registry, Target,
+};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -27,6 +29,9 @@ const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(1);
 /// How long one publish may wait for room in the client's buffer (a
 /// connection that broke unnoticed) before the message is dropped.
 const PUBLISH_TIMEOUT: Duration = Duration::from_millis(250);
+/// How long a draining bridge still delivers the messages NATS sent it
+/// before it took the unsubscription.
+const DRAIN_DELIVER: Duration = Duration::from_secs(1);
 /// Messages the client buffers while it writes; publishes beyond wait.
 const CLIENT_CAPACITY: usize = 8192;
 
@@ -132,6 +137,7 @@ impl Link {
         ipc: Ipc,
         registry: &Registry,
         draining: impl Future<Output = ()> + Send + 'static,
+        hold: impl Fn() -> DrainHold,
     ) -> Result<Self, BootError> {
         let servers = servers(&cfg)?;
         let instance = instance();
@@ -168,6 +174,7 @@ impl Link {
                 .await
                 .map_err(|e| format!("bridge.topics {topic:?}: cannot subscribe: {e}"))?;
             tokio::spawn(inbound(
+                hold(),
                 subscriber,
                 topic.clone(),
                 instance.clone(),
@@ -176,8 +183,14 @@ impl Link {
                 drain_rx.clone(),
             ));
         }
-        // Ready once connected, or after a short wait without NATS.
+        // Ready once connected, or after a short wait without NATS; once
+        // connected, after the server took the subscriptions (a flush
+        // waits for its answer), so that during a reload the successor is
+        // in the queue group before its predecessor leaves it.
         let _ = tokio::time::timeout(FIRST_CONNECT_WAIT, up_rx.wait_for(|up| *up)).await;
+        if is_connected(&client) {
+            let _ = tokio::time::timeout(FIRST_CONNECT_WAIT, client.flush()).await;
+        }
         Ok(Link {
             cfg,
             instance,
@@ -245,9 +258,13 @@ async fn outbound(
     }
 }
 
-/// Messages from other hosts on one topic, published here; ends (and so
-/// unsubscribes, leaving the queue group to a successor) at the drain.
+/// Messages from other hosts on one topic, published here. At the drain
+/// it leaves the queue group to its successor (which subscribed before it
+/// reported ready) and still delivers what NATS sent it before the server
+/// took the unsubscription, for at most [`DRAIN_DELIVER`]; its hold keeps
+/// the process until then.
 async fn inbound(
+    _hold: DrainHold,
     mut remote: async_nats::Subscriber,
     topic: String,
     instance: String,
@@ -255,10 +272,29 @@ async fn inbound(
     stats: Arc<Stats>,
     mut draining: watch::Receiver<bool>,
 ) {
+    let mut deadline = None;
     loop {
-        let msg = tokio::select! {
-            m = remote.next() => m,
-            _ = draining.wait_for(|d| *d) => None,
+        let msg = match deadline {
+            None => {
+                let drain = tokio::select! {
+                    m = remote.next() => Ok(m),
+                    _ = draining.wait_for(|d| *d) => Err(()),
+                };
+                match drain {
+                    Ok(m) => m,
+                    Err(()) => {
+                        if remote.drain().await.is_err() {
+                            return;
+                        }
+                        deadline = Some(tokio::time::Instant::now() + DRAIN_DELIVER);
+                        continue;
+                    }
+                }
+            }
+            Some(at) => tokio::time::timeout_at(at, remote.next())
+                .await
+                .ok()
+                .flatten(),
         };
         let Some(msg) = msg else {
             return;

@@ -18,6 +18,7 @@ use axum::http::request::Parts;
 use crate::backend::{Backends, Db, SqlBackend};
 #[cfg(feature = "redis")]
 use crate::backend::{Redis, RedisBackend};
+use crate::drain_hold::{DrainHold, Holds};
 use crate::error::AppError;
 use crate::ipc::Ipc;
 use crate::registry::Registry;
@@ -40,6 +41,7 @@ struct Inner {
     views: Views,
     values: Values,
     drain: DrainRx,
+    holds: Arc<Holds>,
 }
 
 /// Module state by type.
@@ -119,6 +121,19 @@ impl AppContext {
     /// ```
     pub fn draining(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         crate::serve::drain_started(self.inner.drain.clone())
+    }
+
+    /// A hold on this worker's drain: the process does not exit while it
+    /// lives (at most until the drain's grace period is over), so a task
+    /// can finish what it started once [`draining`](Self::draining)
+    /// completes. See [`DrainHold`].
+    pub fn hold_drain(&self) -> DrainHold {
+        self.inner.holds.hold()
+    }
+
+    /// Completes once no [`DrainHold`] of this worker is left.
+    pub(crate) async fn holds_released(&self) {
+        self.inner.holds.released().await;
     }
 
     /// Whether this worker is draining.
@@ -241,6 +256,7 @@ pub struct Init {
     pub(crate) registry: Registry,
     pub(crate) values: Values,
     drain: DrainRx,
+    holds: Arc<Holds>,
 }
 
 impl Init {
@@ -260,6 +276,7 @@ impl Init {
             registry,
             values: HashMap::new(),
             drain,
+            holds: Arc::default(),
         }
     }
 
@@ -267,6 +284,25 @@ impl Init {
     /// in `init` can end with it (see [`AppContext::draining`]).
     pub fn draining(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         crate::serve::drain_started(self.drain.clone())
+    }
+
+    /// A hold on this worker's drain, for a task started here: the
+    /// process does not exit while it lives (at most until the drain's
+    /// grace period is over). See [`DrainHold`].
+    ///
+    /// ```
+    /// # async fn init(init: &mut ringmaster_worker::Init) {
+    /// let hold = init.hold_drain();
+    /// let draining = init.draining();
+    /// tokio::spawn(async move {
+    ///     draining.await;
+    ///     // ... hand over what is still buffered ...
+    ///     drop(hold);
+    /// });
+    /// # }
+    /// ```
+    pub fn hold_drain(&self) -> DrainHold {
+        self.holds.hold()
     }
 
     /// The cluster-wide registry: create the module's metrics here.
@@ -326,6 +362,7 @@ impl Init {
                 views,
                 values: self.values,
                 drain: self.drain,
+                holds: self.holds,
             }),
         }
     }

@@ -36,6 +36,7 @@
 //! - `handoff`: reading what the master handed over (fds, environment).
 //! - `runtime`: the process's life: boot, heartbeat and drain.
 //! - `serve`: the accept loop and per-connection drain.
+//! - `drain_hold`: [`DrainHold`], background work a drain waits for.
 #![warn(missing_docs)]
 
 mod backend;
@@ -43,6 +44,7 @@ mod boot;
 mod builtin;
 mod context;
 mod controller;
+mod drain_hold;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -73,6 +75,8 @@ pub use builtin::{Health, Healthz, Metrics, STATUS_MAX_AGE, StatusCache, readine
 pub use context::{AppContext, Init, Shared};
 #[doc(inline)]
 pub use controller::{Controller, RouteInfo};
+#[doc(inline)]
+pub use drain_hold::DrainHold;
 #[doc(hidden)]
 pub use error::__db_outcome;
 #[doc(inline)]

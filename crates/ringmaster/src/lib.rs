@@ -50,9 +50,9 @@ pub use ringmaster_worker::sqlx;
 #[doc(inline)]
 pub use ringmaster_worker::{
     AppContext, AppError, Backend, BootError, Booted, BridgeState, BridgeStatus, ClusterStatus,
-    Controller, Counter, Db, Delivery, ExitInfo, Gauge, GroupState, GroupStatus, Health, Healthz,
-    Histogram, Init, Ipc, IpcError, IpcStats, LogLine, LogLines, Metrics, Migration, Module,
-    Origin, Query, Registry, ReloadProgress, RequestError, RequestTopic, RouteInfo, Shared,
+    Controller, Counter, Db, Delivery, DrainHold, ExitInfo, Gauge, GroupState, GroupStatus, Health,
+    Healthz, Histogram, Init, Ipc, IpcError, IpcStats, LogLine, LogLines, Metrics, Migration,
+    Module, Origin, Query, Registry, ReloadProgress, RequestError, RequestTopic, RouteInfo, Shared,
     Snapshot, SqlBackend, SqlRow, SqlValue, Subscription, Target, Templates, Topic, Views, Worker,
     WorkerIdentity, WorkerInfo, WorkerStatus, boot, middleware, migrate, on_db, routes, templates,
 };

@@ -228,15 +228,21 @@ impl Serving {
         } = self;
         tokio::spawn(watch_sqlite_files(ctx.clone(), outbox.clone()).in_current_span());
         let limit = request_limit(cfg, outbox.clone());
+        let serve_drain = drain.clone();
         tokio::select! {
-            () = serve::serve(
-                listener,
-                adopt,
-                app,
-                drain.clone(),
-                limit,
-                serve::Limits::new(cfg).fit_to_fd_limit(),
-            ) => {
+            () = async {
+                serve::serve(
+                    listener,
+                    adopt,
+                    app,
+                    serve_drain,
+                    limit,
+                    serve::Limits::new(cfg).fit_to_fd_limit(),
+                )
+                .await;
+                // And what the modules hold the drain for.
+                ctx.holds_released().await;
+            } => {
                 // Every request is done: the pools can close cleanly.
                 close_backends(&ctx).await;
                 tracing::info!("drained; exiting");
