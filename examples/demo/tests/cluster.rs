@@ -232,6 +232,15 @@ fn sigkill_of_the_master_leaves_no_worker_and_frees_the_port() {
     // Wedge a worker first: it can no longer see its IPC socket close, so
     // only PR_SET_PDEATHSIG can stop it.
     let _ = get_timeout(addr, "/__test/wedge", Duration::from_millis(500));
+    let master = cluster.pid();
+    let ours = |(pid, master_env, _): &(u32, Option<u32>, String)| {
+        *pid == master || *master_env == Some(master)
+    };
+    // The check below sees this cluster's listeners while it runs.
+    assert!(
+        listeners(addr.port()).iter().any(ours),
+        "no listener of master {master} found on {addr}"
+    );
     cluster.signal(libc::SIGKILL);
     cluster.wait_exit(Duration::from_secs(2));
     let deadline = Instant::now() + Duration::from_secs(2);
@@ -242,29 +251,76 @@ fn sigkill_of_the_master_leaves_no_worker_and_frees_the_port() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Nothing listens on the port any more (binding it to check would race
-    // with other tests' outgoing connections, which may take the port as
-    // their local one once it is free).
-    assert!(!listening(addr.port()), "something still listens on {addr}");
+    // No process of this cluster listens on the port any more (binding it
+    // to check would race with other tests' outgoing connections, which
+    // may take the port as their local one once it is free). Another
+    // test's listener may get the same port once it is free: only a
+    // holder started by this master counts.
+    let ours: Vec<String> = listeners(addr.port())
+        .into_iter()
+        .filter(|h| ours(h))
+        .map(|(pid, _, cmdline)| format!("{pid} {cmdline}"))
+        .collect();
+    assert!(ours.is_empty(), "still listening on {addr}: {ours:?}");
 }
 
-/// Whether a TCP socket on this machine listens on `port` (IPv4 or IPv6).
-fn listening(port: u16) -> bool {
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
-        std::fs::read_to_string(table).is_ok_and(|text| {
-            text.lines().skip(1).any(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                // local_address is ADDR:PORT in hex; state 0A is LISTEN.
-                fields.len() > 3
-                    && fields[3] == "0A"
-                    && fields[1]
-                        .rsplit(':')
-                        .next()
-                        .and_then(|p| u16::from_str_radix(p, 16).ok())
-                        == Some(port)
-            })
-        })
-    })
+/// The processes holding a TCP socket that listens on `port` (IPv4 or
+/// IPv6): pid, the master pid in its environment (a worker's
+/// `RINGMASTER_MASTER_PID`), command line.
+fn listeners(port: u16) -> Vec<(u32, Option<u32>, String)> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is ADDR:PORT in hex; state 0A is LISTEN.
+            let on_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                == Some(port);
+            if on_port
+                && fields.get(3) == Some(&"0A")
+                && let Some(inode) = fields.get(9)
+            {
+                inodes.push(format!("socket:[{inode}]"));
+            }
+        }
+    }
+    let mut holders = Vec::new();
+    if inodes.is_empty() {
+        return holders;
+    }
+    let procs = std::fs::read_dir("/proc").into_iter().flatten().flatten();
+    for entry in procs {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let fds = std::fs::read_dir(entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        let holds = fds
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| inodes.iter().any(|i| target.to_string_lossy() == *i));
+        if !holds {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let master_env = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok())
+            .find_map(|kv| kv.strip_prefix("RINGMASTER_MASTER_PID="))
+            .and_then(|v| v.parse().ok());
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        holders.push((pid, master_env, cmdline));
+    }
+    holders
 }
 
 #[test]
