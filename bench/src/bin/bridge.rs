@@ -27,15 +27,14 @@
 //! into its log (its stderr, tagged with the worker), which this driver
 //! reads.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::mpsc::Receiver;
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use ringmaster::prelude::*;
 use ringmaster::{BridgeState, Init, Ipc, Target};
+use ringmaster_bench::{SelfMaster, field, monotonic_ns, postcard_u64};
 
 /// The worker's role: `send:MODE` in A, `recv:MODE` in B.
 const ENV_ROLE: &str = "RINGMASTER_BENCH_BRIDGE";
@@ -149,17 +148,31 @@ fn headers() -> async_nats::HeaderMap {
     h
 }
 
-/// Messages per second from one client to another through NATS.
-async fn raw_throughput(url: &str, subject: &str) -> f64 {
+/// Two clients of the NATS at `url`: a publisher, and a subscriber with
+/// its subscription to `subject`, which the server has taken.
+async fn client_pair(
+    url: &str,
+    subject: &str,
+) -> (
+    async_nats::Client,
+    async_nats::Client,
+    async_nats::Subscriber,
+) {
     let (publisher, subscriber) = (
         connect(url).await.expect("connect"),
         connect(url).await.expect("connect"),
     );
-    let mut sub = subscriber
+    let sub = subscriber
         .subscribe(subject.to_string())
         .await
         .expect("subscribe");
     subscriber.flush().await.expect("flush");
+    (publisher, subscriber, sub)
+}
+
+/// Messages per second from one client to another through NATS.
+async fn raw_throughput(url: &str, subject: &str) -> f64 {
+    let (publisher, _subscriber, mut sub) = client_pair(url, subject).await;
     let receiver = tokio::spawn(async move {
         let (mut received, mut first, mut last) = (0u64, 0u64, 0u64);
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(2), sub.next()).await {
@@ -187,15 +200,7 @@ async fn raw_throughput(url: &str, subject: &str) -> f64 {
 
 /// Latencies (us) of paced messages from one client to another.
 async fn raw_latency(url: &str, subject: &str) -> Vec<f64> {
-    let (publisher, subscriber) = (
-        connect(url).await.expect("connect"),
-        connect(url).await.expect("connect"),
-    );
-    let mut sub = subscriber
-        .subscribe(subject.to_string())
-        .await
-        .expect("subscribe");
-    subscriber.flush().await.expect("flush");
+    let (publisher, _subscriber, mut sub) = client_pair(url, subject).await;
     let total = LATENCY_RATE * LATENCY_SECS;
     let receiver = tokio::spawn(async move {
         let mut lat = Vec::with_capacity(total as usize);
@@ -287,124 +292,30 @@ fn bridged(url: &str, prefix: &str, rate: u64, secs: u64) -> Bridged {
     }
 }
 
-/// A master of this binary and the lines its worker printed.
-struct Master {
-    child: Child,
-    lines: Receiver<String>,
-    dir: PathBuf,
-}
-
-impl Master {
-    /// Starts a master whose worker plays `role`, bridging through `url`
-    /// with subjects under `prefix`.
-    fn start(url: &str, prefix: &str, role: &str) -> Master {
-        let dir = ringmaster_bench::scratch_dir();
-        let config = dir.join("bridge.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nipc_queue = 65536\n\
-                 [groups.bench]\nworker = \"bench\"\nlisten = \"127.0.0.1:0\"\ncount = 1\nthreads = 1\n\
-                 [bridge]\nurl = \"{url}\"\ntopics = [\"{TOPIC}\"]\nsubject_prefix = \"{prefix}\"\n"
-            ),
-        )
-        .expect("write the config");
-        let exe = std::env::current_exe().expect("own path");
-        let mut child = Command::new(exe)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .current_dir(&dir)
-            .env(ENV_ROLE, role)
-            .env(
-                "RINGMASTER_LOG",
-                std::env::var("RINGMASTER_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the master");
-        let log = child.stderr.take().expect("piped");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(log).lines().map_while(Result::ok) {
-                // `bench/0 4242 g0 | RESULT ...`: the worker's line, tagged.
-                let Some(at) = line.find("| ") else {
-                    continue;
-                };
-                let said = &line[at + 2..];
-                if (said.starts_with("READY") || said.starts_with("RESULT"))
-                    && tx.send(said.to_string()).is_err()
-                {
-                    return;
-                }
-            }
-        });
-        Master { child, lines, dir }
-    }
-
-    /// The worker's next line starting with `what`.
-    fn wait_for(&mut self, what: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(l) if l.starts_with(what) => return l,
-                Ok(_) => {}
-                Err(_) => panic!("no {what} line from the {:?} master", self.dir),
-            }
-        }
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        // SAFETY: plain kill(2) of our own child.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+/// A master of this binary whose worker plays `role`, bridging through
+/// `url` with subjects under `prefix`.
+fn start_master(url: &str, prefix: &str, role: &str) -> SelfMaster {
+    SelfMaster::start(
+        &format!(
+            "[server]\nipc_queue = 65536\n\
+             [groups.bench]\nworker = \"bench\"\nlisten = \"127.0.0.1:0\"\ncount = 1\nthreads = 1\n\
+             [bridge]\nurl = \"{url}\"\ntopics = [\"{TOPIC}\"]\nsubject_prefix = \"{prefix}\"\n"
+        ),
+        &[(ENV_ROLE, role)],
+    )
 }
 
 /// Runs B (receiving) then A (sending) at `rate_secs` (`RATE:SECS`);
 /// B's `RESULT` line, A's, and B's directory (the caller removes it).
 fn run_pair(url: &str, prefix: &str, rate_secs: &str) -> (String, String, PathBuf) {
-    let mut b = Master::start(url, prefix, &format!("recv:{rate_secs}"));
+    let mut b = start_master(url, prefix, &format!("recv:{rate_secs}"));
     b.wait_for("READY", Duration::from_secs(60));
-    let mut a = Master::start(url, prefix, &format!("send:{rate_secs}"));
+    let mut a = start_master(url, prefix, &format!("send:{rate_secs}"));
     a.wait_for("READY", Duration::from_secs(60));
     let b_line = b.wait_for("RESULT", Duration::from_secs(120));
     let a_line = a.wait_for("RESULT", Duration::from_secs(30));
     let dir = b.dir.clone();
     (b_line, a_line, dir)
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A `u64` as postcard encodes it (a varint), as the topic payload.
-fn postcard_u64(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
 }
 
 /// The inverse of [`postcard_u64`].

@@ -21,12 +21,12 @@
 //! on stdout; the master captures it into its log (its stderr, tagged with
 //! the worker), which this driver reads.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ringmaster::prelude::*;
 use ringmaster::{Init, Target};
+use ringmaster_bench::{SelfMaster, field, monotonic_ns, postcard_u64};
 
 const ENV_MODE: &str = "RINGMASTER_BENCH_IPC";
 const TOPIC: &str = "bench";
@@ -161,27 +161,6 @@ fn direct_rate() -> f64 {
     MSGS_TOTAL as f64 / start.elapsed().as_secs_f64()
 }
 
-/// A `u64` as postcard encodes it (a varint), as the topic payload.
-fn postcard_u64(mut v: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn field(line: &str, name: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
-}
-
 /// Starts this binary as a master with `workers` workers in `mode`, and
 /// returns each worker's `RESULT` line.
 fn run_cluster(mode: &str, workers: u64) -> Vec<String> {
@@ -193,67 +172,17 @@ fn run_cluster(mode: &str, workers: u64) -> Vec<String> {
 /// [`run_cluster`], also returning the cluster's directory (the caller
 /// removes it).
 fn run_cluster_in(mode: &str, workers: u64) -> (Vec<String>, std::path::PathBuf) {
-    let dir = ringmaster_bench::scratch_dir();
-    let config = dir.join("ipc.toml");
-    std::fs::write(
-        &config,
-        format!(
+    let mut master = SelfMaster::start(
+        &format!(
             "[server]\nipc_queue = 65536\n[groups.bench]\nworker = \"bench\"\nlisten = \"127.0.0.1:0\"\ncount = {workers}\nthreads = 1\n"
         ),
-    )
-    .expect("write the config");
-    let exe = std::env::current_exe().expect("own path");
-    let mut child = Command::new(exe)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .current_dir(&dir)
-        .env(ENV_MODE, mode)
-        .env(
-            "RINGMASTER_LOG",
-            std::env::var("RINGMASTER_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the master");
-    let log = child.stderr.take().expect("piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(log).lines().map_while(Result::ok) {
-            // `bench/1 4242 g0 | RESULT ...`: the worker's line, tagged.
-            let Some(at) = line.find("| RESULT ") else {
-                continue;
-            };
-            if tx.send(line[at + 2..].to_string()).is_err() {
-                return;
-            }
-        }
-    });
-    let mut lines = Vec::new();
+        &[(ENV_MODE, mode)],
+    );
     let deadline = Instant::now() + Duration::from_secs(120);
-    while (lines.len() as u64) < workers {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) => lines.push(l),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("{mode}: only {} of {workers} results", lines.len());
-            }
-        }
-    }
-    // SAFETY: plain kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
-    (lines, dir)
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the struct we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    let lines = (0..workers)
+        .map(|_| master.wait_for("RESULT", deadline.saturating_duration_since(Instant::now())))
+        .collect();
+    (lines, master.dir.clone())
 }
 
 /// The benchmark's code in each worker.

@@ -64,14 +64,7 @@ impl Module for BridgeModule {
         if !cfg.is_on() {
             return Err("the bridge worker runs only with [bridge] url set".into());
         }
-        let link = link::Link::start(
-            cfg,
-            init.ipc().clone(),
-            init.registry(),
-            init.draining(),
-            || init.hold_drain(),
-        )
-        .await?;
+        let link = link::Link::start(cfg, init).await?;
         init.insert(link);
         Ok(())
     }

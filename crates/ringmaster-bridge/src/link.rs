@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use ringmaster_config::BridgeConfig;
 use ringmaster_registry::series;
 use ringmaster_worker::{
-    BootError, Counter, DrainHold, Gauge, Ipc, RawSubscription, Registry, Target,
+    BootError, Counter, DrainHold, Gauge, Init, Ipc, RawSubscription, Registry, Target,
 };
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -132,16 +132,12 @@ impl Link {
     /// Connects (in the background: NATS may be down) and starts one task
     /// per topic and direction. Fails on settings NATS cannot use (a bad
     /// URL, a file that cannot be read), with the key to fix.
-    pub(crate) async fn start(
-        cfg: BridgeConfig,
-        ipc: Ipc,
-        registry: &Registry,
-        draining: impl Future<Output = ()> + Send + 'static,
-        hold: impl Fn() -> DrainHold,
-    ) -> Result<Self, BootError> {
+    pub(crate) async fn start(cfg: BridgeConfig, init: &Init) -> Result<Self, BootError> {
         let servers = servers(&cfg)?;
         let instance = instance();
-        let stats = Arc::new(Stats::new(registry));
+        let ipc = init.ipc();
+        let draining = init.draining();
+        let stats = Arc::new(Stats::new(init.registry()));
         let url = cfg.redacted_url();
         let (up_tx, mut up_rx) = watch::channel(false);
         let options = options(&cfg, &instance, stats.clone(), url.clone(), up_tx).await?;
@@ -174,7 +170,7 @@ impl Link {
                 .await
                 .map_err(|e| format!("bridge.topics {topic:?}: cannot subscribe: {e}"))?;
             tokio::spawn(inbound(
-                hold(),
+                init.hold_drain(),
                 subscriber,
                 topic.clone(),
                 instance.clone(),

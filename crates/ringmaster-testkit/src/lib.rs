@@ -8,7 +8,7 @@
 //! - [`ClusterProc`]: the master process guard;
 //! - `control`: its control socket: [`ClusterProc::status`],
 //!   [`ClusterProc::ask`], and the lifecycle [`Events`] tests wait on;
-//! - `procs`: [`children_of`], [`ppid_of`], [`alive`], [`exe_inode`];
+//! - `procs`: [`pids`], [`children_of`], [`ppid_of`], [`alive`], [`exe_inode`];
 //! - `http`: [`get`], [`get_timeout`], [`health_pid`], [`Response`],
 //!   [`request`] (any method, with a body), [`KeepAlive`];
 //! - [`Load`]: a request loop under which a test changes the cluster;
@@ -32,7 +32,7 @@ pub use control::Events;
 pub use http::{KeepAlive, Response, get, get_timeout, health_pid, request};
 pub use load::Load;
 pub use nats::NatsServer;
-pub use procs::{alive, children_of, exe_inode, ppid_of};
+pub use procs::{alive, children_of, exe_inode, pids, ppid_of};
 pub use proxy::Proxy;
 pub use ringmaster_proto::{Lifecycle, LifecycleRecord};
 pub use webdriver::Browser;

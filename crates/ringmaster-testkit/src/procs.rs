@@ -1,24 +1,22 @@
-//! Processes as /proc shows them: a process's children, its parent,
-//! whether it is alive, the binary it runs.
+//! Processes as /proc shows them: every pid, a process's children, its
+//! parent, whether it is alive, the binary it runs.
+
+/// Every process's pid, from /proc (in no order).
+pub fn pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
 
 /// Children of `pid`, from /proc.
 pub fn children_of(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Some(p) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if ppid_of(p) == Some(pid) {
-            out.push(p);
-        }
-    }
+    let mut out: Vec<u32> = pids()
+        .into_iter()
+        .filter(|p| ppid_of(*p) == Some(pid))
+        .collect();
     out.sort_unstable();
     out
 }

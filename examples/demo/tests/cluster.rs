@@ -291,16 +291,9 @@ fn listeners(port: u16) -> Vec<(u32, Option<u32>, String)> {
     if inodes.is_empty() {
         return holders;
     }
-    let procs = std::fs::read_dir("/proc").into_iter().flatten().flatten();
-    for entry in procs {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let fds = std::fs::read_dir(entry.path().join("fd"))
+    for pid in ringmaster_testkit::pids() {
+        let dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+        let fds = std::fs::read_dir(dir.join("fd"))
             .into_iter()
             .flatten()
             .flatten();
@@ -310,13 +303,13 @@ fn listeners(port: u16) -> Vec<(u32, Option<u32>, String)> {
         if !holds {
             continue;
         }
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
         let master_env = environ
             .split(|b| *b == 0)
             .filter_map(|kv| std::str::from_utf8(kv).ok())
             .find_map(|kv| kv.strip_prefix("RINGMASTER_MASTER_PID="))
             .and_then(|v| v.parse().ok());
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = std::fs::read(dir.join("cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         holders.push((pid, master_env, cmdline));
     }
